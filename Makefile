@@ -1,0 +1,35 @@
+# ablate — every target works as the first command on a fresh machine.
+PYTHON      ?= python3
+VENV        ?= .venv
+# CPU build by default; a GPU user overrides it, e.g. make setup TORCH_SPEC="torch==2.13.0 --index-url …"
+TORCH_SPEC  ?= torch==2.13.0
+STUDY       ?= studies/quick.yaml
+RESULTS     ?= results
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed
+
+.PHONY: setup study report test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+study: setup
+	$(PY) -m ablate run $(STUDY) --results $(RESULTS)
+
+report: setup
+	$(PY) -m ablate report $(STUDY) --results $(RESULTS)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) bench/fleet_vs_loop.py
+
+clean:
+	rm -rf $(RESULTS)

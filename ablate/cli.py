@@ -1,0 +1,103 @@
+"""Command-line interface: `ablate run | report | list`. User errors exit 2 with one message.
+
+Owns: argument parsing, exit codes, printing. Does not own: any of the work it dispatches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ablate.errors import UserError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ablate", description="Activation-function ablation "
+                                "benchmark for variational autoencoders.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="train every unfinished member of a study, then report",
+                         description="Train a study's grid (resuming where a previous run "
+                         "stopped) and write tables, figures and the report.")
+    run.add_argument("study", help="study YAML file, e.g. studies/quick.yaml")
+    run.add_argument("--results", default="results", help="results root (default: results/)")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    rep = sub.add_parser("report", help="rebuild tables, figures and report from the store",
+                         description="Rebuild runs.csv, epochs.csv, figures and report.html/.md "
+                         "from a results folder without training.")
+    rep.add_argument("target", help="a results folder (results/<name>) or the study YAML")
+    rep.add_argument("--results", default="results", help="results root when TARGET is a YAML")
+
+    lst = sub.add_parser("list", help="list the registered activations or datasets")
+    lst.add_argument("what", choices=["activations", "datasets"])
+    return p
+
+
+def _run(args) -> int:
+    from ablate.report import build_report
+    from ablate.runner import run_study
+    from ablate.study import load_study
+
+    study = load_study(args.study)
+    out_dir = run_study(study, Path(args.results), progress=not args.no_progress)
+    report = build_report(study, out_dir)
+    print(f"report: {report}")
+    print(f"tables: {out_dir / 'runs.csv'}, {out_dir / 'epochs.csv'}")
+    return 0
+
+
+def _report(args) -> int:
+    from ablate.report import build_report
+    from ablate.study import load_study
+
+    target = Path(args.target)
+    if target.is_dir():
+        if not (target / "study.yaml").is_file() or not (target / "study.db").is_file():
+            raise UserError(f"{target}: not a results folder (no study.yaml and study.db); "
+                            "run the study first with `ablate run STUDY.yaml`.")
+        study = load_study(target / "study.yaml")
+        study = type(study)(**{**study.__dict__, "path": str(target / "study.yaml")})
+        out_dir = target
+    else:
+        study = load_study(target)
+        out_dir = Path(args.results) / study.name
+        if not (out_dir / "study.db").is_file():
+            raise UserError(f"{target}: no results yet in {out_dir}; run `ablate run {target}` first.")
+    print(f"report: {build_report(study, out_dir)}")
+    return 0
+
+
+def _list(args) -> int:
+    if args.what == "activations":
+        from ablate.activations import ACTIVATIONS
+
+        for name in ACTIVATIONS:
+            act = ACTIVATIONS.get(name)
+            learn = " (learnable)" if act.params else ""
+            print(f"{name:<12} init={act.init:<8} {act.description}{learn}")
+        print("\nAlso: any package.module:Factory returning an elementwise torch module.")
+    else:
+        from ablate.data import DATASET_OPTIONS
+
+        for name, options in DATASET_OPTIONS.items():
+            keys = ", ".join(options) or "-"
+            print(f"{name:<14} options: {keys}, train_size, test_size")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"run": _run, "report": _report, "list": _list}[args.command]
+    try:
+        return handler(args)
+    except UserError as exc:
+        print(f"ablate: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("ablate: interrupted; run the same command again to resume.", file=sys.stderr)
+        return EXIT_INTERRUPTED

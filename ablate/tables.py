@@ -1,0 +1,71 @@
+"""The store → tidy DataFrames: runs (one row per trial × seed) and epochs; CSV export.
+
+Owns: reading finished trials' records out of the Optuna storage. Does not own: statistics
+(stats.py) or figures (plots.py). Tables can always be rebuilt from the store.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from ablate.study import RunConfig, Study
+
+CONFIG_COLUMNS = list(RunConfig.__dataclass_fields__)
+RUN_COLUMNS = ["trial", *CONFIG_COLUMNS, "seed", "status", "test_nelbo", "test_recon", "test_kl",
+               "test_nll", "active_units", "mutual_info", "dead_units", "probe_accuracy",
+               "epochs_run", "train_seconds", "fail_epoch", "reason"]
+
+
+def _finished(store: optuna.Study):
+    for t in store.get_trials(deepcopy=False):
+        if t.state.is_finished() and "members" in t.user_attrs:
+            yield t
+
+
+def runs_frame(store: optuna.Study, study: Study) -> pd.DataFrame:
+    """One row per member: its configuration, seed, status and every metric."""
+    from ablate.runner import decode_params
+
+    rows = []
+    for t in _finished(store):
+        config = study.config(decode_params(study, t.params)).__dict__
+        for m in t.user_attrs["members"]:
+            row = {"trial": t.number, **config, **m}
+            row["hidden"] = "-".join(map(str, config["hidden"]))
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=RUN_COLUMNS + ["kl_per_dim"])
+    extra = [c for c in frame.columns if c not in RUN_COLUMNS]
+    return frame[RUN_COLUMNS + extra].sort_values(["trial", "seed"]).reset_index(drop=True)
+
+
+def epochs_frame(store: optuna.Study, study: Study) -> pd.DataFrame:
+    """One row per member and epoch: train loss, recon, KL and test negative ELBO."""
+    from ablate.runner import decode_params
+
+    rows = []
+    for t in _finished(store):
+        config = study.config(decode_params(study, t.params))
+        for seed, history in t.user_attrs["epochs"].items():
+            for rec in history:
+                rows.append({"trial": t.number, "activation": config.activation,
+                             "latent_dim": config.latent_dim, "kl_weight": config.kl_weight,
+                             **{k: decode_params(study, t.params)[k] for k in study.space
+                                if k not in ("activation", "latent_dim", "kl_weight")},
+                             "seed": int(seed), **rec})
+    return pd.DataFrame(rows)
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """Write atomically: a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    frame.to_csv(tmp, index=False)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)

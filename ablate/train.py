@@ -1,0 +1,290 @@
+"""The epoch loop for one cohort, and batched evaluation of every member on the test split.
+
+Owns: minibatches gathered by index on the device, per-epoch records, divergence (a member
+whose loss turns NaN/inf fails alone and leaves the computation), stopping members on request
+(pruning), final metrics. Does not own: the model's insides (fleet.py), the metric
+definitions (metrics.py), or the study store (runner.py).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ablate import metrics as M
+from ablate.data import Dataset
+from ablate.fleet import Fleet, Member, member_param_count, stream_seed
+
+PROBE_MAX_TRAIN = 5000  # latent means of at most this many training images fit the probe
+MI_MAX_POINTS = 1000  # the MI estimate uses the first this-many test images
+
+
+@dataclass
+class DeviceData:
+    """A dataset's splits as tensors on the training device (the whole set lives there)."""
+
+    x_train: Tensor
+    x_test: Tensor
+    y_train: np.ndarray | None
+    y_test: np.ndarray | None
+
+    @classmethod
+    def put(cls, data: Dataset, device: torch.device) -> "DeviceData":
+        as_t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
+        return cls(as_t(data.x_train), as_t(data.x_test), data.y_train, data.y_test)
+
+
+@dataclass
+class Outcome:
+    """What happened to one member: status, when and why it stopped, its curves and metrics."""
+
+    key: str
+    status: str = "running"  # ok | failed | pruned
+    epochs_run: int = 0
+    fail_epoch: int | None = None
+    reason: str = ""
+    train_seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+
+
+EpochHook = Callable[[int, dict[str, dict]], set]
+"""Called after each epoch with {key: record} of running members; returns keys to prune."""
+
+
+def _budget(device: torch.device) -> int:
+    """Bytes an evaluation chunk may use."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(free // 4, 64 << 20)
+    return 1 << 30
+
+
+def _chunk(n: int, members: int, per_item_floats: int, budget: int) -> int:
+    return max(1, min(n, budget // max(1, members * per_item_floats * 4)))
+
+
+def _member_noise(fleet: Fleet, gens: list[torch.Generator], *lead: int) -> Tensor:
+    """Standard normal noise (N, *lead, L) from each member's own generator; zero on padding."""
+    eps = torch.zeros(len(fleet), *lead, fleet.latent, device=fleet.device)
+    for i, (m, g) in enumerate(zip(fleet.members, gens)):
+        eps[i, ..., :m.config.latent_dim] = torch.randn(
+            *lead, m.config.latent_dim, generator=g, device=fleet.device)
+    return eps
+
+
+def _eval_gens(fleet: Fleet) -> list[torch.Generator]:
+    """Fresh evaluation generators: the same noise at every evaluation of a member."""
+    return [torch.Generator(device=fleet.device).manual_seed(stream_seed(m.seed, 3))
+            for m in fleet.members]
+
+
+@torch.no_grad()
+def evaluate_elbo(fleet: Fleet, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Single-sample negative ELBO, recon and KL per image on `x`, each (N,)."""
+    n, N = len(x), len(fleet)
+    per_item = 3 * fleet.data_dim + 4 * sum(fleet.widths) + 6 * fleet.latent
+    c = _chunk(n, N, per_item, _budget(fleet.device))
+    gens = _eval_gens(fleet)
+    recon = torch.zeros(N, device=fleet.device)
+    kl = torch.zeros(N, device=fleet.device)
+    for s in range(0, n, c):
+        xb = x[s:s + c]  # (c, D), shared by all members
+        mu, logvar = fleet.encode(xb)
+        if fleet.family == "vae":
+            z = mu + _member_noise(fleet, gens, len(xb)) * torch.exp(0.5 * logvar)
+            kl += M.kl_per_dim(mu, logvar).sum((1, 2))
+        else:
+            z = mu
+        recon -= fleet.log_likelihood(xb, fleet.decode(z)).sum(1)
+    recon, kl = recon / n, kl / n
+    return recon + (kl if fleet.family == "vae" else 0.0), recon, kl
+
+
+def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 100,
+                 on_epoch: EpochHook | None = None) -> dict[str, Outcome]:
+    """Train every member for its epochs; returns each member's Outcome by key."""
+    device = data.x_train.device
+    fleet = Fleet(members, data.x_train.shape[1], device)
+    outcomes = {m.key: Outcome(m.key) for m in members}
+    cfg = fleet.members[0].config
+    n, bs = len(data.x_train), cfg.batch_size
+    steps = math.ceil(n / bs)
+    cost = {m.key: member_param_count(m.config, fleet.data_dim) for m in members}
+    step = 0
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        perms, eps = fleet.epoch_draws(n)
+        sums = torch.zeros(len(fleet), 3, device=device)
+        first_bad = torch.full((len(fleet),), -1, dtype=torch.long, device=device)
+        bad_nan = torch.zeros(len(fleet), dtype=torch.bool, device=device)
+        for b in range(steps):
+            idx = perms[:, b * bs:(b + 1) * bs]  # (N, B)
+            loss, recon, kl = fleet.train_step(data.x_train[idx], eps[:, b * bs:(b + 1) * bs],
+                                               fleet.beta(step, steps))
+            bad = ~torch.isfinite(loss) & (first_bad < 0)
+            first_bad = torch.where(bad, step, first_bad)
+            bad_nan |= bad & torch.isnan(loss)
+            sums += torch.stack([loss, recon, kl], 1) * idx.shape[1]
+            step += 1
+        test_nelbo, test_recon, test_kl = evaluate_elbo(fleet, data.x_test)
+        rows = torch.cat([sums / n, torch.stack([test_nelbo, test_recon, test_kl], 1)], 1).cpu()
+        first_bad, bad_nan = first_bad.cpu(), bad_nan.cpu()
+        elapsed = time.perf_counter() - t0
+        total_cost = sum(cost[k] for k in fleet.keys)
+        keep, records = set(), {}
+        for i, key in enumerate(fleet.keys):
+            o = outcomes[key]
+            o.epochs_run = epoch
+            o.train_seconds += elapsed * cost[key] / total_cost
+            tr_loss, tr_recon, tr_kl, te_nelbo, te_recon, te_kl = rows[i].tolist()
+            record = {"epoch": epoch, "train_loss": tr_loss, "train_recon": tr_recon,
+                      "train_kl": tr_kl, "test_nelbo": te_nelbo, "test_recon": te_recon,
+                      "test_kl": te_kl if fleet.family == "vae" else float("nan")}
+            o.history.append(record)
+            if first_bad[i] >= 0 or not math.isfinite(tr_loss):
+                kind = "NaN" if bad_nan[i] else "inf"
+                o.status, o.fail_epoch = "failed", epoch
+                o.reason = f"training loss became {kind} at epoch {epoch} (step {int(first_bad[i]) + 1})"
+            elif not math.isfinite(te_nelbo):
+                o.status, o.fail_epoch = "failed", epoch
+                o.reason = f"test ELBO became non-finite at epoch {epoch}"
+            else:
+                keep.add(key)
+                records[key] = record
+        if on_epoch is not None and records:
+            for key in on_epoch(epoch, records) or ():
+                if key in keep:
+                    keep.discard(key)
+                    outcomes[key].status = "pruned"
+                    outcomes[key].reason = f"pruned after epoch {epoch}"
+        if len(keep) < len(fleet):
+            if not keep:
+                return outcomes
+            fleet.select(keep)
+    t0 = time.perf_counter()
+    final = evaluate_final(fleet, data, iwae_samples)
+    elapsed = time.perf_counter() - t0
+    total_cost = sum(cost[k] for k in fleet.keys)
+    for key, values in final.items():
+        o = outcomes[key]
+        o.metrics, o.status = values, "ok"
+        o.train_seconds += elapsed * cost[key] / total_cost
+        if not math.isfinite(values["test_nelbo"]):
+            o.status, o.fail_epoch = "failed", o.epochs_run
+            o.reason = "final test ELBO is not finite"
+    return outcomes
+
+
+@torch.no_grad()
+def evaluate_final(fleet: Fleet, data: DeviceData, iwae_samples: int) -> dict[str, dict]:
+    """Every metric of DESIGN.md for each member on the test split, as {key: {metric: value}}."""
+    N, L, dev, vae = len(fleet), fleet.latent, fleet.device, fleet.family == "vae"
+    x = data.x_test
+    n = len(x)
+    budget = _budget(dev)
+    real_latent = fleet.latent_mask[:, 0, :]  # (N, L)
+
+    # Pass 1: posterior moments and hidden-unit ranges (encoder on x, decoder on z = μ).
+    per_item = 2 * fleet.data_dim + 4 * sum(fleet.widths) + 4 * L
+    c = _chunk(n, N, per_item, budget)
+    mus, logvars, lo, hi = [], [], None, None
+    for s in range(0, n, c):
+        hidden: list[Tensor] = []
+        mu, logvar = fleet.encode(x[s:s + c], hidden)
+        fleet.decode(mu, hidden)
+        h = torch.cat(hidden, -1)  # (N, c, U) every hidden unit of every layer
+        lo = h.amin(1) if lo is None else torch.minimum(lo, h.amin(1))
+        hi = h.amax(1) if hi is None else torch.maximum(hi, h.amax(1))
+        mus.append(mu)
+        logvars.append(logvar)
+    mu = torch.cat(mus, 1)  # (N, n, L)
+    logvar = torch.cat(logvars, 1) if vae else None
+    widths = fleet.widths + fleet.widths[::-1]
+    real_units = torch.cat([
+        torch.arange(w, device=dev)[None, :] < torch.tensor(
+            [m.config.hidden[i if i < fleet.depth else 2 * fleet.depth - 1 - i]
+             for m in fleet.members], device=dev)[:, None]
+        for i, w in enumerate(widths)], -1)  # (N, U)
+
+    out = {"test_nelbo": None}
+    out["test_nelbo"], out["test_recon"], out["test_kl"] = evaluate_elbo(fleet, x)
+    out["active_units"] = M.active_units(mu, real_latent).float()
+    out["dead_units"] = M.dead_fraction(lo, hi, real_units)
+    nan = torch.full((N,), float("nan"), device=dev)
+    if vae:
+        out["kl_per_dim"] = M.kl_per_dim(mu, logvar).mean(1)  # (N, L)
+        out["test_nll"] = -_iwae(fleet, x, mu, logvar, iwae_samples, budget)
+        out["mutual_info"] = _mutual_info(fleet, mu, logvar, budget)
+    else:
+        out["test_kl"], out["test_nll"], out["mutual_info"] = nan, nan, nan
+        out["kl_per_dim"] = torch.full((N, L), float("nan"), device=dev)
+    probe = _probe(fleet, data, mu)
+
+    results = {}
+    for i, m in enumerate(fleet.members):
+        Lm = m.config.latent_dim
+        row = {k: float(v[i]) for k, v in out.items() if k != "kl_per_dim"}
+        row["kl_per_dim"] = [float(v) for v in out["kl_per_dim"][i, :Lm]]
+        row["probe_accuracy"] = probe[i]
+        results[m.key] = row
+    return results
+
+
+def _iwae(fleet: Fleet, x: Tensor, mu: Tensor, logvar: Tensor, k: int, budget: int) -> Tensor:
+    """IWAE lower bound on log p(x) with k importance samples, mean over x: (N,)."""
+    N, n = mu.shape[:2]
+    per_item = k * (3 * fleet.data_dim + 2 * sum(fleet.widths) + 4 * fleet.latent)
+    c = _chunk(n, N, per_item, budget)
+    gens = _eval_gens(fleet)
+    mask = fleet.latent_mask.unsqueeze(1)  # (N, 1, 1, L)
+    total = torch.zeros(N, device=fleet.device)
+    for s in range(0, n, c):
+        m, lv, xb = mu[:, s:s + c], logvar[:, s:s + c], x[s:s + c]
+        cb = m.shape[1]
+        z = m.unsqueeze(1) + _member_noise(fleet, gens, k, cb) * torch.exp(0.5 * lv).unsqueeze(1)
+        out = fleet.decode(z.reshape(N, k * cb, -1))  # (N, k·c, D)
+        log_px = fleet.log_likelihood(xb.repeat(k, 1), out).view(N, k, cb)
+        log_pz = (M.log_std_normal(z) * mask).sum(-1)  # (N, k, c)
+        log_qz = (M.log_normal(z, m.unsqueeze(1), lv.unsqueeze(1)) * mask).sum(-1)
+        total += M.iwae_bound(log_px + log_pz - log_qz, dim=1).sum(1)
+    return total / n
+
+
+def _mutual_info(fleet: Fleet, mu: Tensor, logvar: Tensor, budget: int) -> Tensor:
+    """I(x; z) under the aggregate posterior of the first MI_MAX_POINTS test images: (N,)."""
+    N = len(fleet)
+    mu, logvar = mu[:, :MI_MAX_POINTS], logvar[:, :MI_MAX_POINTS]
+    n = mu.shape[1]
+    gens = _eval_gens(fleet)
+    z = mu + _member_noise(fleet, gens, n) * torch.exp(0.5 * logvar)  # (N, n, L)
+    mask = fleet.latent_mask  # (N, 1, L)
+    self_term = (M.log_normal(z, mu, logvar) * mask).sum(-1)  # (N, n)
+    c = _chunk(n, N, 2 * n * fleet.latent, budget)
+    cross = []
+    for s in range(0, n, c):
+        zi = z[:, s:s + c].unsqueeze(2)  # (N, c, 1, L)
+        lq = (M.log_normal(zi, mu.unsqueeze(1), logvar.unsqueeze(1)) * mask.unsqueeze(1)).sum(-1)
+        cross.append(torch.logsumexp(lq, dim=2))  # (N, c)
+    return M.mutual_information(self_term, torch.cat(cross, 1), n)
+
+
+def _probe(fleet: Fleet, data: DeviceData, mu_test: Tensor) -> list[float]:
+    """Linear-probe accuracy on μ per member (NaN without labels)."""
+    N = len(fleet)
+    if data.y_train is None or data.y_test is None:
+        return [float("nan")] * N
+    x = data.x_train[:PROBE_MAX_TRAIN]
+    c = _chunk(len(x), N, 2 * fleet.data_dim + 2 * sum(fleet.widths), _budget(fleet.device))
+    mu_train = torch.cat([fleet.encode(x[s:s + c])[0] for s in range(0, len(x), c)], 1)
+    y_train = data.y_train[:PROBE_MAX_TRAIN]
+    train_np, test_np = mu_train.cpu().numpy(), mu_test.cpu().numpy()
+    return [M.probe_accuracy(train_np[i, :, :m.config.latent_dim], y_train,
+                             test_np[i, :, :m.config.latent_dim], data.y_test)
+            for i, m in enumerate(fleet.members)]
