@@ -140,6 +140,8 @@ class Fleet:
             act = get_activation(m.config.activation)
             for name, fan_in, fan_out, src in self._layer_dims(m.config):
                 scheme, gain = (act.init, act.gain) if src == "act" else ("default", 1.0)
+                if src == "act" and m.config.init != "auto":
+                    scheme = m.config.init
                 w, b = init_weight(scheme, gain, fan_in, fan_out, gen)
                 if name.startswith("head."):
                     col = 0 if name == "head.mu" else L

@@ -202,7 +202,10 @@ def _tell(store: optuna.Study, study: Study, trial: optuna.Trial,
 
 def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
     """Train every unfinished grid point of `study`; returns the results folder."""
-    data = load_dataset(study.dataset)  # user errors surface before anything is written
+    try:  # user errors surface before anything is written
+        data = load_dataset(study.dataset)
+    except UserError as exc:
+        raise UserError(f"{study.path}: {exc}") from None
     device = resolve_device(study.device)
     out_dir = Path(results_root) / study.name
     check_results_dir(study, out_dir)

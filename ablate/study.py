@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import yaml
 
-from ablate.activations import get_activation
+from ablate.activations import INIT_SCHEMES, get_activation
 from ablate.data import COMMON_OPTIONS, DATASET_OPTIONS, DATASETS
 from ablate.errors import UserError
 from ablate.registry import suggest
@@ -50,11 +50,14 @@ class RunConfig:
     """Adam learning rate."""
     kl_warmup_epochs: int = 0
     """Epochs over which the KL weight ramps linearly from 0 to kl_weight (0: no warm-up)."""
+    init: str = "auto"
+    """Hidden-layer weight init: auto (the one each activation needs) or default (PyTorch
+    Linear), kaiming, xavier, lecun for every activation."""
 
 
 # Which YAML section each RunConfig field lives in (space keys may be `field` or `section.field`).
 SECTION_FIELDS = {
-    "model": ("family", "hidden", "likelihood", "activation", "latent_dim"),
+    "model": ("family", "hidden", "likelihood", "activation", "latent_dim", "init"),
     "train": ("epochs", "batch_size", "lr", "kl_weight", "kl_warmup_epochs"),
 }
 FIELD_SECTION = {f: s for s, fields in SECTION_FIELDS.items() for f in fields}
@@ -167,7 +170,7 @@ FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "activation": _activation, "latent_dim": _int(1), "kl_weight": _float(lo=0.0),
     "family": _choice("vae", "ae"), "hidden": _hidden, "likelihood": _choice("bernoulli", "gaussian"),
     "epochs": _int(1), "batch_size": _int(1), "lr": _float(positive=True),
-    "kl_warmup_epochs": _int(0),
+    "kl_warmup_epochs": _int(0), "init": _choice("auto", *INIT_SCHEMES),
 }
 TOP_KEYS = ("name", "description", "dataset", "model", "train", "eval", "seeds", "space",
             "device", "cohort_size", "report")

@@ -1,0 +1,49 @@
+"""Killing `ablate run` midway (SIGKILL) and running it again completes the study exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pandas as pd
+
+from tests.integration.helpers import ablate, tiny_study
+
+
+def _complete(db) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return con.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_sigkill_midway_then_rerun_completes_every_member_once(tmp_path):
+    # One trial (3 seeds) per cohort, so the study advances in six steps we can interrupt.
+    study = tiny_study(tmp_path, epochs=6, seeds=3, cohort=3)
+    db = tmp_path / "results" / "tiny" / "study.db"
+    proc = subprocess.Popen([sys.executable, "-m", "ablate", "run", str(study), "--no-progress"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ})
+    deadline = time.time() + 300
+    while _complete(db) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the next cohort's training
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_at_kill = _complete(db)
+    assert 2 <= done_at_kill < 6, "the kill must land midway through the study"
+
+    rerun = ablate("run", str(study), "--no-progress", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    runs = pd.read_csv(tmp_path / "results" / "tiny" / "runs.csv")
+    assert len(runs) == 6 * 3
+    assert not runs.duplicated(["activation", "latent_dim", "kl_weight", "seed"]).any()
+    assert _complete(db) + int((runs.groupby("trial")["status"].apply(
+        lambda s: (s == "failed").all())).sum()) == 6

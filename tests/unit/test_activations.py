@@ -1,0 +1,101 @@
+"""One suite over every registered activation, plus plugins."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from ablate.activations import ACTIVATIONS, INIT_SCHEMES, get_activation, init_weight
+from ablate.errors import UserError
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS.names())
+def test_activation_is_elementwise_finite_and_differentiable(name):
+    act = get_activation(name)
+    assert act.init in INIT_SCHEMES
+    x = torch.linspace(-3, 3, 2 * 5 * 7).view(2, 5, 7).requires_grad_(True)
+    params = {k: v.expand(2, *v.shape).clone().requires_grad_(True) for k, v in act.params.items()}
+    y = act.apply(x, params)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    # elementwise: the first member's output does not depend on the second member's input
+    x2 = x.detach().clone()
+    x2[1] += 1.0
+    torch.testing.assert_close(act.apply(x2, params)[0], y[0].detach())
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    for p in params.values():
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+
+
+def test_learnable_activations_have_parameters():
+    assert set(get_activation("prelu").params) == {"slope"}
+    assert set(get_activation("swish").params) == {"beta"}
+
+
+def test_unknown_activation_suggests_and_lists():
+    with pytest.raises(UserError, match=r"unknown activation 'rleu'\. Did you mean 'relu'\?.*Known: .*gelu"):
+        get_activation("rleu")
+
+
+@pytest.fixture
+def plugin_module(tmp_path, monkeypatch):
+    (tmp_path / "myacts.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        class Snake(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.alpha = nn.Parameter(torch.tensor(1.0))
+            def forward(self, x):
+                return x + torch.sin(self.alpha * x) ** 2 / self.alpha
+
+        def make_snake():
+            return Snake()
+        make_snake.init = "kaiming"
+
+        def make_square():
+            return lambda x: x * x
+        """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "myacts"
+    sys.modules.pop("myacts", None)
+
+
+def test_plugin_with_parameters_is_per_member(plugin_module):
+    act = get_activation("myacts:make_snake")
+    assert act.init == "kaiming" and set(act.params) == {"alpha"}
+    alpha = torch.tensor([1.0, 2.0], requires_grad=True)
+    x = torch.ones(2, 3, 4)
+    y = act.apply(x, {"alpha": alpha})
+    expected0 = 1 + torch.sin(torch.tensor(1.0)) ** 2
+    expected1 = 1 + torch.sin(torch.tensor(2.0)) ** 2 / 2
+    torch.testing.assert_close(y[0], expected0.expand(3, 4))
+    torch.testing.assert_close(y[1], expected1.expand(3, 4))
+
+
+def test_plugin_without_parameters(plugin_module):
+    act = get_activation("myacts:make_square")
+    torch.testing.assert_close(act.apply(torch.full((1, 2, 2), 3.0), {}), torch.full((1, 2, 2), 9.0))
+
+
+def test_bad_plugin_paths():
+    with pytest.raises(UserError, match="cannot import module 'nosuchpkg.mod'"):
+        get_activation("nosuchpkg.mod:Factory")
+    with pytest.raises(UserError, match="has no attribute 'Nope'"):
+        get_activation("torch.nn:Nope")
+
+
+@pytest.mark.parametrize("scheme,expected_std", [("kaiming", 2 ** 0.5 / 20), ("lecun", 1 / 20)])
+def test_init_scales(scheme, expected_std):
+    w, b = init_weight(scheme, 2 ** 0.5, 400, 300, torch.Generator().manual_seed(0))
+    assert w.std().item() == pytest.approx(expected_std, rel=0.02)
+    assert torch.count_nonzero(b) == 0
+
+
+def test_default_init_is_torch_linear():
+    w, b = init_weight("default", 1.0, 100, 50, torch.Generator().manual_seed(0))
+    assert w.abs().max() <= 0.1 and b.abs().max() <= 0.1 and w.abs().max() > 0.09

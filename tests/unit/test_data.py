@@ -1,0 +1,87 @@
+"""Dataset loaders: digits, IDX files the test writes itself, npz, synthetic, caps."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from ablate.data import IDX_FILES, load_dataset, read_idx
+from ablate.errors import UserError
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def idx_root(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (20, 6, 5)), rng.integers(0, 10, 20),
+              rng.integers(0, 256, (8, 6, 5)), rng.integers(0, 10, 8)]
+    for name, a in zip(IDX_FILES, arrays):
+        write_idx(tmp_path / name, a)
+    return tmp_path, arrays
+
+
+def test_digits_is_scaled_stratified_and_fixed():
+    a = load_dataset({"name": "digits"})
+    b = load_dataset({"name": "digits"})
+    assert a.x_train.shape == (1437, 64) and a.x_test.shape == (360, 64)
+    assert 0.0 <= a.x_train.min() and a.x_train.max() == 1.0
+    np.testing.assert_array_equal(a.x_test, b.x_test)
+    counts = np.bincount(a.y_test)
+    assert counts.min() >= 35 and counts.max() <= 37  # stratified: ~36 of each digit
+    assert a.image_shape == (8, 8)
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "kmnist"])
+def test_idx_loader_reads_the_standard_files(idx_root, name):
+    root, arrays = idx_root
+    data = load_dataset({"name": name, "root": str(root), "download": False})
+    assert data.x_train.shape == (20, 30) and data.image_shape == (6, 5)
+    np.testing.assert_allclose(data.x_train[3], arrays[0][3].reshape(-1) / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(data.y_test, arrays[3])
+
+
+def test_read_idx_rejects_truncated(tmp_path):
+    path = tmp_path / "bad.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">BBBBI", 0, 0, 8, 1, 10) + b"\x00" * 4)
+    with pytest.raises(UserError, match="truncated"):
+        read_idx(path)
+
+
+def test_missing_idx_file_names_what_to_do(idx_root):
+    root, _ = idx_root
+    (root / IDX_FILES[2]).unlink()
+    with pytest.raises(UserError, match=r"dataset\.root: .* lacks t10k-images-idx3-ubyte\.gz\. Put"):
+        load_dataset({"name": "mnist", "root": str(root), "download": False})
+
+
+def test_missing_idx_folder(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_dataset({"name": "kmnist", "root": str(tmp_path / "nope"), "download": False})
+
+
+def test_npz_and_caps(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=rng.random((50, 4, 4)), x_test=rng.random((10, 4, 4)),
+             y_train=np.arange(50) % 3, y_test=np.arange(10) % 3)
+    data = load_dataset({"name": "npz", "path": str(path), "train_size": 20})
+    assert data.x_train.shape == (20, 16) and data.image_shape == (4, 4) and len(data.y_train) == 20
+    np.savez(path, x_train=rng.random((5, 3)) * 2, x_test=rng.random((5, 3)))
+    with pytest.raises(UserError, match=r"scale them to \[0, 1\]"):
+        load_dataset({"name": "npz", "path": str(path)})
+
+
+def test_synthetic_is_seeded():
+    a = load_dataset({"name": "synthetic", "n_train": 30, "dim": 16})
+    b = load_dataset({"name": "synthetic", "n_train": 30, "dim": 16})
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    assert a.x_train.shape == (30, 16) and a.image_shape == (4, 4)
