@@ -68,6 +68,7 @@ class _Slot:
         self.owners = owners
         self.exp_avg = torch.zeros_like(tensor)
         self.exp_avg_sq = torch.zeros_like(tensor)
+        self.step = torch.zeros((), device=tensor.device)  # Adam steps taken (same for all rows)
 
     def select(self, new_position: dict[int, int]) -> "_Slot | None":
         rows = [i for i, o in enumerate(self.owners) if o in new_position]
@@ -77,6 +78,7 @@ class _Slot:
         slot = _Slot(self.tensor.detach().index_select(0, index), [new_position[self.owners[i]] for i in rows])
         slot.exp_avg = self.exp_avg.index_select(0, index)
         slot.exp_avg_sq = self.exp_avg_sq.index_select(0, index)
+        slot.step = self.step.clone()
         return slot
 
 
@@ -169,6 +171,7 @@ class Fleet:
         dev, cfgs, n = self.device, [m.config for m in self.members], len(self.members)
         self.kl_weight = torch.tensor([c.kl_weight for c in cfgs], device=dev)
         self.lr = torch.tensor([c.lr for c in cfgs], dtype=torch.float64, device=dev)
+        self.shared_lr = cfgs[0].lr if all(c.lr == cfgs[0].lr for c in cfgs) else None
         self.warmup_epochs = torch.tensor([c.kl_warmup_epochs for c in cfgs], dtype=torch.float64)
         if not hasattr(self, "steps"):
             self.steps = torch.zeros(n, dtype=torch.float64, device=dev)
@@ -328,15 +331,27 @@ class Fleet:
 
     @torch.no_grad()
     def adam_step(self) -> None:
-        """torch.optim.Adam's update (default betas, eps, no weight decay), per member."""
+        """torch.optim.Adam's update (default betas, eps, no weight decay), per member.
+
+        Every row of a stacked tensor is one member's, and Adam is elementwise, so one update
+        over the stacked tensors is N independent Adams. With one learning rate for the whole
+        cohort (the usual case) that is PyTorch's own fused Adam kernel over every tensor;
+        with per-member learning rates, the same formula with per-row step sizes."""
         b1, b2 = ADAM_BETAS
         self.steps += 1
+        slots = [s for s in self.slots.values() if s.tensor.grad is not None]
+        torch._foreach_add_([s.step for s in slots], 1.0)
+        if self.shared_lr is not None and hasattr(torch, "_fused_adam_"):
+            torch._fused_adam_(
+                [s.tensor for s in slots], [s.tensor.grad for s in slots],
+                [s.exp_avg for s in slots], [s.exp_avg_sq for s in slots], [],
+                [s.step for s in slots], amsgrad=False, lr=self.shared_lr, beta1=b1, beta2=b2,
+                weight_decay=0.0, eps=ADAM_EPS, maximize=False, grad_scale=None, found_inf=None)
+            return
         step_size = (self.lr / (1.0 - b1 ** self.steps)).float()  # (N,)
         bc2_sqrt = torch.sqrt(1.0 - b2 ** self.steps).float()
-        for slot in self.slots.values():
+        for slot in slots:
             p, g = slot.tensor, slot.tensor.grad
-            if g is None:
-                continue
             shape = (-1,) + (1,) * (p.dim() - 1)
             own = slot.owners if len(slot.owners) != len(self) else slice(None)
             slot.exp_avg.lerp_(g, 1.0 - b1)

@@ -1,0 +1,178 @@
+"""Benchmark: the fleet against the textbook one-model-at-a-time loop, in one process.
+
+(a) the PyTorch-examples loop: one model at a time, DataLoader(TensorDataset), batch 128, Adam;
+(b) the fleet: every member in one batched model (ablate.fleet).
+Both train the same members on the same data; we time training epochs only (no evaluation)
+and print seconds per member-epoch, the ratio (a)/(b), the fleet's achieved GFLOP/s and its
+fraction of this device's measured fp32 matmul peak.
+
+Workloads:
+  1. mnist: 784-400-20 VAEs, batch 128, 16 members (4 activations × 4 seeds), on synthetic
+     784-pixel data; N_TRAIN images per epoch (MNIST has 60 000; --fraction sets the share).
+  2. quick: the studies/quick.yaml grid on the bundled digits.
+
+Usage: python bench/fleet_vs_loop.py [--workload mnist|quick|all] [--device cpu|cuda]
+       [--members 64] [--fraction 0.1] [--epochs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from ablate.activations import get_activation
+from ablate.data import load_dataset
+from ablate.fleet import Fleet, Member
+from ablate.study import RunConfig, load_study
+
+
+class LoopVAE(nn.Module):
+    """The PyTorch-examples VAE with a configurable activation and widths."""
+
+    def __init__(self, dim: int, config: RunConfig):
+        super().__init__()
+        act = get_activation(config.activation)
+        self.params = nn.ParameterDict()
+        self.act = act
+        h, L = list(config.hidden), config.latent_dim
+        self.enc = nn.ModuleList(nn.Linear(a, b) for a, b in zip([dim] + h[:-1], h))
+        self.mu, self.logvar = nn.Linear(h[-1], L), nn.Linear(h[-1], L)
+        rh = h[::-1]
+        self.dec = nn.ModuleList(nn.Linear(a, b) for a, b in zip([L] + rh[:-1], rh))
+        self.out = nn.Linear(h[0], dim)
+        self.act_params = nn.ParameterList(
+            nn.ParameterDict({k: nn.Parameter(v.clone().view(1)) for k, v in act.params.items()})
+            for _ in range(2 * len(h)))
+
+    def _a(self, i, x):
+        return self.act.apply(x.unsqueeze(0), dict(self.act_params[i])).squeeze(0)
+
+    def forward(self, x):
+        h = x
+        for i, layer in enumerate(self.enc):
+            h = self._a(i, layer(h))
+        mu, logvar = self.mu(h), self.logvar(h)
+        h = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        for i, layer in enumerate(self.dec):
+            h = self._a(len(self.enc) + i, layer(h))
+        return self.out(h), mu, logvar
+
+
+def loop_train(members, x: torch.Tensor, epochs: int) -> float:
+    """Seconds to train every member one at a time, textbook style."""
+    start = time.perf_counter()
+    for m in members:
+        torch.manual_seed(m.seed)
+        model = LoopVAE(x.shape[1], m.config).to(x.device)
+        opt = torch.optim.Adam(model.parameters(), lr=m.config.lr)
+        loader = DataLoader(TensorDataset(x), batch_size=m.config.batch_size, shuffle=True)
+        for _ in range(epochs):
+            for (xb,) in loader:
+                opt.zero_grad()
+                logits, mu, logvar = model(xb)
+                bce = F.binary_cross_entropy_with_logits(logits, xb, reduction="sum")
+                kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+                (bce + m.config.kl_weight * kl).backward()
+                opt.step()
+    _sync(x.device)
+    return time.perf_counter() - start
+
+
+def fleet_train(members, x: torch.Tensor, epochs: int) -> float:
+    """Seconds to train every member together as one fleet (training epochs only)."""
+    fleet = Fleet(members, x.shape[1], x.device)
+    bs = members[0].config.batch_size
+    n, steps = len(x), math.ceil(len(x) / bs)
+    _sync(x.device)
+    start = time.perf_counter()
+    step = 0
+    for _ in range(epochs):
+        perms, eps = fleet.epoch_draws(n)
+        for b in range(steps):
+            idx = perms[:, b * bs:(b + 1) * bs]
+            fleet.train_step(x[idx], eps[:, b * bs:(b + 1) * bs], fleet.beta(step, steps))
+            step += 1
+    _sync(x.device)
+    return time.perf_counter() - start
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, size: int = 2048, reps: int = 10) -> float:
+    """Measured fp32 GFLOP/s of a large square matmul on this device."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * size**3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def train_flops(config: RunConfig, dim: int, n: int) -> float:
+    """Matmul FLOPs of one member-epoch: forward 2·MACs, backward 4·MACs."""
+    h, L = list(config.hidden), config.latent_dim
+    macs = sum(a * b for a, b in zip([dim] + h[:-1], h)) + h[-1] * 2 * L
+    macs += sum(a * b for a, b in zip([L] + h[::-1][:-1], h[::-1])) + h[0] * dim
+    return 6.0 * macs * n
+
+
+def report(name: str, members, x: torch.Tensor, epochs: int, peak: float) -> None:
+    loop_s = loop_train(members, x, epochs)
+    fleet_s = fleet_train(members, x, epochs)
+    me = len(members) * epochs
+    flops = sum(train_flops(m.config, x.shape[1], len(x)) for m in members) * epochs
+    gflops = flops / fleet_s / 1e9
+    print(f"\n[{name}] {len(members)} members × {epochs} epochs × {len(x)} images on {x.device}")
+    print(f"  (a) one model at a time : {loop_s / me * 1e3:9.1f} ms per member-epoch")
+    print(f"  (b) fleet               : {fleet_s / me * 1e3:9.1f} ms per member-epoch")
+    print(f"  ratio (a)/(b)           : {loop_s / fleet_s:9.2f}x")
+    print(f"  fleet throughput        : {gflops:9.1f} GFLOP/s = {gflops / peak:.0%} of the "
+          f"measured matmul peak ({peak:.0f} GFLOP/s)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workload", choices=["mnist", "quick", "all"], default="all")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--members", type=int, default=16, help="mnist workload: 4 activations × members/4 seeds")
+    ap.add_argument("--fraction", type=float, default=0.1, help="share of MNIST's 60 000 images")
+    ap.add_argument("--epochs", type=int, default=2)
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    peak = matmul_peak(device)
+    print(f"device {device}; torch {torch.__version__}; threads {torch.get_num_threads()}; "
+          f"fp32 matmul peak {peak:.0f} GFLOP/s")
+    if args.workload in ("mnist", "all"):
+        n = int(60000 * args.fraction)
+        x = torch.rand(n, 784, generator=torch.Generator().manual_seed(0)).to(device)
+        config = RunConfig(hidden=(400,), latent_dim=20, batch_size=128, epochs=args.epochs)
+        acts = ("relu", "gelu", "tanh", "silu")
+        members = [Member(f"{a}-{s}", replace(config, activation=a), s)
+                   for a in acts for s in range(args.members // len(acts))]
+        report("workload 1: MNIST-shaped 784-400-20", members, x, args.epochs, peak)
+    if args.workload in ("quick", "all"):
+        study = load_study("studies/quick.yaml")
+        data = load_dataset(study.dataset)
+        x = torch.as_tensor(data.x_train, device=device)
+        members = [Member(f"{i}-{s}", replace(study.config(p), epochs=args.epochs), s)
+                   for i, p in enumerate(study.points()) for s in study.seeds]
+        report("workload 2: studies/quick.yaml grid on digits", members, x, args.epochs, peak)
+
+
+if __name__ == "__main__":
+    main()
