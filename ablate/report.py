@@ -152,14 +152,6 @@ def build_report(study: Study, out_dir: Path) -> Path:
         doc.table(rank_view.rename(columns={"n": "seeds"}))
 
         order = plots.activation_order(runs, metric, maximize)
-        doc.heading("Per cell")
-        cell = stats.summarize(runs, metric, ["latent_dim", "kl_weight", "activation"])
-        cell = cell.sort_values(["latent_dim", "kl_weight", "mean"],
-                                ascending=[True, True, not maximize])
-        view = cell.assign(**{metric: cell.apply(_ci, axis=1)})[
-            ["latent_dim", "kl_weight", "activation", metric, "n"]]
-        doc.table(view.rename(columns={"n": "seeds"}))
-
         doc.heading("Figures")
         doc.figure(plots.heatmaps(runs, metric, order, fig_dir / "heatmap.png"),
                    f"Mean {plots.label(metric)} per activation and latent_dim, one panel per kl_weight.",
@@ -172,6 +164,14 @@ def build_report(study: Study, out_dir: Path) -> Path:
         doc.figure(plots.curves(epochs, order, fig_dir / "curves.png"),
                    "Test negative ELBO per epoch, mean over cells and seeds with a 95% CI band.",
                    out_dir)
+    if not ok.empty:
+        doc.heading("Per cell")
+        cell = stats.summarize(runs, metric, ["latent_dim", "kl_weight", "activation"])
+        cell = cell.sort_values(["latent_dim", "kl_weight", "mean"],
+                                ascending=[True, True, not maximize])
+        view = cell.assign(**{metric: cell.apply(_ci, axis=1)})[
+            ["latent_dim", "kl_weight", "activation", metric, "n"]]
+        doc.table(view.rename(columns={"n": "seeds"}))
 
     doc.heading("Failures")
     failed = runs[runs["status"] != "ok"]
