@@ -164,17 +164,18 @@ class Fleet:
                 for pname, value in act.params.items():
                     init = value.detach().to(dev).expand(e - s, *value.shape).clone()
                     self.slots[f"act.{layer}.{act.name}.{pname}"] = _Slot(init, list(range(s, e)))
+        self.steps = torch.zeros(n, dtype=torch.float64, device=dev)  # Adam steps per member
+        self.train_gens = [torch.Generator(device=dev).manual_seed(stream_seed(m.seed, 2))
+                           for m in members]
         self._derive()
 
     def _derive(self) -> None:
         """Per-member tensors that follow from `members` (rebuilt after a select)."""
-        dev, cfgs, n = self.device, [m.config for m in self.members], len(self.members)
+        dev, cfgs = self.device, [m.config for m in self.members]
         self.kl_weight = torch.tensor([c.kl_weight for c in cfgs], device=dev)
         self.lr = torch.tensor([c.lr for c in cfgs], dtype=torch.float64, device=dev)
         self.shared_lr = cfgs[0].lr if all(c.lr == cfgs[0].lr for c in cfgs) else None
         self.warmup_epochs = torch.tensor([c.kl_warmup_epochs for c in cfgs], dtype=torch.float64)
-        if not hasattr(self, "steps"):
-            self.steps = torch.zeros(n, dtype=torch.float64, device=dev)
         hid = [c.hidden for c in cfgs]
         masks = []
         for layer in range(2 * self.depth):
@@ -188,8 +189,6 @@ class Fleet:
         cols = torch.arange(self.latent, device=dev)
         self.latent_mask = (cols < real[:, None]).float().unsqueeze(1)  # (N, 1, L)
         self._latent_full = bool((real == self.latent).all())
-        self.train_gens = getattr(self, "train_gens", None) or [
-            torch.Generator(device=dev).manual_seed(stream_seed(m.seed, 2)) for m in self.members]
 
     def select(self, keys: set[str]) -> None:
         """Keep only the members whose key is in `keys`; the rest leave the computation."""

@@ -51,14 +51,13 @@ def epochs_frame(store: optuna.Study, study: Study) -> pd.DataFrame:
 
     rows = []
     for t in _finished(store):
-        config = study.config(decode_params(study, t.params))
+        params = decode_params(study, t.params)
+        config = study.config(params)
+        ident = {"trial": t.number, "activation": config.activation,
+                 "latent_dim": config.latent_dim, "kl_weight": config.kl_weight,
+                 **{k: v for k, v in params.items() if k not in ("activation", "latent_dim", "kl_weight")}}
         for seed, history in t.user_attrs["epochs"].items():
-            for rec in history:
-                rows.append({"trial": t.number, "activation": config.activation,
-                             "latent_dim": config.latent_dim, "kl_weight": config.kl_weight,
-                             **{k: decode_params(study, t.params)[k] for k in study.space
-                                if k not in ("activation", "latent_dim", "kl_weight")},
-                             "seed": int(seed), **rec})
+            rows.extend({**ident, "seed": int(seed), **rec} for rec in history)
     return pd.DataFrame(rows)
 
 
