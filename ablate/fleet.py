@@ -82,6 +82,24 @@ class _Slot:
         return slot
 
 
+class _BernoulliNLL(torch.autograd.Function):
+    """−log Bernoulli(x | sigmoid(logits)) summed over pixels: softplus(l) − x·l, (..., D) → (...).
+
+    The same value as binary_cross_entropy_with_logits(...).sum(-1), in three passes over the
+    (N, B, D) logits instead of about nine (its forward and backward make several temporaries);
+    the gradient is sigmoid(l) − x."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, x: Tensor) -> Tensor:
+        ctx.save_for_backward(logits, x)
+        return torch.nn.functional.softplus(logits).sum(-1) - torch.linalg.vecdot(logits, x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        logits, x = ctx.saved_tensors
+        return torch.sigmoid(logits).sub_(x).mul_(grad.unsqueeze(-1)), None
+
+
 class Fleet:
     """N members of one cohort key, trained together on one device."""
 
@@ -249,10 +267,14 @@ class Fleet:
 
     def _activate(self, layer: int, pre: Tensor) -> Tensor:
         """Each activation on its contiguous slice of members; padded units masked to zero."""
+        if len(self.groups) == 1:
+            pieces = [pre]
+        else:  # one split (its backward is one cat), not slices (each backward a full zeros+add)
+            pieces = torch.split(pre, [e - s for _, s, e in self.groups], 0)
         parts = []
-        for act, s, e in self.groups:
+        for (act, _, _), piece in zip(self.groups, pieces):
             params = {p: self.slots[f"act.{layer}.{act.name}.{p}"].tensor for p in act.params}
-            parts.append(act.apply(pre[s:e], params))
+            parts.append(act.apply(piece, params))
         h = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
         mask = self.hidden_masks[layer]
         return h if mask is None else h * mask
@@ -284,9 +306,7 @@ class Fleet:
     def log_likelihood(self, x: Tensor, out: Tensor) -> Tensor:
         """log p(x | z) summed over pixels: x (N, B, D) or (B, D), out (N, B, D) → (N, B)."""
         if self.likelihood == "bernoulli":
-            x = x.expand_as(out)
-            return -torch.nn.functional.binary_cross_entropy_with_logits(
-                out, x, reduction="none").sum(-1)
+            return -_BernoulliNLL.apply(out, x)
         log_sigma = self.slots["log_sigma"].tensor  # (N, 1, 1)
         sq = ((x - out) * torch.exp(-log_sigma)) ** 2
         return -0.5 * (sq + 2.0 * log_sigma + LOG_2PI).sum(-1)

@@ -12,10 +12,12 @@ its point is queued again: nothing is lost and nothing is counted twice.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
 import socket
+import sys
 from pathlib import Path
 
 import optuna
@@ -156,14 +158,24 @@ def cohort_capacity(study: Study, data: Dataset, device: torch.device) -> int:
 
 
 def _available_ram() -> int:
+    """Host memory this process may still use: MemAvailable, or less under a cgroup limit
+    (a container's memory.max, which /proc/meminfo does not show)."""
+    free = 4 << 30
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    free = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 4 << 30
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            free = min(free, max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return free
 
 
 def _ask(store: optuna.Study, study: Study) -> optuna.Trial | None:
@@ -240,7 +252,7 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
                 trials.append(trial)
             if not trials:
                 break
-            _train_trials(store, study, trials, dev_data, bar)
+            per_cohort = min(per_cohort, _train_trials(store, study, trials, dev_data, bar))
     except BaseException:
         for trial in trials + ([held] if held else []):
             if store._storage.get_trial(trial._trial_id).state == optuna.trial.TrialState.RUNNING:
@@ -252,7 +264,27 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
     return out_dir
 
 
-def _train_trials(store, study, trials, dev_data, bar) -> None:
+def out_of_memory(exc: BaseException) -> bool:
+    """An allocation failure of the device (CUDA) or of the host (PyTorch's CPU allocator)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text
+                                              or "out of memory" in text.lower())
+
+
+def _release_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _train_trials(store, study, trials, dev_data, bar) -> int:
+    """Train `trials` (each with all its seeds) as one cohort and tell their results.
+
+    When the cohort does not fit in memory after all (the estimate is only an estimate), it
+    is split in two and each half trained on its own; members' results do not depend on their
+    cohort, so nothing changes but the wall time. Returns the trials per cohort that fitted."""
     members, owner = [], {}
     for trial in trials:
         config = study.config(decode_params(study, trial.params))
@@ -261,21 +293,51 @@ def _train_trials(store, study, trials, dev_data, bar) -> None:
             members.append(Member(key, config, seed))
             owner[key] = (trial, seed)
     epochs = members[0].config.epochs
+    reported: set[tuple[int, int]] = set()
 
     def on_epoch(epoch: int, records: dict[str, dict]) -> set:
         by_trial: dict[int, list[float]] = {}
         for key, rec in records.items():
             by_trial.setdefault(owner[key][0].number, []).append(rec["test_nelbo"])
         for trial in trials:
-            if trial.number in by_trial:
+            if trial.number in by_trial and (trial.number, epoch) not in reported:
+                reported.add((trial.number, epoch))
                 vals = by_trial[trial.number]
                 trial.report(sum(vals) / len(vals), epoch)
-        bar.update(len(trials) / epochs)
+        bar.update(len(records) / (epochs * len(study.seeds)))
         return set()
 
-    outcomes = train_cohort(members, dev_data, study.iwae_samples, on_epoch)
+    outcomes, fitted = _train_fitting(members, dev_data, study, on_epoch, bar)
     for trial in trials:
         mine = [(owner[k][1], o) for k, o in outcomes.items() if owner[k][0] is trial]
         _tell(store, study, trial, sorted(mine, key=lambda p: p[0]))
     bar.n = round(bar.n)  # members that stopped early leave fractional progress behind
     bar.refresh()
+    return max(1, fitted // len(study.seeds))
+
+
+def _train_fitting(members: list[Member], dev_data: DeviceData, study: Study, on_epoch,
+                   bar) -> tuple[dict[str, Outcome], int]:
+    """train_cohort, halving the cohort on out-of-memory; returns outcomes and the size that fit.
+
+    A single member that cannot fit fails with the allocator's message as its reason."""
+    start = bar.n
+    try:
+        return train_cohort(members, dev_data, study.iwae_samples, on_epoch), len(members)
+    except RuntimeError as exc:
+        if not out_of_memory(exc):
+            raise
+        message = str(exc).splitlines()[0][:300]
+    # Outside the except block, so the traceback's frames (and their tensors) are gone.
+    _release_memory(dev_data.x_train.device)
+    bar.n = start
+    if len(members) == 1:
+        (m,) = members
+        return {m.key: Outcome(m.key, status="failed", fail_epoch=0,
+                               reason=f"out of memory even alone: {message}")}, 1
+    half = len(members) // 2
+    tqdm.write(f"{study.name}: a cohort of {len(members)} members did not fit in memory "
+               f"({message}); training it as cohorts of {half} and {len(members) - half}.", file=sys.stderr)
+    first, fit_a = _train_fitting(members[:half], dev_data, study, on_epoch, bar)
+    second, fit_b = _train_fitting(members[half:], dev_data, study, on_epoch, bar)
+    return {**first, **second}, min(fit_a, fit_b)
