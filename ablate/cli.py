@@ -1,4 +1,4 @@
-"""Command-line interface: `ablate run | report | list`. User errors exit 2 with one message.
+"""Command-line interface: `ablate run | report | compare | list`. User errors exit 2 with one message.
 
 Owns: argument parsing, exit codes, printing. Does not own: any of the work it dispatches.
 """
@@ -33,6 +33,14 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("target", help="a results folder (results/<name>) or the study YAML")
     rep.add_argument("--results", default="results", help="results root when TARGET is a YAML")
 
+    cmp = sub.add_parser("compare", help="put two or more studies side by side",
+                         description="One report comparing the activations across studies "
+                         "(e.g. the same grid on two datasets), from their stores.")
+    cmp.add_argument("targets", nargs="+", metavar="TARGET",
+                     help="results folders (results/<name>) or study YAMLs; two or more")
+    cmp.add_argument("--results", default="results", help="results root for YAML targets")
+    cmp.add_argument("--out", help="output folder (default: RESULTS/compare-<names>)")
+
     lst = sub.add_parser("list", help="list the registered activations or datasets")
     lst.add_argument("what", choices=["activations", "datasets"])
     return p
@@ -51,11 +59,11 @@ def _run(args) -> int:
     return 0
 
 
-def _report(args) -> int:
-    from ablate.report import build_report
+def _resolve(target_arg: str, results: str):
+    """A results folder or a study YAML → (Study, its results folder); errors name the fix."""
     from ablate.study import load_study
 
-    target = Path(args.target)
+    target = Path(target_arg)
     if target.is_dir():
         if not (target / "study.yaml").is_file() or not (target / "study.db").is_file():
             raise UserError(f"{target}: not a results folder (no study.yaml and study.db); "
@@ -65,10 +73,32 @@ def _report(args) -> int:
         out_dir = target
     else:
         study = load_study(target)
-        out_dir = Path(args.results) / study.name
+        out_dir = Path(results) / study.name
         if not (out_dir / "study.db").is_file():
             raise UserError(f"{target}: no results yet in {out_dir}; run `ablate run {target}` first.")
+    return study, out_dir
+
+
+def _report(args) -> int:
+    from ablate.report import build_report
+
+    study, out_dir = _resolve(args.target, args.results)
     print(f"report: {build_report(study, out_dir)}")
+    return 0
+
+
+def _compare(args) -> int:
+    from ablate.report import build_comparison
+
+    if len(args.targets) < 2:
+        raise UserError("compare: give two or more results folders or study YAMLs, "
+                        "e.g. `ablate compare results/quick results/quick_fashion`.")
+    pairs = [_resolve(t, args.results) for t in args.targets]
+    names = [s.name for s, _ in pairs]
+    if len(set(names)) != len(names):
+        raise UserError(f"compare: the studies must differ; got {', '.join(names)}.")
+    out = Path(args.out) if args.out else Path(args.results) / ("compare-" + "-".join(names))
+    print(f"report: {build_comparison(pairs, out)}")
     return 0
 
 
@@ -92,7 +122,7 @@ def _list(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"run": _run, "report": _report, "list": _list}[args.command]
+    handler = {"run": _run, "report": _report, "compare": _compare, "list": _list}[args.command]
     try:
         return handler(args)
     except UserError as exc:

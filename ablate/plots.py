@@ -6,6 +6,7 @@ Owns: what each figure shows and how it looks. Does not own: the statistics behi
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -116,4 +117,346 @@ def curves(epochs: pd.DataFrame, order: list[str], path: Path) -> Path:
         ax.set_ylim(finite.min() - 1, np.quantile(finite, 0.9) + 2)
     ax.legend(ncol=2, fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
     ax.set_title("Learning curves: mean over cells and seeds, 95% CI band")
+    return _save(fig, path)
+
+
+def _palette(order: list[str]) -> dict[str, tuple]:
+    return dict(zip(order, sns.color_palette("tab10" if len(order) <= 10 else "husl", len(order))))
+
+
+def rate_distortion_data(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean rate (test KL) and distortion (test reconstruction) over seeds per activation,
+    latent_dim and kl_weight, ordered by kl_weight (one line per activation)."""
+    ok = runs[(runs["status"] == "ok") & runs["test_kl"].notna()]
+    return (ok.groupby(["activation", "latent_dim", "kl_weight"], as_index=False)[["test_kl", "test_recon"]]
+            .mean().sort_values(["activation", "latent_dim", "kl_weight"]).reset_index(drop=True))
+
+
+def rate_distortion(runs: pd.DataFrame, order: list[str], path: Path) -> Path:
+    data = rate_distortion_data(runs)
+    latents = sorted(data["latent_dim"].unique())
+    fig, axes = plt.subplots(1, len(latents), figsize=(4.6 * len(latents) + 1.5, 4.2), squeeze=False)
+    pal = _palette(order)
+    betas = sorted(data["kl_weight"].unique())
+    markers = dict(zip(betas, "osD^vP*X"))
+    for ax, latent in zip(axes[0], latents):
+        part = data[data["latent_dim"] == latent]
+        for act in order:
+            line = part[part["activation"] == act]
+            if line.empty:
+                continue
+            ax.plot(line["test_kl"], line["test_recon"], color=pal[act], lw=1.2, label=act)
+            for _, r in line.iterrows():
+                ax.scatter(r["test_kl"], r["test_recon"], color=pal[act], s=22,
+                           marker=markers.get(r["kl_weight"], "o"), zorder=3)
+        lo = min(part["test_kl"].min(), 0.0)
+        span = part["test_kl"].max() + part["test_recon"].max()
+        xs = np.linspace(lo, part["test_kl"].max(), 2)
+        for elbo in np.quantile(part["test_kl"] + part["test_recon"], [0.1, 0.5, 0.9]):
+            ax.plot(xs, elbo - xs, color="0.75", lw=0.8, ls=":", zorder=0)  # equal-ELBO lines
+        ax.set_ylim(part["test_recon"].min() - 0.03 * span, part["test_recon"].max() + 0.03 * span)
+        ax.set_title(f"latent_dim = {latent}")
+        ax.set_xlabel("rate: test KL (nats/image)")
+        ax.set_ylabel("distortion: test reconstruction (nats/image)")
+    handles = [plt.Line2D([], [], color=pal[a], label=a) for a in order if a in set(data["activation"])]
+    handles += [plt.Line2D([], [], color="0.3", marker=markers[b], ls="", label=f"kl_weight {b:g}")
+                for b in betas]
+    axes[0][-1].legend(handles=handles, fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.suptitle("Rate–distortion: one line per activation across kl_weight "
+                 "(dotted: equal −ELBO)", y=1.02)
+    return _save(fig, path)
+
+
+def collapse_data(runs: pd.DataFrame) -> pd.DataFrame:
+    """Active units and mutual information: mean and CI over seeds per activation, latent_dim
+    and kl_weight, in long form (column `measure`)."""
+    parts = []
+    for measure in ("active_units", "mutual_info"):
+        s = summarize(runs, measure, ["activation", "latent_dim", "kl_weight"])
+        parts.append(s.assign(measure=measure))
+    return pd.concat(parts, ignore_index=True)
+
+
+def collapse(runs: pd.DataFrame, order: list[str], path: Path) -> Path:
+    data = collapse_data(runs).dropna(subset=["mean"])
+    latents = sorted(data["latent_dim"].unique())
+    fig, axes = plt.subplots(2, len(latents), figsize=(4.4 * len(latents) + 1.5, 7.2), squeeze=False,
+                             sharex=True)
+    pal = _palette(order)
+    for col, latent in enumerate(latents):
+        for row, measure in enumerate(("active_units", "mutual_info")):
+            ax = axes[row][col]
+            part = data[(data["latent_dim"] == latent) & (data["measure"] == measure)]
+            for act in order:
+                line = part[part["activation"] == act]
+                if line.empty:
+                    continue
+                err = np.vstack([line["mean"] - line["ci_low"], line["ci_high"] - line["mean"]])
+                err = np.where(np.isfinite(err), err, 0.0)
+                ax.errorbar(line["kl_weight"], line["mean"], yerr=err, color=pal[act], marker="o",
+                            ms=3.5, lw=1.1, capsize=2, label=act)
+            ax.set_xscale("log")
+            betas = sorted(part["kl_weight"].unique())
+            ax.set_xticks(betas, [f"{b:g}" for b in betas])
+            ax.minorticks_off()
+            if measure == "active_units":
+                ax.axhline(latent, color="0.7", ls=":", lw=1)
+                ax.set_title(f"latent_dim = {latent}")
+            ax.set_ylabel(label(measure))
+            ax.set_xlabel("kl_weight" if row == 1 else "")
+    axes[0][-1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.suptitle("Posterior collapse: active units (dotted: latent_dim) and I(x; z) vs kl_weight, "
+                 "mean and 95% CI over seeds", y=1.01)
+    return _save(fig, path)
+
+
+def kl_per_dim_data(runs: pd.DataFrame, metric: str, maximize: bool) -> pd.DataFrame:
+    """For each activation and latent_dim: the KL of every latent dimension (sorted, largest
+    first) of its best member by `metric` (over kl_weights and seeds)."""
+    ok = runs[(runs["status"] == "ok") & runs[metric].notna()]
+    rows = []
+    for (act, latent), group in ok.groupby(["activation", "latent_dim"]):
+        best = group.sort_values(metric, ascending=not maximize).iloc[0]
+        kl = best["kl_per_dim"]
+        if isinstance(kl, str):  # read back from runs.csv
+            kl = [float(v) for v in kl.strip("[]").split(",") if v.strip()]
+        if not isinstance(kl, (list, tuple)) or not kl:
+            continue
+        for i, v in enumerate(sorted(kl, reverse=True)):
+            rows.append({"activation": act, "latent_dim": latent, "kl_weight": best["kl_weight"],
+                         "seed": best["seed"], "dim": i + 1, "kl": v})
+    return pd.DataFrame(rows, columns=["activation", "latent_dim", "kl_weight", "seed", "dim", "kl"])
+
+
+KL_FLOOR = 1e-4  # KL per dim is drawn on a log axis; smaller values sit on this floor
+
+
+def kl_per_dim(runs: pd.DataFrame, metric: str, maximize: bool, order: list[str], path: Path) -> Path:
+    data = kl_per_dim_data(runs, metric, maximize)
+    latents = sorted(data["latent_dim"].unique())
+    fig, axes = plt.subplots(1, len(latents), figsize=(4.4 * len(latents) + 1.5, 3.8), squeeze=False)
+    pal = _palette(order)
+    for ax, latent in zip(axes[0], latents):
+        part = data[data["latent_dim"] == latent]
+        for act in order:
+            line = part[part["activation"] == act]
+            if not line.empty:
+                ax.plot(line["dim"], line["kl"].clip(lower=KL_FLOOR), marker="o", ms=3,
+                        color=pal[act], label=act)
+        ax.axhline(0.01, color="0.5", ls=":", lw=1)
+        ax.set_yscale("log")
+        ax.set_ylim(KL_FLOOR * 0.7, max(1.0, float(part["kl"].max()) * 1.5) if len(part) else 1.0)
+        ax.set_xticks(range(1, int(latent) + 1))
+        ax.set_title(f"latent_dim = {latent}")
+        ax.set_xlabel("latent dimension (sorted by KL)")
+        ax.set_ylabel("KL (nats/image)")
+    axes[0][-1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.suptitle("KL per latent dimension of each activation's best member "
+                 f"(dotted: 0.01; values below {KL_FLOOR:g} drawn at it)", y=1.03)
+    return _save(fig, path)
+
+
+def health_data(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per activation: dead-unit fraction (mean, CI over finished members) and the share of
+    members that diverged."""
+    dead = summarize(runs, "dead_units", ["activation"])
+    failed = runs.groupby("activation")["status"].agg(
+        members="size", diverged=lambda s: int((s == "failed").sum())).reset_index()
+    out = failed.merge(dead[["activation", "mean", "ci_low", "ci_high"]], on="activation", how="left")
+    out["divergence_rate"] = out["diverged"] / out["members"]
+    return out.rename(columns={"mean": "dead_units"})
+
+
+def health(runs: pd.DataFrame, order: list[str], path: Path) -> Path:
+    data = health_data(runs).set_index("activation").reindex(order).reset_index()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.36 * len(order) + 1.8), sharey=True)
+    y = np.arange(len(data))
+    err = np.vstack([data["dead_units"] - data["ci_low"], data["ci_high"] - data["dead_units"]])
+    axes[0].barh(y, data["dead_units"].fillna(0), xerr=np.where(np.isfinite(err), err, 0),
+                 color="#7a9cc6", capsize=2)
+    axes[0].set_yticks(y, data["activation"])
+    axes[0].invert_yaxis()
+    axes[0].set_xlabel("dead hidden units (fraction), mean and 95% CI")
+    axes[0].set_xlim(0, max(0.05, float(np.nanmax(data["ci_high"].fillna(data["dead_units"]).fillna(0))) * 1.15))
+    axes[1].barh(y, data["divergence_rate"], color="#d1495b")
+    for yi, (d, m) in enumerate(zip(data["diverged"], data["members"])):
+        axes[1].text(data["divergence_rate"].iloc[yi] + 0.01, yi, f"{d}/{m}", va="center", fontsize=8)
+    axes[1].set_xlim(0, max(0.1, float(data["divergence_rate"].max()) * 1.3))
+    axes[1].set_xlabel("members that diverged (NaN/inf)")
+    fig.suptitle("Dead units and divergence per activation", y=1.02)
+    return _save(fig, path)
+
+
+def cd_diagram_data(comparison) -> tuple[pd.Series, float, list[tuple[str, str]]]:
+    """Average ranks, the critical difference, and the cliques: maximal runs of activations
+    (in rank order) whose average ranks differ by less than the CD, as (first, last)."""
+    ranks, cd = comparison.avg_ranks, comparison.cd
+    names = list(ranks.index)
+    cliques = []
+    for i in range(len(names)):
+        j = i
+        while j + 1 < len(names) and ranks.iloc[j + 1] - ranks.iloc[i] < cd:
+            j += 1
+        if j > i and not any(a <= i and j <= b for a, b in cliques):
+            cliques.append((i, j))
+    return ranks, cd, [(names[a], names[b]) for a, b in cliques]
+
+
+def cd_diagram(comparison, path: Path) -> Path:
+    ranks, cd, cliques = cd_diagram_data(comparison)
+    k = len(ranks)
+    half = (k + 1) // 2
+    bar_gap, label_gap = 0.22, 0.42
+    first_label = -0.45 - bar_gap * max(1, len(cliques))
+    bottom = first_label - label_gap * (half - 1) - 0.4
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.55 * (2.2 - bottom)))
+    ax.set_xlim(0.5, k + 0.5)
+    ax.set_ylim(bottom, 2.0)
+    ax.axis("off")
+    ax.hlines(0, 1, k, color="k", lw=1)
+    for r in range(1, k + 1):
+        ax.vlines(r, 0, 0.18, color="k", lw=1)
+        ax.text(r, 0.3, str(r), ha="center", fontsize=9)
+    if np.isfinite(cd):
+        ax.hlines(1.25, 1, 1 + cd, color="k", lw=2)
+        ax.vlines([1, 1 + cd], 1.15, 1.35, color="k", lw=1)
+        ax.text(1 + cd / 2, 1.45, f"CD = {cd:.2f}", ha="center", fontsize=9)
+    for i, (name, r) in enumerate(ranks.items()):
+        left = i < half
+        y = first_label - (i if left else k - 1 - i) * label_gap
+        x_text = 0.7 if left else k + 0.3
+        ax.plot([r, r, x_text], [0, y, y], color="0.35", lw=0.8)
+        ax.text(x_text + (-0.05 if left else 0.05), y, f"{name} ({r:.2f})",
+                ha="right" if left else "left", va="center", fontsize=9)
+    for n, (a, b) in enumerate(cliques):
+        y = -0.3 - bar_gap * n
+        ax.hlines(y, ranks[a] - 0.06, ranks[b] + 0.06, color="#d1495b", lw=4, zorder=3)
+    ax.set_title(f"Critical difference diagram: average rank on {label(comparison.metric)} "
+                 "(1 = best)\nred bars join activations the Nemenyi test cannot separate "
+                 f"(α = {comparison.alpha:g})", fontsize=10)
+    return _save(fig, path)
+
+
+def cost_data(runs: pd.DataFrame, activation_ns: dict[str, float]) -> pd.DataFrame:
+    """Per activation: mean train seconds per member (its share of its cohort's wall time)
+    and the measured forward + backward time of the activation itself (ns per element)."""
+    secs = runs[runs["status"] == "ok"].groupby("activation")["train_seconds"].mean()
+    acts = sorted(set(runs["activation"]))
+    return pd.DataFrame({"activation": acts,
+                         "train_seconds": [float(secs.get(a, np.nan)) for a in acts],
+                         "ns_per_element": [float(activation_ns.get(a, np.nan)) for a in acts]})
+
+
+def cost(runs: pd.DataFrame, activation_ns: dict[str, float], order: list[str], path: Path) -> Path:
+    data = cost_data(runs, activation_ns).set_index("activation").reindex(order).reset_index()
+    fig, ax = plt.subplots(figsize=(7, 0.34 * len(order) + 1.5))
+    y = np.arange(len(data))
+    ax.barh(y, data["ns_per_element"], color="#c9a66b")
+    for yi, v in enumerate(data["ns_per_element"]):
+        ax.text(v, yi, f" {v:.2f}", va="center", fontsize=8)
+    ax.set_yticks(y, data["activation"])
+    ax.invert_yaxis()
+    ax.set_xlabel("activation forward + backward, ns per element (measured on the training device)")
+    ax.set_title("Cost of each activation itself (the matmuls cost the same for all)", fontsize=10)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- images
+def showcase_members(runs: pd.DataFrame, metric: str, maximize: bool,
+                     cells: list[str]) -> tuple[dict, pd.DataFrame]:
+    """The members whose images a report shows: the best activation's best cell, and in it
+    each activation's best seed. Returns (the cell, one row per activation)."""
+    ok = runs[(runs["status"] == "ok") & runs[metric].notna()]
+    if ok.empty:
+        return {}, ok
+    means = ok.groupby(["activation", *cells])[metric].mean().reset_index()
+    top = means.sort_values(metric, ascending=not maximize).iloc[0]
+    cell = {c: top[c] for c in cells}
+    in_cell = ok[np.logical_and.reduce([ok[c] == v for c, v in cell.items()])] if cells else ok
+    best = in_cell.sort_values(metric, ascending=not maximize).groupby("activation").head(1)
+    return cell, best
+
+
+GAP = 40  # gap between tiled images: light grey on the white (0) background of gray_r
+
+
+def _tile(images: np.ndarray, shape: tuple[int, int], cols: int) -> np.ndarray:
+    """(n, H·W) uint8 → one mosaic image with `cols` columns and 1-pixel gaps."""
+    h, w = shape
+    n = len(images)
+    rows = math.ceil(n / cols)
+    out = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), GAP, dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, c = divmod(i, cols)
+        out[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = img.reshape(h, w)
+    return out
+
+
+def load_images(samples: Path, trial: int, seed: int) -> dict[str, np.ndarray]:
+    path = samples / f"t{int(trial)}.npz"
+    if not path.exists():
+        return {}
+    with np.load(path) as z:
+        prefix = f"s{int(seed)}_"
+        return {k[len(prefix):]: z[k] for k in z.files if k.startswith(prefix)}
+
+
+def image_rows(samples: Path, members: pd.DataFrame, kind: str, order: list[str]) -> list[tuple[str, np.ndarray]]:
+    """(activation, images) for each showcased member that has `kind` images, in `order`."""
+    rows = []
+    by_act = {r["activation"]: r for _, r in members.iterrows()}
+    for act in order:
+        if act in by_act:
+            imgs = load_images(samples, by_act[act]["trial"], by_act[act]["seed"]).get(kind)
+            if imgs is not None:
+                rows.append((act, imgs))
+    return rows
+
+
+def image_table(rows: list[tuple[str, np.ndarray]], shape: tuple[int, int], title: str,
+                path: Path, originals: np.ndarray | None = None) -> Path:
+    """One row of images per activation (first row: the originals, when given)."""
+    if originals is not None:
+        rows = [("original", originals)] + rows
+    cols = max(len(imgs) for _, imgs in rows)
+    h, w = shape
+    fig, axes = plt.subplots(len(rows), 1, squeeze=False,
+                             figsize=(cols * 0.7 + 1.6, len(rows) * 0.7 * h / w + 0.5),
+                             gridspec_kw={"hspace": 0.08})
+    for ax, (name, imgs) in zip(axes[:, 0], rows):
+        ax.imshow(_tile(imgs, shape, cols), cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    axes[0, 0].set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def manifolds(rows: list[tuple[str, np.ndarray]], shape: tuple[int, int], side: int, title: str,
+              path: Path) -> Path:
+    cols = min(5, len(rows))
+    nrows = math.ceil(len(rows) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(2.6 * cols, 2.8 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (name, imgs) in zip(axes.flat, rows):
+        ax.imshow(_tile(imgs, shape, side), cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def rank_comparison(ranks: pd.DataFrame, path: Path) -> Path:
+    """ranks: activation × study average ranks → one line per study across activations."""
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(ranks), 4.0))
+    x = np.arange(len(ranks))
+    for study, color in zip(ranks.columns, sns.color_palette("Set1", len(ranks.columns))):
+        ax.plot(x, ranks[study], marker="o", color=color, label=study)
+    ax.set_xticks(x, ranks.index, rotation=40, ha="right")
+    ax.invert_yaxis()
+    ax.set_ylabel("average rank (1 = best)")
+    ax.legend(title="study", fontsize=8)
+    ax.set_title("Average rank of each activation per study")
     return _save(fig, path)

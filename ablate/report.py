@@ -13,12 +13,14 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ablate import plots, stats
 from ablate.runner import MAXIMIZE, open_store
 from ablate.study import Study
 from ablate.tables import epochs_frame, runs_frame, write_csv
+from ablate.train import MANIFOLD_SIDE
 
 
 def _fmt(x, digits: int = 2) -> str:
@@ -51,6 +53,10 @@ class _Doc:
         self.html.append(f"<p>{html.escape(text)}</p>")
         self.md += [text, ""]
 
+    def bullets(self, items: list[str]) -> None:
+        self.html.append("<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in items) + "</ul>")
+        self.md += [f"- {t}" for t in items] + [""]
+
     def code(self, text: str) -> None:
         self.html.append(f"<pre>{html.escape(text)}</pre>")
         self.md += ["```yaml", text.rstrip(), "```", ""]
@@ -59,7 +65,7 @@ class _Doc:
         head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
                        for row in frame.itertuples(index=False))
-        self.html.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        self.html.append(f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
         self.md.append("| " + " | ".join(map(str, frame.columns)) + " |")
         self.md.append("|" + "---|" * len(frame.columns))
         for row in frame.itertuples(index=False):
@@ -89,8 +95,22 @@ pre {{ background: #f6f8fa; padding: 1em; overflow-x: auto; font-size: 12px; }}
 figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
 figcaption {{ font-size: 13px; color: #57606a; }}
 @media print {{ body {{ max-width: none; }} figure, table {{ page-break-inside: avoid; }} }}
+th {{ cursor: pointer; }} th:hover {{ background: #e2eaf2; }}
+ul {{ padding-left: 1.3em; }} li {{ margin: .3em 0; }}
 </style></head><body>
 {os.linesep.join(self.html)}
+<script>
+// Click a column header to sort by it (numbers by value; click again to reverse).
+document.querySelectorAll("table.sortable th").forEach((th, col) => th.addEventListener("click", () => {{
+  const body = th.closest("table").tBodies[0], rows = Array.from(body.rows);
+  const dir = th.dataset.dir === "asc" ? -1 : 1; th.dataset.dir = dir === 1 ? "asc" : "desc";
+  const key = r => {{ const t = r.cells[col].textContent.trim(), n = parseFloat(t);
+                      return isNaN(n) ? t : n; }};
+  rows.sort((a, b) => {{ const x = key(a), y = key(b);
+    return (typeof x === typeof y ? (x > y) - (x < y) : typeof x === "number" ? -1 : 1) * dir; }});
+  rows.forEach(r => body.appendChild(r));
+}}));
+</script>
 </body></html>
 """
 
@@ -101,6 +121,20 @@ def _atomic_write(path: Path, text: str) -> None:
         f.write(text)
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
+
+
+def _axes(study: Study, runs: pd.DataFrame) -> list[str]:
+    """The study's comparison axes other than activation, as runs.csv columns."""
+    return [k for k in study.space if k != "activation" and k in runs.columns]
+
+
+def _verdicts(c: stats.Comparison, verdict: str) -> str:
+    names = [] if c.versus.empty else list(c.versus.loc[c.versus["verdict"] == verdict, "activation"])
+    return ", ".join(names) or "–"
+
+
+def _where(axis: str, value) -> str:
+    return f"{axis} = {value:g}" if isinstance(value, float) else f"{axis} = {value}"
 
 
 def build_report(study: Study, out_dir: Path) -> Path:
@@ -117,6 +151,9 @@ def build_report(study: Study, out_dir: Path) -> Path:
     maximize = metric in MAXIMIZE
     better = "higher" if maximize else "lower"
     info = store.user_attrs
+    env = info.get("environment", {})
+    cells = _axes(study, runs)
+    baseline = study.baseline if study.baseline in set(runs["activation"]) else None
     doc = _Doc(f"ablate report: {study.name}")
     doc.html.append(f"<h1>{html.escape(doc.title)}</h1>")
     if study.description:
@@ -124,53 +161,204 @@ def build_report(study: Study, out_dir: Path) -> Path:
 
     total = len(study.points()) * len(study.seeds)
     ok = runs[runs["status"] == "ok"]
+    n_failed = int((runs["status"] == "failed").sum())
+    comparison = stats.compare(runs, metric, cells, maximize, baseline) if not ok.empty else None
+    per_axis = []  # (axis, value, Comparison)
+    for axis in cells:
+        values = sorted(runs[axis].unique())
+        if len(values) > 1:
+            for v in values:
+                c = stats.compare(runs[runs[axis] == v], metric, cells, maximize, baseline)
+                if c is not None:
+                    per_axis.append((axis, v, c))
+
+    # ------------------------------------------------------------------ summary
     doc.heading("Summary")
     doc.para(f"{len(runs)} of {total} members finished ({len(ok)} trained to the end, "
-             f"{int((runs['status'] == 'failed').sum())} failed). Metric: {plots.label(metric)}, "
-             f"{better} is better; intervals are 95% bootstrap confidence intervals over seeds.")
-    cells = [c for c in ("latent_dim", "kl_weight") if c in runs.columns]
+             f"{n_failed} failed). Metric: {plots.label(metric)}, {better} is better; intervals "
+             "are 95% bootstrap confidence intervals over seeds; tests are paired over matched "
+             "blocks (one block = one cell and seed, where every activation saw the same data "
+             f"order and noise) at α = {stats.ALPHA:g}.")
     if not ok.empty:
         rank = stats.ranking(runs, metric, cells, maximize)
         best = rank.iloc[0]
-        doc.para(f"Best mean over all cells: {best['activation']} ({_ci(best)}). "
-                 "Whether its lead is significant is not tested in this report version; "
-                 "overlapping intervals mean the ranking may not be separable.")
+        sentence = (f"{'Highest' if maximize else 'Lowest'} mean over all cells: "
+                    f"{best['activation']}, {_ci(best)}")
+        if baseline and baseline != best["activation"]:
+            b = rank[rank["activation"] == baseline].iloc[0]
+            sentence += f"; the baseline {baseline}: {_ci(b)}"
+        doc.para(sentence + ". Means weigh large differences; the tests below count which "
+                 "activation wins in each matched block.")
+    if comparison is not None:
+        doc.bullets([s[0].upper() + s[1:] for s in stats.claims(comparison, "Overall")])
+        axis_claims = [t for axis, v, c in per_axis for t in stats.claims(c, "At " + _where(axis, v))[:1]]
+        if axis_claims:
+            doc.para("Does the answer change along the axes? The same tests within each value:")
+            doc.bullets(axis_claims)
+    else:
+        doc.para("Too few finished members for a statistical comparison (at least two "
+                 "activations with two matched blocks are needed).")
 
+    # ------------------------------------------------------------------ setup
     doc.heading("Setup")
     data = info.get("data", {})
+    wall = info.get("wall_seconds")
     doc.para(f"Dataset {study.dataset['name']}: {data.get('n_train', '?')} training and "
              f"{data.get('n_test', '?')} test images of {data.get('dim', '?')} pixels. "
-             f"Device: {info.get('device', '?')}. Seeds: {', '.join(map(str, study.seeds))}.")
+             f"Device: {info.get('device', '?')}. Seeds: {', '.join(map(str, study.seeds))}. "
+             + (f"Wall time of the study: {wall / 60:.1f} min." if wall else ""))
+    if env:
+        doc.table(pd.DataFrame({"component": list(env), "version": list(env.values())}))
     doc.code(study.source)
 
+    order = plots.activation_order(runs, metric, maximize) if not ok.empty else []
     if not ok.empty:
-        doc.heading("Ranking of activations")
-        rank_view = rank.assign(**{metric: rank.apply(_ci, axis=1)})[
-            ["rank", "activation", metric, "n", "failed"]]
-        doc.para("Each activation's metric averaged over every latent_dim × kl_weight cell, "
-                 "then mean and 95% CI over seeds.")
-        doc.table(rank_view.rename(columns={"n": "seeds"}))
-
-        order = plots.activation_order(runs, metric, maximize)
-        doc.heading("Figures")
+        # -------------------------------------------------------------- results per axis
+        doc.heading("Results")
+        view = rank.assign(**{metric: rank.apply(_ci, axis=1)})
+        if comparison is not None:
+            view["avg_rank"] = view["activation"].map(comparison.avg_ranks).map(lambda v: f"{v:.2f}")
+        cols = ["rank", "activation", metric] + (["avg_rank"] if comparison is not None else []) + ["n", "failed"]
+        doc.para("Each activation's metric averaged over every cell, then mean and 95% CI over "
+                 "seeds; avg_rank is its average rank within matched blocks (1 = best).")
+        doc.table(view[cols].rename(columns={"n": "seeds"}))
+        doc.figure(plots.boxes(runs, metric, order, fig_dir / "ranking.png"),
+                   f"{plots.label(metric)} of every member (box over cells and seeds, points "
+                   "coloured by kl_weight), activations ordered by mean, one panel per latent_dim.",
+                   out_dir)
         doc.figure(plots.heatmaps(runs, metric, order, fig_dir / "heatmap.png"),
                    f"Mean {plots.label(metric)} per activation and latent_dim, one panel per kl_weight.",
                    out_dir)
-        doc.figure(plots.boxes(runs, metric, order, fig_dir / "ranking.png"),
-                   f"{plots.label(metric)} of every member (box over cells and seeds, points "
-                   "coloured by kl_weight), activations ordered by mean.", out_dir)
-    if not epochs.empty:
-        order = plots.activation_order(runs, metric, maximize)
-        doc.figure(plots.curves(epochs, order, fig_dir / "curves.png"),
-                   "Test negative ELBO per epoch, mean over cells and seeds with a 95% CI band.",
-                   out_dir)
+        if not epochs.empty:
+            doc.figure(plots.curves(epochs, order, fig_dir / "curves.png"),
+                       "Test negative ELBO per epoch, mean over cells and seeds with a 95% CI band.",
+                       out_dir)
+        if runs["test_kl"].notna().any():
+            doc.figure(plots.rate_distortion(runs, order, fig_dir / "rate_distortion.png"),
+                       "Rate–distortion plane (Alemi et al. 2018): mean test KL (rate) against mean "
+                       "test reconstruction (distortion) per kl_weight. Models on one dotted line "
+                       "have equal −ELBO but trade rate for distortion differently.", out_dir)
+
+    # ------------------------------------------------------------------ statistics
+    if comparison is not None:
+        doc.heading("Statistics")
+        if len(comparison.avg_ranks) >= 3:
+            doc.para(f"Friedman test over {comparison.n_blocks} matched blocks and "
+                     f"{len(comparison.avg_ranks)} activations: χ² = {comparison.friedman_stat:.1f}, "
+                     f"p = {comparison.friedman_p:.2g}. Nemenyi critical difference of average "
+                     f"ranks: {comparison.cd:.2f}. Top group (not separable from the best): "
+                     f"{', '.join(comparison.top_group)}.")
+            doc.figure(plots.cd_diagram(comparison, fig_dir / "cd_diagram.png"),
+                       "Critical difference diagram: average ranks over matched blocks; a bar "
+                       "joins activations whose ranks differ by less than the Nemenyi CD.", out_dir)
+        if not comparison.versus.empty:
+            v = comparison.versus
+            doc.para(f"Each activation against the baseline {baseline}: paired Wilcoxon "
+                     "signed-rank test over matched blocks, Holm-corrected across activations. "
+                     f"median_diff is the median of (activation − {baseline}) in {plots.label(metric)}; "
+                     "effect_r is the matched-pairs rank-biserial correlation, from −1 (always worse) "
+                     "to +1 (always better).")
+            doc.table(pd.DataFrame({
+                "activation": v["activation"], "pairs": v["n_pairs"],
+                "median_diff": v["median_diff"].map(lambda x: _fmt(x, 3)),
+                "effect_r": v["effect_r"].map(lambda x: f"{x:+.2f}"),
+                "p": v["p"].map(lambda x: f"{x:.2g}"), "p_holm": v["p_holm"].map(lambda x: f"{x:.2g}"),
+                "verdict": v["verdict"]}))
+        if per_axis:
+            doc.heading("Per axis", 3)
+            doc.table(pd.DataFrame([{
+                "slice": _where(axis, val), "blocks": c.n_blocks,
+                "friedman_p": f"{c.friedman_p:.2g}" if math.isfinite(c.friedman_p) else "–",
+                "best (avg rank)": f"{c.avg_ranks.index[0]} ({c.avg_ranks.iloc[0]:.2f})",
+                "top group": ", ".join(c.top_group),
+                f"better than {baseline}": _verdicts(c, "better"),
+                f"worse than {baseline}": _verdicts(c, "worse"),
+            } for axis, val, c in per_axis]))
+
+    # ------------------------------------------------------------------ collapse and dead units
     if not ok.empty:
+        doc.heading("Posterior collapse and dead units")
+        if runs["active_units"].notna().any() and runs["mutual_info"].notna().any():
+            doc.figure(plots.collapse(runs, order, fig_dir / "collapse.png"),
+                       "Active units (Var_x E[z_d|x] ≥ 0.01) and mutual information I(x; z) "
+                       "against kl_weight; fewer active units and less information = collapse.",
+                       out_dir)
+        if "kl_per_dim" in runs.columns and runs["test_kl"].notna().any():
+            doc.figure(plots.kl_per_dim(runs, metric, maximize, order, fig_dir / "kl_per_dim.png"),
+                       "KL of each latent dimension, sorted, for the best member of each "
+                       "activation; dimensions under the dotted line (0.01 nats) carry almost "
+                       "nothing.", out_dir)
+        doc.figure(plots.health(runs, order, fig_dir / "dead_units.png"),
+                   "Fraction of hidden units that are constant over the test set (dead), and "
+                   "share of members that diverged, per activation.", out_dir)
+        h = plots.health_data(runs).set_index("activation").reindex(order).reset_index()
+        au = stats.summarize(runs, "active_units", ["activation"]).set_index("activation")
+        mi = stats.summarize(runs, "mutual_info", ["activation"]).set_index("activation")
+        doc.table(pd.DataFrame({
+            "activation": h["activation"],
+            "active_units": [_ci(au.loc[a]) if a in au.index else "–" for a in h["activation"]],
+            "mutual_info": [_ci(mi.loc[a]) if a in mi.index else "–" for a in h["activation"]],
+            "dead_units": [_fmt(x, 3) for x in h["dead_units"]],
+            "diverged": [f"{d}/{m}" for d, m in zip(h["diverged"], h["members"])]}))
+
+        # -------------------------------------------------------------- images
+        shape = data.get("image_shape")
+        samples = out_dir / "samples"
+        if shape and samples.exists():
+            shape = tuple(shape)
+            cell, members = plots.showcase_members(runs, metric, maximize, cells)
+            where = ", ".join(_where(k, v) for k, v in cell.items())
+            doc.heading("Images")
+            rows = plots.image_rows(samples, members, "recon", order)
+            originals = samples / "originals.npz"
+            if rows and originals.exists():
+                with np.load(originals) as z:
+                    orig = z["recon"]
+                doc.figure(plots.image_table(rows, shape, f"Reconstructions at {where}",
+                                             fig_dir / "reconstructions.png", orig),
+                           f"Reconstructions (decoded posterior mean) of the first test images "
+                           f"by each activation's best seed at {where}; top row: the originals.",
+                           out_dir)
+            rows = plots.image_rows(samples, members, "prior", order)
+            if rows:
+                doc.figure(plots.image_table(rows, shape, f"Prior samples at {where}",
+                                             fig_dir / "samples.png"),
+                           f"Decoded means of draws z ~ N(0, I), same members.", out_dir)
+            if 2 in set(runs["latent_dim"]):
+                two = runs[runs["latent_dim"] == 2]
+                cell2, members2 = plots.showcase_members(two, metric, maximize, cells)
+                rows = plots.image_rows(samples, members2, "manifold", order)
+                if rows:
+                    where2 = ", ".join(_where(k, v) for k, v in cell2.items())
+                    doc.figure(plots.manifolds(rows, shape, MANIFOLD_SIDE,
+                                               f"Latent manifolds at {where2}",
+                                               fig_dir / "manifold.png"),
+                               f"Decoded latent manifold of each activation's best seed at "
+                               f"{where2}: z on a {MANIFOLD_SIDE}×{MANIFOLD_SIDE} grid of the "
+                               "prior's 5%–95% quantiles.", out_dir)
+
+        # -------------------------------------------------------------- cost
+        doc.heading("Cost")
+        act_ns = info.get("activation_cost", {})
+        doc.para("Members of a cohort train together, so a member's train seconds are its share "
+                 "of its cohort's wall time by parameter count: it tells what a configuration "
+                 "costs, not what an activation costs. What differs between activations is the "
+                 "activation itself, measured before training on the same device. Total: "
+                 f"{runs['train_seconds'].sum():.0f} member-seconds"
+                 + (f" in {wall:.0f} s of wall time." if wall else "."))
+        if act_ns:
+            doc.figure(plots.cost(runs, act_ns, order, fig_dir / "cost.png"),
+                       "Forward + backward time of each activation per element (best of 5 on "
+                       "4 M elements).", out_dir)
+        c = plots.cost_data(runs, act_ns).set_index("activation").reindex(order).reset_index()
+        doc.table(pd.DataFrame({"activation": c["activation"],
+                                "train seconds per member": [_fmt(v, 3) for v in c["train_seconds"]],
+                                "activation ns/element": [_fmt(v, 2) for v in c["ns_per_element"]]}))
+
         doc.heading("Per cell")
-        cell = stats.summarize(runs, metric, ["latent_dim", "kl_weight", "activation"])
-        cell = cell.sort_values(["latent_dim", "kl_weight", "mean"],
-                                ascending=[True, True, not maximize])
-        view = cell.assign(**{metric: cell.apply(_ci, axis=1)})[
-            ["latent_dim", "kl_weight", "activation", metric, "n"]]
+        cell_t = stats.summarize(runs, metric, [*cells, "activation"])
+        cell_t = cell_t.sort_values([*cells, "mean"], ascending=[True] * len(cells) + [not maximize])
+        view = cell_t.assign(**{metric: cell_t.apply(_ci, axis=1)})[[*cells, "activation", metric, "n"]]
         doc.table(view.rename(columns={"n": "seeds"}))
 
     doc.heading("Failures")
@@ -178,13 +366,71 @@ def build_report(study: Study, out_dir: Path) -> Path:
     if failed.empty:
         doc.para("No member failed.")
     else:
-        doc.table(failed[["activation", "latent_dim", "kl_weight", "seed", "status", "fail_epoch",
-                          "reason"]].assign(fail_epoch=lambda f: f["fail_epoch"].map(
-                              lambda v: "–" if pd.isna(v) else int(v))))
+        doc.table(failed[["activation", *cells, "seed", "status", "fail_epoch", "reason"]].assign(
+            fail_epoch=lambda f: f["fail_epoch"].map(lambda v: "–" if pd.isna(v) else int(v))))
 
     doc.heading("Reproduce")
-    doc.para(f"make study STUDY={study.path}   (or: ablate run {study.path})")
+    doc.para(f"make study STUDY={study.path}   (or: ablate run {study.path}); "
+             f"ablate report {out_dir} rebuilds this report from the store without training.")
 
+    _atomic_write(out_dir / "report.html", doc.render_html())
+    _atomic_write(out_dir / "report.md", "\n".join(doc.md) + "\n")
+    return out_dir / "report.html"
+
+
+def build_comparison(pairs: list[tuple[Study, Path]], out_dir: Path) -> Path:
+    """Several studies side by side: each activation's mean [CI] and average rank per study,
+    the generated claims of each, and a figure of average ranks across studies."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    names = [s.name for s, _ in pairs]
+    doc = _Doc(f"ablate comparison: {' vs '.join(names)}")
+    doc.html.append(f"<h1>{html.escape(doc.title)}</h1>")
+    table: dict[str, dict[str, str]] = {}
+    ranks: dict[str, pd.Series] = {}
+    summary = []
+    for study, folder in pairs:
+        store = open_store(study, folder, create=False)
+        runs = runs_frame(store, study)
+        metric, maximize = study.metric, study.metric in MAXIMIZE
+        cells = _axes(study, runs)
+        data = store.user_attrs.get("data", {})
+        summary.append(f"{study.name}: dataset {study.dataset['name']} "
+                       f"({data.get('n_train', '?')} training / {data.get('n_test', '?')} test "
+                       f"images), {len(runs)} members, metric {plots.label(metric)}.")
+        if runs.empty or (runs["status"] == "ok").sum() == 0:
+            continue
+        baseline = study.baseline if study.baseline in set(runs["activation"]) else None
+        c = stats.compare(runs, metric, cells, maximize, baseline)
+        if c is not None:
+            ranks[study.name] = c.avg_ranks
+            summary += [f"{study.name} — {t}" for t in stats.claims(c)]
+        for _, row in stats.ranking(runs, metric, cells, maximize).iterrows():
+            entry = table.setdefault(row["activation"], {"activation": row["activation"]})
+            entry[f"{study.name}: {metric}"] = _ci(row)
+            if c is not None:
+                entry[f"{study.name}: avg rank"] = f"{c.avg_ranks[row['activation']]:.2f}"
+    doc.heading("Summary")
+    doc.bullets(summary)
+    if ranks:
+        frame = pd.DataFrame(ranks)
+        frame = frame.loc[frame.mean(axis=1).sort_values().index]
+        doc.heading("Side by side")
+        doc.para("Mean and 95% CI over seeds of each study's metric (averaged over its cells), "
+                 "and the average rank within matched blocks (1 = best). Ranks compare across "
+                 "studies even when the metric's scale does not.")
+        if frame.isna().any().any():
+            doc.para("The studies do not test the same activations, so their ranks are out of "
+                     "different numbers of competitors: compare orders, not rank values.")
+        columns = ["activation"] + [c for s in names for c in (f"{s}: {pairs[names.index(s)][0].metric}", f"{s}: avg rank")]
+        rows = [table[a] for a in frame.index if a in table]
+        doc.table(pd.DataFrame(rows).reindex(columns=columns).fillna("–"))
+        doc.figure(plots.rank_comparison(frame, fig_dir / "ranks.png"),
+                   "Average rank of each activation in each study (1 = best); activations "
+                   "ordered by their mean rank over studies.", out_dir)
+    doc.heading("Reproduce")
+    doc.para("ablate compare " + " ".join(str(f) for _, f in pairs))
     _atomic_write(out_dir / "report.html", doc.render_html())
     _atomic_write(out_dir / "report.md", "\n".join(doc.md) + "\n")
     return out_dir / "report.html"

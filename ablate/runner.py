@@ -16,10 +16,15 @@ import gc
 import json
 import math
 import os
+import platform
 import socket
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import torch
 from tqdm import tqdm
@@ -28,7 +33,7 @@ from ablate.data import Dataset, load_dataset
 from ablate.errors import UserError
 from ablate.fleet import Member, cohort_key, member_param_count
 from ablate.study import Study
-from ablate.train import DeviceData, Outcome, train_cohort
+from ablate.train import RECON_IMAGES, DeviceData, Outcome, train_cohort
 
 MAXIMIZE = {"probe_accuracy", "active_units", "mutual_info"}
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
@@ -225,12 +230,20 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
     (out_dir / "study.yaml").write_text(study.source)
     store = open_store(study, out_dir, create=True)
     store.set_user_attr("data", {"n_train": len(data.x_train), "n_test": len(data.x_test),
-                                 "dim": data.dim})
+                                 "dim": data.dim, "image_shape": data.image_shape})
     store.set_user_attr("device", str(device) if device.type == "cpu"
                         else f"{device} ({torch.cuda.get_device_name(device)})")
     finished = plan(store, study)
     total = len(study.points())
     dev_data = DeviceData.put(data, device)
+    store.set_user_attr("environment", environment(device))
+    store.set_user_attr("activation_cost", activation_cost(
+        sorted({study.config(p).activation for p in study.points()}), device))
+    samples = out_dir / "samples"
+    samples.mkdir(exist_ok=True)
+    _save_npz(samples / "originals.npz",
+              {"recon": (np.asarray(data.x_test[:RECON_IMAGES]) * 255).round().astype(np.uint8)})
+    started = time.perf_counter()
     per_cohort = max(1, cohort_capacity(study, data, device) // len(study.seeds))
     bar = tqdm(total=total, initial=finished, disable=not progress, unit="trial",
                desc=f"{study.name} on {device}", dynamic_ncols=True,
@@ -252,7 +265,7 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
                 trials.append(trial)
             if not trials:
                 break
-            per_cohort = min(per_cohort, _train_trials(store, study, trials, dev_data, bar))
+            per_cohort = min(per_cohort, _train_trials(store, study, trials, dev_data, bar, samples))
     except BaseException:
         for trial in trials + ([held] if held else []):
             if store._storage.get_trial(trial._trial_id).state == optuna.trial.TrialState.RUNNING:
@@ -261,7 +274,80 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
         raise
     finally:
         bar.close()
+        wall = store.user_attrs.get("wall_seconds", 0.0) + time.perf_counter() - started
+        store.set_user_attr("wall_seconds", wall)  # summed over runs (resumes) of this study
     return out_dir
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write atomically (a reader never sees half a file); nothing to write, no file."""
+    if not arrays:
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
+    with os.fdopen(fd, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def environment(device: torch.device) -> dict:
+    """What produced the numbers: versions, the code's git commit, the machine."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "?"
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "ablate"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = (commit + (" (with uncommitted changes)" if dirty else "")) if commit else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"python": platform.python_version(), "ablate": ver("ablate"), "torch": torch.__version__,
+            "numpy": np.__version__, "optuna": optuna.__version__, "pandas": ver("pandas"),
+            "scipy": ver("scipy"), "scikit-learn": ver("scikit-learn"), "git_commit": commit,
+            "cpu": f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
+            "platform": platform.platform()}
+
+
+def activation_cost(names: list[str], device: torch.device, elements: int = 1 << 20,
+                    reps: int = 5) -> dict[str, float]:
+    """Measured nanoseconds per element of each activation's forward + backward on `device`.
+
+    Fleet members share every step, so wall time cannot be split by activation; this is the
+    part of the cost that differs between activations (the matmuls are the same for all)."""
+    from ablate.activations import get_activation
+
+    x = torch.randn(4, elements // 4, device=device, generator=torch.Generator(device=device).manual_seed(0))
+    out = {}
+    for name in names:
+        act = get_activation(name)
+        params = {k: v.detach().to(device).expand(4, *v.shape).clone().requires_grad_(True)
+                  for k, v in act.params.items()}
+        xs = x.unsqueeze(1).clone().requires_grad_(True)  # (G=4, B=1, H)
+        best = float("inf")
+        for _ in range(reps + 1):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            act.apply(xs, params).sum().backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            best = min(best, time.perf_counter() - t0)
+        out[name] = best / elements * 1e9
+    return out
 
 
 def out_of_memory(exc: BaseException) -> bool:
@@ -279,7 +365,7 @@ def _release_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _train_trials(store, study, trials, dev_data, bar) -> int:
+def _train_trials(store, study, trials, dev_data, bar, samples: Path) -> int:
     """Train `trials` (each with all its seeds) as one cohort and tell their results.
 
     When the cohort does not fit in memory after all (the estimate is only an estimate), it
@@ -309,8 +395,11 @@ def _train_trials(store, study, trials, dev_data, bar) -> int:
 
     outcomes, fitted = _train_fitting(members, dev_data, study, on_epoch, bar)
     for trial in trials:
-        mine = [(owner[k][1], o) for k, o in outcomes.items() if owner[k][0] is trial]
-        _tell(store, study, trial, sorted(mine, key=lambda p: p[0]))
+        mine = sorted([(owner[k][1], o) for k, o in outcomes.items() if owner[k][0] is trial],
+                      key=lambda p: p[0])
+        _save_npz(samples / f"t{trial.number}.npz",  # before tell: a told trial has its images
+                  {f"s{seed}_{kind}": img for seed, o in mine for kind, img in o.images.items()})
+        _tell(store, study, trial, mine)
     bar.n = round(bar.n)  # members that stopped early leave fractional progress behind
     bar.refresh()
     return max(1, fitted // len(study.seeds))

@@ -52,6 +52,7 @@ class Outcome:
     train_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
+    images: dict = field(default_factory=dict)  # recon / prior / manifold: uint8 (n, D)
 
 
 EpochHook = Callable[[int, dict[str, dict]], set]
@@ -172,9 +173,10 @@ def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 10
     final = evaluate_final(fleet, data, iwae_samples)
     elapsed = time.perf_counter() - t0
     total_cost = sum(cost[k] for k in fleet.keys)
+    images = sample_images(fleet, data.x_test)
     for key, values in final.items():
         o = outcomes[key]
-        o.metrics, o.status = values, "ok"
+        o.metrics, o.status, o.images = values, "ok", images[key]
         o.train_seconds += elapsed * cost[key] / total_cost
         if not math.isfinite(values["test_nelbo"]):
             o.status, o.fail_epoch = "failed", o.epochs_run
@@ -288,3 +290,40 @@ def _probe(fleet: Fleet, data: DeviceData, mu_test: Tensor) -> list[float]:
     return [M.probe_accuracy(train_np[i, :, :m.config.latent_dim], y_train,
                              test_np[i, :, :m.config.latent_dim], data.y_test)
             for i, m in enumerate(fleet.members)]
+
+
+RECON_IMAGES = 8  # the first this-many test images are reconstructed by every member
+PRIOR_IMAGES = 8  # decoded draws from the prior per member
+MANIFOLD_SIDE = 10  # latent_dim 2: a side × side grid over the prior's quantiles
+
+
+@torch.no_grad()
+def sample_images(fleet: Fleet, x_test: Tensor) -> dict[str, dict[str, np.ndarray]]:
+    """Per member: decoded means of reconstructions of fixed test images, prior samples and,
+    for a 2-d latent space, the decoded latent manifold; as uint8 (0–255) rows of D pixels."""
+    N, L, dev = len(fleet), fleet.latent, fleet.device
+    mu, _ = fleet.encode(x_test[:RECON_IMAGES])
+    recon = fleet.decode(mu)  # the posterior mean, as is usual for reconstructions
+    gens = [torch.Generator(device=dev).manual_seed(stream_seed(m.seed, 4)) for m in fleet.members]
+    prior = fleet.decode(_member_noise(fleet, gens, PRIOR_IMAGES))
+    side = torch.linspace(0.05, 0.95, MANIFOLD_SIDE, dtype=torch.float64)
+    q = torch.special.ndtri(side).float().to(dev)  # standard-normal quantiles
+    grid = torch.zeros(MANIFOLD_SIDE * MANIFOLD_SIDE, L, device=dev)
+    if L >= 2:
+        grid[:, 0] = q.repeat(MANIFOLD_SIDE)  # z1 left → right
+        grid[:, 1] = q.flip(0).repeat_interleave(MANIFOLD_SIDE)  # z2 bottom → top
+    manifold = fleet.decode(grid.expand(N, -1, -1) * fleet.latent_mask)
+
+    def to_uint8(out: Tensor) -> np.ndarray:
+        mean = torch.sigmoid(out) if fleet.likelihood == "bernoulli" else out.clamp(0, 1)
+        return (mean * 255).round().to(torch.uint8).cpu().numpy()
+
+    recon, prior, manifold = to_uint8(recon), to_uint8(prior), to_uint8(manifold)
+    result = {}
+    for i, m in enumerate(fleet.members):
+        result[m.key] = {"recon": recon[i]}
+        if fleet.family == "vae":  # an AE has no prior to sample
+            result[m.key]["prior"] = prior[i]
+            if m.config.latent_dim == 2:
+                result[m.key]["manifold"] = manifold[i]
+    return result

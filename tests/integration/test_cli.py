@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import html
+import json
 import re
+from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
@@ -41,15 +44,70 @@ def test_run_writes_every_output(finished):
     assert epochs["epoch"].max() == 2
 
 
-def test_report_is_self_contained_and_escaped(finished):
+class _Page(HTMLParser):
+    """Collects a report's images, tables (rows of cell texts), headings and script tags."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.tables, self.headings, self.scripts = [], [], [], 0
+        self._cell = self._heading = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        elif tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = ""
+        elif tag in ("h2", "h3"):
+            self._heading = ""
+        elif tag == "script":
+            self.scripts += 1
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append(self._cell.strip())
+            self._cell = None
+        elif tag in ("h2", "h3") and self._heading is not None:
+            self.headings.append(self._heading.strip())
+            self._heading = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+        if self._heading is not None:
+            self._heading += data
+
+
+def test_report_html_every_section_image_and_table(finished):
     tmp, _, _ = finished
-    text = (tmp / "results" / "tiny" / "report.html").read_text()
-    images = re.findall(r'<img [^>]*src="([^"]+)"', text)
-    assert len(images) == 3 and all(src.startswith("data:image/png;base64,") and len(src) > 1000
-                                    for src in images)
-    for section in ("Summary", "Setup", "Ranking of activations", "Failures", "Reproduce"):
-        assert f">{section}</h2>" in text
-    assert "&lt;" not in text or "<script" not in text
+    out = tmp / "results" / "tiny"
+    page = _Page()
+    page.feed((out / "report.html").read_text())
+    for section in ("Summary", "Setup", "Results", "Statistics", "Posterior collapse and dead units",
+                    "Images", "Cost", "Per cell", "Failures", "Reproduce"):
+        assert section in page.headings, section
+    figures = {p.name for p in (out / "figures").glob("*.png")}
+    assert figures >= {"ranking.png", "heatmap.png", "curves.png", "rate_distortion.png",
+                       "cd_diagram.png", "collapse.png", "kl_per_dim.png", "dead_units.png",
+                       "reconstructions.png", "samples.png", "manifold.png", "cost.png"}
+    assert len(page.images) == len(figures)  # each figure embedded once
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        png = base64.b64decode(src.split(",", 1)[1])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+    assert len(page.tables) >= 6
+    for table in page.tables:
+        header, *rows = table
+        assert header and rows, "an empty table"
+        assert all(len(r) == len(header) and all(c != "" for c in r) for r in rows)
+    assert page.scripts == 1  # only the report's own table-sorting script
+    md = (out / "report.md").read_text()
+    for name in figures:
+        assert f"](figures/{name})" in md
 
 
 def test_report_rebuilds_from_store_and_escapes_user_text(finished):
@@ -63,6 +121,34 @@ def test_report_rebuilds_from_store_and_escapes_user_text(finished):
     assert proc.returncode == 0, proc.stderr
     page = (out / "report.html").read_text()
     assert "<b>bold" not in page and html.escape("<b>bold & </b>") in page
+
+
+def test_run_escapes_user_strings_everywhere(tmp_path):
+    study = tiny_study(tmp_path, name="xss", epochs=1, seeds=2)
+    evil = '<script>alert("x")</script> & <img src=x>'
+    study.write_text(f"description: {json.dumps(evil)}\n" + study.read_text())
+    proc = ablate("run", str(study), "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    page = (tmp_path / "results" / "xss" / "report.html").read_text()
+    assert evil not in page and "<img src=x>" not in page and 'alert("x")</script>' not in page
+    assert html.escape(evil) in page
+
+
+def test_compare_puts_studies_side_by_side(finished):
+    tmp, _, _ = finished
+    other = tiny_study(tmp, name="tiny_b", epochs=1, seeds=2)
+    assert ablate("run", str(other), "--no-progress", cwd=tmp).returncode == 0
+    proc = ablate("compare", "results/tiny", str(other), cwd=tmp)
+    assert proc.returncode == 0, proc.stderr
+    page = _Page()
+    page.feed((tmp / "results" / "compare-tiny-tiny_b" / "report.html").read_text())
+    side = next(t for t in page.tables if t[0][0] == "activation")
+    assert side[0] == ["activation", "tiny: test_nll", "tiny: avg rank", "tiny_b: test_nll",
+                       "tiny_b: avg rank"]
+    assert {r[0] for r in side[1:]} == {"relu", "tanh", "exponential"}
+    assert len(page.images) == 1
+    lone = ablate("compare", "results/tiny", cwd=tmp)
+    assert lone.returncode == 2 and "two or more" in lone.stderr
 
 
 def test_rerun_of_finished_study_trains_nothing(finished):

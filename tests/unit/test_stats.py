@@ -50,3 +50,75 @@ def test_ranking_orders_and_counts_failures():
     assert list(r["activation"]) == ["good", "bad"]
     assert list(r["failed"]) == [0, 1]
     assert r.loc[0, "mean"] == pytest.approx(100 + 5 + 0.15)
+
+
+# ----------------------------------------------------------------------------- rank tests
+from ablate.stats import blocks, claims, compare, holm, nemenyi_cd  # noqa: E402
+
+
+def _grid(effects: dict[str, float], seeds: int = 5, noise: float = 1.0, seed: int = 0,
+          maximize_metric: str = "test_nll") -> pd.DataFrame:
+    """A grid of 3 latent sizes × 2 kl_weights × seeds; each activation's values are a shared
+    per-block level (what the seed and cell do to every model) + its effect + own noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for latent in (2, 4, 8):
+        for beta in (0.5, 1.0):
+            for s in range(seeds):
+                level = rng.normal(100, 5)
+                for act, effect in effects.items():
+                    rows.append({"activation": act, "latent_dim": latent, "kl_weight": beta,
+                                 "seed": s, "status": "ok",
+                                 maximize_metric: level + effect + rng.normal(0, noise)})
+    return pd.DataFrame(rows)
+
+
+def test_holm_matches_hand_computation():
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+    np.testing.assert_allclose(holm([0.5, 0.9]), [1.0, 1.0])
+
+
+def test_nemenyi_cd_matches_demsar_table():
+    # Demšar (2006), Table 5: q_0.05 = 2.569 for k = 4 and 3.164 for k = 10.
+    assert nemenyi_cd(4, 10) == pytest.approx(2.569 * math.sqrt(4 * 5 / 60), rel=1e-3)
+    assert nemenyi_cd(10, 18) == pytest.approx(3.164 * math.sqrt(10 * 11 / 108), rel=1e-3)
+
+
+def test_a_better_activation_by_construction_is_named_and_significant():
+    runs = _grid({"relu": 0.0, "good": -3.0, "tanh": 0.0, "gelu": 0.0})
+    c = compare(runs, "test_nll", ["latent_dim", "kl_weight"], maximize=False, baseline="relu")
+    assert c.n_blocks == 30 and c.separable
+    assert c.avg_ranks.index[0] == "good" and c.top_group == ["good"]
+    row = c.versus.set_index("activation").loc["good"]
+    assert row["verdict"] == "better" and row["p_holm"] < 0.001 and row["effect_r"] > 0.9
+    assert row["median_diff"] == pytest.approx(-3.0, abs=0.5)
+    assert set(c.versus.set_index("activation").loc[["tanh", "gelu"], "verdict"]) == {
+        "no significant difference"}
+    text = " ".join(claims(c))
+    assert "good is best" in text and "better than relu: good" in text
+
+
+def test_higher_is_better_metrics_rank_the_other_way():
+    runs = _grid({"relu": 0.0, "good": 3.0, "tanh": 0.0}, maximize_metric="probe_accuracy")
+    c = compare(runs, "probe_accuracy", ["latent_dim", "kl_weight"], maximize=True, baseline="relu")
+    assert c.top_group == ["good"]
+    assert c.versus.set_index("activation").loc["good", "verdict"] == "better"
+
+
+def test_identical_distributions_are_reported_not_separable():
+    runs = _grid({"relu": 0.0, "a": 0.0, "b": 0.0, "c": 0.0}, seed=3)
+    c = compare(runs, "test_nll", ["latent_dim", "kl_weight"], maximize=False, baseline="relu")
+    assert not c.separable and c.friedman_p > 0.05
+    assert sorted(c.top_group) == ["a", "b", "c", "relu"]
+    assert (c.versus["verdict"] == "no significant difference").all()
+    text = " ".join(claims(c))
+    assert "no significant difference between the 4 activations" in text
+    assert " is best" not in text
+
+
+def test_a_diverged_member_ranks_last_in_its_block():
+    runs = _grid({"relu": 0.0, "a": -1.0, "b": 1.0}, seeds=1)
+    hit = (runs["activation"] == "a") & (runs["latent_dim"] == 2) & (runs["kl_weight"] == 0.5)
+    runs.loc[hit, ["status", "test_nll"]] = ["failed", float("nan")]
+    wide = blocks(runs, "test_nll", ["latent_dim", "kl_weight"], maximize=False)
+    assert len(wide) == 6 and np.isinf(wide.loc[(2, 0.5, 0), "a"])

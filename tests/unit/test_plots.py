@@ -1,0 +1,83 @@
+"""The figures' data functions, on hand-made tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ablate import plots
+from ablate.stats import compare
+
+
+def _runs() -> pd.DataFrame:
+    rows = []
+    for act, shift in (("relu", 0.0), ("tanh", 2.0), ("gelu", 1.0)):
+        for latent in (2, 4):
+            for beta in (0.5, 2.0):
+                for seed in range(2):
+                    rows.append({"trial": len(rows) // 2, "activation": act, "latent_dim": latent,
+                                 "kl_weight": beta, "seed": seed, "status": "ok",
+                                 "test_nll": 10 + shift + seed + beta - 0.1 * latent, "test_kl": 4 / beta + seed,
+                                 "test_recon": 20 + beta + shift, "active_units": latent / beta,
+                                 "mutual_info": 1 / beta, "dead_units": 0.1 if act == "relu" else 0.0,
+                                 "train_seconds": 1.0 + seed,
+                                 "kl_per_dim": [0.5 * (d + 1) + seed for d in range(latent)]})
+    rows.append({**rows[0], "seed": 7, "status": "failed", "test_nll": np.nan})
+    return pd.DataFrame(rows)
+
+
+def test_rate_distortion_data_means_over_seeds_in_kl_weight_order():
+    d = plots.rate_distortion_data(_runs())
+    row = d[(d["activation"] == "tanh") & (d["latent_dim"] == 2) & (d["kl_weight"] == 0.5)].iloc[0]
+    assert row["test_kl"] == pytest.approx(8.5) and row["test_recon"] == pytest.approx(22.5)
+    assert len(d) == 3 * 2 * 2
+    assert list(d[(d["activation"] == "relu") & (d["latent_dim"] == 4)]["kl_weight"]) == [0.5, 2.0]
+
+
+def test_collapse_data_has_both_measures():
+    d = plots.collapse_data(_runs())
+    au = d[(d["measure"] == "active_units") & (d["activation"] == "relu") & (d["latent_dim"] == 4)]
+    assert list(au.sort_values("kl_weight")["mean"]) == [8.0, 2.0]
+    assert set(d["measure"]) == {"active_units", "mutual_info"}
+
+
+def test_kl_per_dim_data_takes_the_best_member_sorted_descending():
+    d = plots.kl_per_dim_data(_runs(), "test_nll", maximize=False)
+    part = d[(d["activation"] == "gelu") & (d["latent_dim"] == 4)]
+    assert list(part["kl"]) == [2.0, 1.5, 1.0, 0.5] and (part["seed"] == 0).all()
+    as_text = _runs().assign(kl_per_dim=lambda f: f["kl_per_dim"].map(str))  # read back from CSV
+    assert plots.kl_per_dim_data(as_text, "test_nll", False).equals(d)
+
+
+def test_health_data_counts_divergence_and_dead_units():
+    h = plots.health_data(_runs()).set_index("activation")
+    assert h.loc["relu", "diverged"] == 1 and h.loc["relu", "members"] == 9
+    assert h.loc["relu", "divergence_rate"] == pytest.approx(1 / 9)
+    assert h.loc["relu", "dead_units"] == pytest.approx(0.1) and h.loc["tanh", "dead_units"] == 0
+
+
+def test_cd_diagram_cliques_join_only_close_ranks():
+    c = compare(_runs(), "test_nll", ["latent_dim", "kl_weight"], maximize=False, baseline="relu")
+    ranks, cd, cliques = plots.cd_diagram_data(c)
+    assert list(ranks.index) == ["relu", "gelu", "tanh"]
+    for first, last in cliques:
+        assert ranks[last] - ranks[first] < cd
+
+
+def test_cost_data_and_showcase_members():
+    runs = _runs()
+    cost = plots.cost_data(runs, {"relu": 1.0, "tanh": 2.5}).set_index("activation")
+    assert cost.loc["tanh", "ns_per_element"] == 2.5 and np.isnan(cost.loc["gelu", "ns_per_element"])
+    assert cost.loc["relu", "train_seconds"] == pytest.approx(1.5)
+    cell, members = plots.showcase_members(runs, "test_nll", False, ["latent_dim", "kl_weight"])
+    assert cell == {"latent_dim": 4, "kl_weight": 0.5}
+    assert sorted(members["activation"]) == ["gelu", "relu", "tanh"] and (members["seed"] == 0).all()
+
+
+def test_tile_lays_images_out_with_gaps():
+    imgs = np.arange(6 * 4, dtype=np.uint8).reshape(6, 4)  # six 2×2 images
+    out = plots._tile(imgs, (2, 2), cols=3)
+    assert out.shape == (2 * 3 - 1, 3 * 3 - 1)
+    assert (out[:2, :2] == imgs[0].reshape(2, 2)).all() and (out[3:5, 6:8] == imgs[5].reshape(2, 2)).all()
+    assert (out[2, :] == plots.GAP).all()
