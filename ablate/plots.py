@@ -7,6 +7,8 @@ Owns: what each figure shows and how it looks. Does not own: the statistics behi
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -32,8 +34,13 @@ def label(metric: str) -> str:
 
 
 def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    """Write atomically: two processes reporting at once never leave a half-written PNG."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    with os.fdopen(fd, "wb") as f:
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
     return path
 
 

@@ -12,6 +12,7 @@ its point is queued again: nothing is lost and nothing is counted twice.
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import json
 import math
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -71,14 +73,38 @@ def storage_url(out_dir: Path) -> str:
     return f"sqlite:///{(out_dir / 'study.db').resolve()}"
 
 
+SQLITE_TIMEOUT_S = 120  # a writer waits this long for another process's lock, not failing
+
+
+def sqlite_storage(out_dir: Path) -> optuna.storages.RDBStorage:
+    """The default store: an SQLite file that several local processes may share. Writers
+    wait for each other (busy timeout) instead of failing with "database is locked"."""
+    with plan_lock(out_dir):  # the first connection creates the schema: one process at a time
+        return optuna.storages.RDBStorage(
+            storage_url(out_dir), engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+
+
+@contextmanager
+def plan_lock(out_dir: Path):
+    """An exclusive lock (flock) on the results folder, held while a process creates the
+    study or plans the grid, so two processes never queue the same grid point twice."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".plan.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def open_store(study: Study, out_dir: Path, create: bool) -> optuna.Study:
     """The study's Optuna record; refuses one written by a study with other settings."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = storage_url(out_dir)
+    storage = sqlite_storage(out_dir)
     if not create:
-        return optuna.load_study(study_name=study.name, storage=url)
+        return optuna.load_study(study_name=study.name, storage=storage)
     direction = "maximize" if study.metric in MAXIMIZE else "minimize"
-    store = optuna.create_study(study_name=study.name, storage=url, load_if_exists=True,
+    store = optuna.create_study(study_name=study.name, storage=storage, load_if_exists=True,
                                 direction=direction)
     known = store.user_attrs.get("fingerprint")
     if known is None:
@@ -233,7 +259,8 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
                                  "dim": data.dim, "image_shape": data.image_shape})
     store.set_user_attr("device", str(device) if device.type == "cpu"
                         else f"{device} ({torch.cuda.get_device_name(device)})")
-    finished = plan(store, study)
+    with plan_lock(out_dir):
+        finished = plan(store, study)
     total = len(study.points())
     dev_data = DeviceData.put(data, device)
     store.set_user_attr("environment", environment(device))
