@@ -7,8 +7,6 @@ Owns: what each figure shows and how it looks. Does not own: the statistics behi
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from ablate.files import atomic_open  # noqa: E402
 from ablate.stats import summarize  # noqa: E402
 
 LABELS = {"test_nll": "test NLL (IWAE, nats/image)", "test_nelbo": "test −ELBO (nats/image)",
@@ -35,12 +34,9 @@ def label(metric: str) -> str:
 
 def _save(fig, path: Path) -> Path:
     """Write atomically: two processes reporting at once never leave a half-written PNG."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    with os.fdopen(fd, "wb") as f:
+    with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
     return path
 
 
@@ -110,7 +106,7 @@ def curves_data(epochs: pd.DataFrame, column: str = "test_nelbo") -> pd.DataFram
 def curves(epochs: pd.DataFrame, order: list[str], path: Path) -> Path:
     data = curves_data(epochs)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    palette = dict(zip(order, sns.color_palette("tab10" if len(order) <= 10 else "husl", len(order))))
+    palette = _palette(order)
     for act in order:
         part = data[data["activation"] == act]
         if part.empty:

@@ -10,13 +10,13 @@ import base64
 import html
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ablate import plots, stats
+from ablate.files import atomic_open
 from ablate.runner import MAXIMIZE, open_store
 from ablate.study import Study
 from ablate.tables import epochs_frame, runs_frame, write_csv
@@ -116,11 +116,8 @@ document.querySelectorAll("table.sortable th").forEach((th, col) => th.addEventL
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
+    with atomic_open(path) as f:
         f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def _axes(study: Study, runs: pd.DataFrame) -> list[str]:
@@ -323,7 +320,7 @@ def build_report(study: Study, out_dir: Path) -> Path:
             if rows:
                 doc.figure(plots.image_table(rows, shape, f"Prior samples at {where}",
                                              fig_dir / "samples.png"),
-                           f"Decoded means of draws z ~ N(0, I), same members.", out_dir)
+                           "Decoded means of draws z ~ N(0, I), same members.", out_dir)
             if 2 in set(runs["latent_dim"]):
                 two = runs[runs["latent_dim"] == 2]
                 cell2, members2 = plots.showcase_members(two, metric, maximize, cells)

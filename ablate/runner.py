@@ -21,7 +21,6 @@ import platform
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +32,7 @@ from tqdm import tqdm
 
 from ablate.data import Dataset, load_dataset
 from ablate.errors import UserError
+from ablate.files import atomic_open
 from ablate.fleet import Member, cohort_key, member_param_count
 from ablate.study import Study
 from ablate.train import RECON_IMAGES, DeviceData, Outcome, train_cohort
@@ -310,11 +310,8 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write atomically (a reader never sees half a file); nothing to write, no file."""
     if not arrays:
         return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
+    with atomic_open(path, "wb") as f:
         np.savez_compressed(f, **arrays)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def environment(device: torch.device) -> dict:

@@ -6,13 +6,12 @@ Owns: reading finished trials' records out of the Optuna storage. Does not own: 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import optuna
 import pandas as pd
 
+from ablate.files import atomic_open
 from ablate.study import RunConfig, Study
 
 CONFIG_COLUMNS = list(RunConfig.__dataclass_fields__)
@@ -63,8 +62,5 @@ def epochs_frame(store: optuna.Study, study: Study) -> pd.DataFrame:
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
     """Write atomically: a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    frame.to_csv(tmp, index=False)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with atomic_open(path) as f:
+        frame.to_csv(f, index=False)
