@@ -355,23 +355,21 @@ def activation_cost(names: list[str], device: torch.device, elements: int = 1 <<
     from ablate.activations import get_activation
 
     x = torch.randn(4, elements // 4, device=device, generator=torch.Generator(device=device).manual_seed(0))
-    out = {}
-    for name in names:
-        act = get_activation(name)
-        params = {k: v.detach().to(device).expand(4, *v.shape).clone().requires_grad_(True)
-                  for k, v in act.params.items()}
-        xs = x.unsqueeze(1).clone().requires_grad_(True)  # (G=4, B=1, H)
-        best = float("inf")
-        for _ in range(reps + 1):
+    acts = {name: get_activation(name) for name in names}
+    params = {name: {k: v.detach().to(device).expand(4, *v.shape).clone().requires_grad_(True)
+                     for k, v in act.params.items()} for name, act in acts.items()}
+    best = dict.fromkeys(names, float("inf"))
+    for _ in range(reps + 1):  # round-robin, so a noisy spell of the machine hits every activation
+        for name, act in acts.items():
+            xs = x.unsqueeze(1).clone().requires_grad_(True)  # (G=4, B=1, H)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             t0 = time.perf_counter()
-            act.apply(xs, params).sum().backward()
+            act.apply(xs, params[name]).sum().backward()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            best = min(best, time.perf_counter() - t0)
-        out[name] = best / elements * 1e9
-    return out
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {name: t / elements * 1e9 for name, t in best.items()}
 
 
 def out_of_memory(exc: BaseException) -> bool:
