@@ -26,12 +26,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("study", help="study YAML file, e.g. studies/quick.yaml")
     run.add_argument("--results", default="results", help="results root (default: results/)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.add_argument("--storage", metavar="URL", help="the study's store, overriding the YAML's "
+                     "storage: a database URL (postgresql://user@host:5432/db) that workers on "
+                     "several machines share; default results/<name>/study.db")
 
     rep = sub.add_parser("report", help="rebuild tables, figures and report from the store",
                          description="Rebuild runs.csv, epochs.csv, figures and report.html/.md "
                          "from a results folder without training.")
     rep.add_argument("target", help="a results folder (results/<name>) or the study YAML")
     rep.add_argument("--results", default="results", help="results root when TARGET is a YAML")
+    rep.add_argument("--storage", metavar="URL", help="the study's store when it is not the "
+                     "results folder's study.db (as given to `ablate run --storage`)")
 
     cmp = sub.add_parser("compare", help="put two or more studies side by side",
                          description="One report comparing the activations across studies "
@@ -40,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="results folders (results/<name>) or study YAMLs; two or more")
     cmp.add_argument("--results", default="results", help="results root for YAML targets")
     cmp.add_argument("--out", help="output folder (default: RESULTS/compare-<names>)")
+    cmp.add_argument("--storage", metavar="URL", help="the store of studies not kept in their "
+                     "results folder's study.db")
 
     lst = sub.add_parser("list", help="list the registered activations or datasets")
     lst.add_argument("what", choices=["activations", "datasets"])
@@ -51,7 +58,7 @@ def _run(args) -> int:
     from ablate.runner import run_study
     from ablate.study import load_study
 
-    study = load_study(args.study)
+    study = _with_storage(load_study(args.study), args.storage)
     out_dir = run_study(study, Path(args.results), progress=not args.no_progress)
     report = build_report(study, out_dir)
     print(f"report: {report}")
@@ -59,30 +66,44 @@ def _run(args) -> int:
     return 0
 
 
-def _resolve(target_arg: str, results: str):
+def _with_storage(study, url: str | None):
+    """The study with its storage replaced by a --storage URL (checked like the YAML key)."""
+    from dataclasses import replace
+
+    from ablate.study import storage_option
+
+    return study if url is None else replace(study, storage=storage_option(url))
+
+
+def _resolve(target_arg: str, results: str, storage: str | None = None):
     """A results folder or a study YAML → (Study, its results folder); errors name the fix."""
+    from dataclasses import replace
+
+    from ablate.store import is_local
     from ablate.study import load_study
 
     target = Path(target_arg)
     if target.is_dir():
-        if not (target / "study.yaml").is_file() or not (target / "study.db").is_file():
-            raise UserError(f"{target}: not a results folder (no study.yaml and study.db); "
+        if not (target / "study.yaml").is_file():
+            raise UserError(f"{target}: not a results folder (no study.yaml); "
                             "run the study first with `ablate run STUDY.yaml`.")
-        study = load_study(target / "study.yaml")
-        study = type(study)(**{**study.__dict__, "path": str(target / "study.yaml")})
+        study = replace(load_study(target / "study.yaml"), path=str(target / "study.yaml"))
         out_dir = target
     else:
         study = load_study(target)
         out_dir = Path(results) / study.name
-        if not (out_dir / "study.db").is_file():
-            raise UserError(f"{target}: no results yet in {out_dir}; run `ablate run {target}` first.")
+    study = _with_storage(study, storage)
+    if is_local(study) and not (out_dir / "study.db").is_file():
+        raise UserError(f"{target}: no results yet in {out_dir} (no study.db); run "
+                        f"`ablate run {study.path}` first, or give --storage URL when the study "
+                        "was run with one.")
     return study, out_dir
 
 
 def _report(args) -> int:
     from ablate.report import build_report
 
-    study, out_dir = _resolve(args.target, args.results)
+    study, out_dir = _resolve(args.target, args.results, args.storage)
     print(f"report: {build_report(study, out_dir)}")
     return 0
 
@@ -93,7 +114,7 @@ def _compare(args) -> int:
     if len(args.targets) < 2:
         raise UserError("compare: give two or more results folders or study YAMLs, "
                         "e.g. `ablate compare results/quick results/quick_fashion`.")
-    pairs = [_resolve(t, args.results) for t in args.targets]
+    pairs = [_resolve(t, args.results, args.storage) for t in args.targets]
     names = [s.name for s, _ in pairs]
     if len(set(names)) != len(names):
         raise UserError(f"compare: the studies must differ; got {', '.join(names)}.")

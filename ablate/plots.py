@@ -103,7 +103,8 @@ def curves_data(epochs: pd.DataFrame, column: str = "test_nelbo") -> pd.DataFram
     return summarize(epochs.assign(status="ok"), column, ["activation", "epoch"])
 
 
-def curves(epochs: pd.DataFrame, order: list[str], path: Path) -> Path:
+def curves(epochs: pd.DataFrame, order: list[str], path: Path,
+           title: str = "Learning curves: mean over cells and seeds, 95% CI band") -> Path:
     data = curves_data(epochs)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     palette = _palette(order)
@@ -119,7 +120,7 @@ def curves(epochs: pd.DataFrame, order: list[str], path: Path) -> Path:
     if len(finite):
         ax.set_ylim(finite.min() - 1, np.quantile(finite, 0.9) + 2)
     ax.legend(ncol=2, fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
-    ax.set_title("Learning curves: mean over cells and seeds, 95% CI band")
+    ax.set_title(title)
     return _save(fig, path)
 
 
@@ -213,12 +214,15 @@ def collapse(runs: pd.DataFrame, order: list[str], path: Path) -> Path:
     return _save(fig, path)
 
 
-def kl_per_dim_data(runs: pd.DataFrame, metric: str, maximize: bool) -> pd.DataFrame:
-    """For each activation and latent_dim: the KL of every latent dimension (sorted, largest
-    first) of its best member by `metric` (over kl_weights and seeds)."""
+def kl_per_dim_data(runs: pd.DataFrame, metric: str, maximize: bool,
+                    by_latent: bool = True) -> pd.DataFrame:
+    """For each activation and latent_dim (or, without `by_latent`, each activation): the KL
+    of every latent dimension (sorted, largest first) of its best member by `metric`."""
     ok = runs[(runs["status"] == "ok") & runs[metric].notna()]
     rows = []
-    for (act, latent), group in ok.groupby(["activation", "latent_dim"]):
+    groups = (ok.groupby(["activation", "latent_dim"]) if by_latent else
+              ((( act, None), g) for act, g in ok.groupby("activation")))
+    for (act, latent), group in groups:
         best = group.sort_values(metric, ascending=not maximize).iloc[0]
         kl = best["kl_per_dim"]
         if isinstance(kl, str):  # read back from runs.csv
@@ -226,21 +230,24 @@ def kl_per_dim_data(runs: pd.DataFrame, metric: str, maximize: bool) -> pd.DataF
         if not isinstance(kl, (list, tuple)) or not kl:
             continue
         for i, v in enumerate(sorted(kl, reverse=True)):
-            rows.append({"activation": act, "latent_dim": latent, "kl_weight": best["kl_weight"],
+            rows.append({"activation": act, "latent_dim": best["latent_dim"] if latent is None else latent,
+                         "panel": "all" if latent is None else latent, "kl_weight": best["kl_weight"],
                          "seed": best["seed"], "dim": i + 1, "kl": v})
-    return pd.DataFrame(rows, columns=["activation", "latent_dim", "kl_weight", "seed", "dim", "kl"])
+    return pd.DataFrame(rows, columns=["activation", "latent_dim", "panel", "kl_weight", "seed", "dim", "kl"])
 
 
 KL_FLOOR = 1e-4  # KL per dim is drawn on a log axis; smaller values sit on this floor
 
 
-def kl_per_dim(runs: pd.DataFrame, metric: str, maximize: bool, order: list[str], path: Path) -> Path:
-    data = kl_per_dim_data(runs, metric, maximize)
-    latents = sorted(data["latent_dim"].unique())
-    fig, axes = plt.subplots(1, len(latents), figsize=(4.4 * len(latents) + 1.5, 3.8), squeeze=False)
+def kl_per_dim(runs: pd.DataFrame, metric: str, maximize: bool, order: list[str], path: Path,
+               by_latent: bool = True) -> Path:
+    data = kl_per_dim_data(runs, metric, maximize, by_latent)
+    panels = sorted(data["panel"].unique(), key=str)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels) + 1.5, 3.8), squeeze=False)
     pal = _palette(order)
-    for ax, latent in zip(axes[0], latents):
-        part = data[data["latent_dim"] == latent]
+    for ax, panel in zip(axes[0], panels):
+        part = data[data["panel"] == panel]
+        latent = int(part["latent_dim"].max())
         for act in order:
             line = part[part["activation"] == act]
             if not line.empty:
@@ -250,7 +257,7 @@ def kl_per_dim(runs: pd.DataFrame, metric: str, maximize: bool, order: list[str]
         ax.set_yscale("log")
         ax.set_ylim(KL_FLOOR * 0.7, max(1.0, float(part["kl"].max()) * 1.5) if len(part) else 1.0)
         ax.set_xticks(range(1, int(latent) + 1))
-        ax.set_title(f"latent_dim = {latent}")
+        ax.set_title(f"latent_dim = {latent}" if by_latent else "each activation's own latent_dim")
         ax.set_xlabel("latent dimension (sorted by KL)")
         ax.set_ylabel("KL (nats/image)")
     axes[0][-1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
@@ -462,4 +469,92 @@ def rank_comparison(ranks: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("average rank (1 = best)")
     ax.legend(title="study", fontsize=8)
     ax.set_title("Average rank of each activation per study")
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------------------ search studies
+
+def history_data(trials: pd.DataFrame, objective: str, maximize: bool) -> pd.DataFrame:
+    """Trials in the order they were asked, with the best complete objective so far."""
+    data = trials.sort_values("trial").reset_index(drop=True)
+    done = data[objective].where(data["state"] == "complete")
+    best = done.cummax() if maximize else done.cummin()
+    return data.assign(best_so_far=best.ffill())
+
+
+def history(trials: pd.DataFrame, objective: str, maximize: bool, order: list[str], path: Path) -> Path:
+    data = history_data(trials, objective, maximize)
+    palette = _palette(order)
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
+    done = data[data["state"] == "complete"]
+    for act in order:
+        part = done[done["activation"] == act]
+        if not part.empty:
+            ax.scatter(part["trial"], part[objective], s=22, color=palette[act], label=act, zorder=3)
+    pruned = data[data["state"] == "pruned"]
+    if not pruned.empty:
+        ax.scatter(pruned["trial"], pruned["value"], marker="x", s=26, color="#777777", zorder=2,
+                   label="pruned (last per-epoch value)")
+    ax.step(data["trial"], data["best_so_far"], where="post", color="#1b1f24", lw=1.4,
+            label="best so far", zorder=4)
+    finite = pd.concat([done[objective], pruned["value"]]).replace([np.inf, -np.inf], np.nan).dropna()
+    if len(finite) > 3:  # keep the frontier readable: clip the worst outliers
+        lo, hi = finite.min(), np.quantile(finite, 0.95)
+        pad = (hi - lo) * 0.08 or 1.0
+        ax.set_ylim((lo - pad, hi + pad) if not maximize else (np.quantile(finite, 0.05) - pad, finite.max() + pad))
+    ax.set_xlabel("trial (order asked)")
+    ax.set_ylabel(label(objective))
+    ax.legend(fontsize=8, ncol=1, bbox_to_anchor=(1.02, 1), loc="upper left")
+    ax.set_title("Optimization history: each trial's mean over seeds")
+    return _save(fig, path)
+
+
+def importances(values: dict[str, float], path: Path) -> Path:
+    names = list(values)[::-1]
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(names) + 1.3))
+    ax.barh(names, [values[n] for n in names], color="#2f6690")
+    for y, n in enumerate(names):
+        ax.text(values[n] + 0.01, y, f"{values[n]:.2f}", va="center", fontsize=9)
+    ax.set_xlim(0, max(1.0, max(values.values()) * 1.15) if values else 1.0)
+    ax.set_xlabel("importance (fANOVA, share of the objective's variance)")
+    ax.set_title("Parameter importances")
+    return _save(fig, path)
+
+
+def slices_data(trials: pd.DataFrame, objective: str, param: str) -> pd.DataFrame:
+    """Complete trials: one point per trial of (param, objective, activation)."""
+    done = trials[(trials["state"] == "complete") & trials[objective].notna()]
+    return done[["trial", "activation", param, objective]].reset_index(drop=True)
+
+
+def slices(trials: pd.DataFrame, objective: str, maximize: bool, params: dict[str, bool],
+           order: list[str], path: Path) -> Path:
+    """The objective against each searched range (log axes where the range is log), one
+    colour per activation: where in the space each activation does well."""
+    palette = _palette(order)
+    fig, axes = plt.subplots(1, len(params), figsize=(4.2 * len(params) + 1.5, 4), squeeze=False,
+                             sharey=True)
+    for ax, (param, log) in zip(axes[0], params.items()):
+        data = slices_data(trials, objective, param)
+        for act in order:
+            part = data[data["activation"] == act]
+            if not part.empty:
+                ax.scatter(part[param], part[objective], s=20, color=palette[act], label=act)
+        if log:  # plain numbers at 1-2-5 steps, not 2×10⁰-style minor labels
+            ax.set_xscale("log")
+            lo, hi = data[param].min(), data[param].max()
+            ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+                     for m in (1, 2, 5) if lo / 1.5 <= m * 10.0 ** e <= hi * 1.5]
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.minorticks_off()
+        ax.set_xlabel(param)
+    axes[0][0].set_ylabel(label(objective))
+    values = trials.loc[trials["state"] == "complete", objective].dropna()
+    if len(values) > 3:  # the interesting end in full, the worst 5% clipped
+        pad = 0.05 * (values.max() - values.min()) or 0.3
+        axes[0][0].set_ylim((np.quantile(values, 0.05) - pad, values.max() + pad) if maximize
+                            else (values.min() - pad, np.quantile(values, 0.95) + pad))
+    handles, labels_ = axes[0][0].get_legend_handles_labels()
+    axes[0][-1].legend(handles, labels_, fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.suptitle("Objective against each searched parameter (complete trials)", y=1.02)
     return _save(fig, path)

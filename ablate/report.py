@@ -17,9 +17,10 @@ import pandas as pd
 
 from ablate import plots, stats
 from ablate.files import atomic_open
-from ablate.runner import MAXIMIZE, open_store
+from ablate.store import open_store
+from ablate.study import MAXIMIZE
 from ablate.study import Study
-from ablate.tables import epochs_frame, runs_frame, write_csv
+from ablate.tables import epochs_frame, runs_frame, trials_frame, write_csv
 from ablate.train import MANIFOLD_SIDE
 
 
@@ -134,43 +135,12 @@ def _where(axis: str, value) -> str:
     return f"{axis} = {value:g}" if isinstance(value, float) else f"{axis} = {value}"
 
 
-def build_report(study: Study, out_dir: Path) -> Path:
-    """Rebuild runs.csv, epochs.csv, figures/ and report.{html,md} from the store."""
-    store = open_store(study, out_dir, create=False)
-    runs = runs_frame(store, study)
-    epochs = epochs_frame(store, study)
-    write_csv(runs, out_dir / "runs.csv")
-    write_csv(epochs, out_dir / "epochs.csv")
-    fig_dir = out_dir / "figures"
-    fig_dir.mkdir(exist_ok=True)
-
+def _grid_summary(doc: _Doc, study: Study, runs: pd.DataFrame, total: int, ok: pd.DataFrame,
+                  n_failed: int, comparison, per_axis: list, cells: list[str], baseline) -> None:
+    """A grid's summary: what finished, the means, and the claims the matched tests allow."""
     metric = study.metric
     maximize = metric in MAXIMIZE
     better = "higher" if maximize else "lower"
-    info = store.user_attrs
-    env = info.get("environment", {})
-    cells = _axes(study, runs)
-    baseline = study.baseline if study.baseline in set(runs["activation"]) else None
-    doc = _Doc(f"ablate report: {study.name}")
-    doc.html.append(f"<h1>{html.escape(doc.title)}</h1>")
-    if study.description:
-        doc.para(study.description)
-
-    total = len(study.points()) * len(study.seeds)
-    ok = runs[runs["status"] == "ok"]
-    n_failed = int((runs["status"] == "failed").sum())
-    comparison = stats.compare(runs, metric, cells, maximize, baseline) if not ok.empty else None
-    per_axis = []  # (axis, value, Comparison)
-    for axis in cells:
-        values = sorted(runs[axis].unique())
-        if len(values) > 1:
-            for v in values:
-                c = stats.compare(runs[runs[axis] == v], metric, cells, maximize, baseline)
-                if c is not None:
-                    per_axis.append((axis, v, c))
-
-    # ------------------------------------------------------------------ summary
-    doc.heading("Summary")
     doc.para(f"{len(runs)} of {total} members finished ({len(ok)} trained to the end, "
              f"{n_failed} failed). Metric: {plots.label(metric)}, {better} is better; intervals "
              "are 95% bootstrap confidence intervals over seeds; tests are paired over matched "
@@ -181,7 +151,7 @@ def build_report(study: Study, out_dir: Path) -> Path:
         best = rank.iloc[0]
         sentence = (f"{'Highest' if maximize else 'Lowest'} mean over all cells: "
                     f"{best['activation']}, {_ci(best)}")
-        if baseline and baseline != best["activation"]:
+        if baseline and baseline != best["activation"] and baseline in set(rank["activation"]):
             b = rank[rank["activation"] == baseline].iloc[0]
             sentence += f"; the baseline {baseline}: {_ci(b)}"
         doc.para(sentence + ". Means weigh large differences; the tests below count which "
@@ -196,6 +166,198 @@ def build_report(study: Study, out_dir: Path) -> Path:
         doc.para("Too few finished members for a statistical comparison (at least two "
                  "activations with two matched blocks are needed).")
 
+
+
+def _params_text(row, keys: list[str]) -> str:
+    return ", ".join(f"{k} {row[k]:.3g}" if isinstance(row[k], float) else f"{k} {row[k]}"
+                     for k in keys)
+
+
+def _pruning(trials: pd.DataFrame, runs: pd.DataFrame) -> tuple[int, int, int, float]:
+    """(pruned trials, member-epochs run, member-epochs a full run of every trial would take,
+    share saved)."""
+    ran = int(runs["epochs_run"].fillna(0).sum())
+    full = int(runs["epochs"].sum())
+    return int((trials["state"] == "pruned").sum()), ran, full, (1 - ran / full) if full else 0.0
+
+
+def _search_summary(doc: _Doc, study: Study, trials: pd.DataFrame, runs: pd.DataFrame) -> None:
+    """A search's summary: trials by state, the best configuration with its seed CI, and the
+    best found for each activation, said as what it is (not a matched comparison)."""
+    s, objective = study.search, study.search.objective
+    counts = trials["state"].value_counts()
+    pruned, ran, full, saved = _pruning(trials, runs)
+    doc.para(f"{len(trials)} of {s.n_trials} trials finished ({counts.get('complete', 0)} complete, "
+             f"{pruned} pruned, {counts.get('failed', 0)} failed), chosen by {s.strategy} "
+             f"(sampler_seed {s.sampler_seed}), each trained with {len(study.seeds)} seeds. "
+             f"Objective: {plots.label(objective)}, mean over a trial's seeds, {s.direction}d. "
+             f"Pruner: {s.pruner}"
+             + (f"; it stopped {pruned} trials early, so {ran} of {full} member-epochs were "
+                f"trained ({saved:.0%} saved)." if s.pruner != "none" else "."))
+    done = trials[trials["state"] == "complete"].dropna(subset=[objective])
+    if done.empty:
+        doc.para("No trial completed yet.")
+        return
+    maximize = s.direction == "maximize"
+    done = done.sort_values(objective, ascending=not maximize)
+    keys = [*study.space, *study.ranges]
+    best = done.iloc[0]
+    items = [f"Best configuration found (trial {best['trial']}): {_params_text(best, keys)}; "
+             f"{objective} {_ci(best.rename({objective: 'mean'}))} over {best['seeds_ok']} seeds."]
+    per_act = done.groupby("activation", sort=False).head(1)
+    if len(per_act) > 1:
+        items.append("Best per activation: " + "; ".join(
+            f"{r['activation']} {r[objective]:.2f}" for _, r in per_act.iterrows()) + ".")
+    doc.bullets(items)
+    doc.para("A search spends its trials where its sampler expects gains, so activations get "
+             "unequal numbers of trials at different settings: these are the best "
+             "configurations found, not a matched test. For a paired comparison, run a grid "
+             "around the best settings (search.strategy: grid).")
+
+
+def _search_section(doc: _Doc, study: Study, store, trials: pd.DataFrame, runs: pd.DataFrame,
+                    epochs: pd.DataFrame, order: list[str], fig_dir: Path, out_dir: Path) -> None:
+    """Optimization history, parameter importances, slices, the best configurations with
+    their seed CIs, pruning and its savings, and every trial."""
+    import optuna
+
+    s, objective = study.search, study.search.objective
+    maximize = s.direction == "maximize"
+    keys = [*study.space, *study.ranges]
+    doc.heading("Search")
+    order = order or sorted(set(trials["activation"]))
+    doc.figure(plots.history(trials, objective, maximize, order, fig_dir / "history.png"),
+               "Optimization history: each complete trial's objective (mean over seeds), "
+               "coloured by activation; crosses are pruned trials at the last per-epoch value "
+               "the pruner saw; the line is the best so far.", out_dir)
+    varied = [k for k in keys if trials.loc[trials["state"] == "complete", k].nunique() > 1]
+    if (trials["state"] == "complete").sum() >= 4 and varied:
+        imp = optuna.importance.get_param_importances(
+            store, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=varied)
+        doc.figure(plots.importances(imp, fig_dir / "importances.png"),
+                   "Parameter importances (fANOVA, Hutter et al. 2014: the share of the "
+                   "objective's variance over complete trials that each parameter explains, "
+                   "from a random forest fitted to them).", out_dir)
+    ranges = {k: r.log for k, r in study.ranges.items()}
+    if ranges:
+        doc.figure(plots.slices(trials, objective, maximize, ranges, order, fig_dir / "slices.png"),
+                   "The objective of every complete trial against each searched range, "
+                   "coloured by activation.", out_dir)
+    if not epochs.empty:
+        doc.figure(plots.curves(epochs, order, fig_dir / "curves.png",
+                                "Learning curves: mean over trials and seeds, 95% CI band"),
+                   "Test negative ELBO per epoch, mean over every trial and seed of each "
+                   "activation, with a 95% CI band; pruned trials' curves end early.", out_dir)
+
+    done = trials[trials["state"] == "complete"].dropna(subset=[objective])
+    if not done.empty:
+        doc.heading("Best configurations", 3)
+        top = done.sort_values(objective, ascending=not maximize).head(10)
+        doc.para(f"The ten best complete trials by mean {plots.label(objective)} over seeds, "
+                 "with a 95% bootstrap confidence interval over the seeds.")
+        doc.table(_trial_view(top, keys, objective))
+        best = done.sort_values(objective, ascending=not maximize).groupby("activation").head(1)
+        counts = trials.groupby("activation")["state"].agg(
+            trials="size", pruned=lambda x: int((x == "pruned").sum()))
+        rows = []
+        for act in [*best["activation"], *sorted(set(study.activations()) - set(best["activation"]))]:
+            mine = best[best["activation"] == act]
+            row = {"activation": act,
+                   "trials": int(counts.loc[act, "trials"]) if act in counts.index else 0,
+                   "pruned": int(counts.loc[act, "pruned"]) if act in counts.index else 0}
+            if mine.empty:
+                row |= {"best trial": "–", **{k: "–" for k in keys if k != "activation"},
+                        objective: "no complete trial"}
+            else:
+                r = mine.iloc[0]
+                row |= {"best trial": r["trial"], **{k: f"{r[k]:.3g}" if isinstance(r[k], float) else r[k]
+                                                     for k in keys if k != "activation"},
+                        objective: _ci(r.rename({objective: "mean"}))}
+            rows.append(row)
+        doc.heading("Best per activation", 3)
+        doc.para("Each activation's best complete trial, and how many trials the sampler gave it.")
+        doc.table(pd.DataFrame(rows))
+
+    pruned, ran, full, saved = _pruning(trials, runs)
+    per_epoch = runs["train_seconds"].sum() / ran if ran else 0.0
+    doc.heading("Pruning", 3)
+    if s.pruner == "none":
+        doc.para("No pruner: every trial trained for all its epochs.")
+    else:
+        at = trials.loc[trials["state"] == "pruned", "epochs_run"]
+        when = f" after {int(at.min())}–{int(at.max())} epochs" if len(at) else ""
+        doc.para(f"Pruner {s.pruner} compared each trial's per-epoch test −ELBO (mean over its "
+                 "running seeds) with the other trials at the same epoch, every trial of a "
+                 f"cohort reported before any was judged. It pruned {pruned} of {len(trials)} "
+                 f"trials{when}. Members trained {ran} of the {full} member-epochs that full "
+                 f"runs of these trials would take: pruning saved {saved:.0%} of the training "
+                 f"({full - ran} member-epochs"
+                 + (f", about {per_epoch * (full - ran):.0f} member-seconds at this study's "
+                    f"mean {per_epoch * 1000:.1f} ms per member-epoch)." if per_epoch else ")."))
+    doc.heading("Trials", 3)
+    view = trials.assign(**{objective: trials.apply(lambda r: _ci(r.rename({objective: "mean"})), axis=1)})
+    doc.table(pd.DataFrame({
+        "trial": view["trial"], **{k: view[k].map(lambda v: f"{v:.3g}" if isinstance(v, float) else v)
+                                   for k in keys},
+        "state": view["state"], objective: view[objective],
+        "epochs": [f"{a}/{b}" for a, b in zip(view["epochs_run"], view["epochs"])],
+        "train seconds": view["train_seconds"].map(lambda v: _fmt(v, 1))}))
+
+
+def _trial_view(frame: pd.DataFrame, keys: list[str], objective: str) -> pd.DataFrame:
+    return pd.DataFrame({
+        "trial": frame["trial"].values,
+        **{k: [f"{v:.3g}" if isinstance(v, float) else v for v in frame[k]] for k in keys},
+        objective: [_ci(r.rename({objective: "mean"})) for _, r in frame.iterrows()],
+        "seeds": frame["seeds_ok"].values})
+
+
+def build_report(study: Study, out_dir: Path) -> Path:
+    """Rebuild runs.csv, epochs.csv, figures/ and report.{html,md} from the store."""
+    store = open_store(study, out_dir, create=False)
+    runs = runs_frame(store, study)
+    epochs = epochs_frame(store, study)
+    write_csv(runs, out_dir / "runs.csv")
+    write_csv(epochs, out_dir / "epochs.csv")
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(exist_ok=True)
+
+    metric = study.metric
+    maximize = metric in MAXIMIZE
+    info = store.user_attrs
+    env = info.get("environment", {})
+    cells = _axes(study, runs)
+    baseline = study.baseline if study.baseline in set(runs["activation"]) else None
+    doc = _Doc(f"ablate report: {study.name}")
+    doc.html.append(f"<h1>{html.escape(doc.title)}</h1>")
+    if study.description:
+        doc.para(study.description)
+
+    search = not study.search.is_grid
+    total = (study.search.n_trials if search else len(study.points())) * len(study.seeds)
+    ok = runs[runs["status"] == "ok"]
+    n_failed = int((runs["status"] == "failed").sum())
+    trials = trials_frame(store, study)
+    write_csv(trials, out_dir / "trials.csv")
+    # A search gives activations unequal numbers of trials at different settings: there are
+    # no matched blocks to test, only the best configuration found for each.
+    comparison = stats.compare(runs, metric, cells, maximize, baseline) if not ok.empty and not search else None
+    per_axis = []  # (axis, value, Comparison)
+    for axis in cells if not search else []:
+        values = sorted(runs[axis].unique())
+        if len(values) > 1:
+            for v in values:
+                c = stats.compare(runs[runs[axis] == v], metric, cells, maximize, baseline)
+                if c is not None:
+                    per_axis.append((axis, v, c))
+
+    # ------------------------------------------------------------------ summary
+    doc.heading("Summary")
+    if search:
+        _search_summary(doc, study, trials, runs)
+    else:
+        _grid_summary(doc, study, runs, total, ok, n_failed, comparison, per_axis, cells, baseline)
+
     # ------------------------------------------------------------------ setup
     doc.heading("Setup")
     data = info.get("data", {})
@@ -209,7 +371,10 @@ def build_report(study: Study, out_dir: Path) -> Path:
     doc.code(study.source)
 
     order = plots.activation_order(runs, metric, maximize) if not ok.empty else []
-    if not ok.empty:
+    if search and not trials.empty:
+        _search_section(doc, study, store, trials, runs, epochs, order, fig_dir, out_dir)
+    if not ok.empty and not search:
+        rank = stats.ranking(runs, metric, cells, maximize)
         # -------------------------------------------------------------- results per axis
         doc.heading("Results")
         view = rank.assign(**{metric: rank.apply(_ci, axis=1)})
@@ -275,13 +440,14 @@ def build_report(study: Study, out_dir: Path) -> Path:
     # ------------------------------------------------------------------ collapse and dead units
     if not ok.empty:
         doc.heading("Posterior collapse and dead units")
-        if runs["active_units"].notna().any() and runs["mutual_info"].notna().any():
+        if not search and runs["active_units"].notna().any() and runs["mutual_info"].notna().any():
             doc.figure(plots.collapse(runs, order, fig_dir / "collapse.png"),
                        "Active units (Var_x E[z_d|x] ≥ 0.01) and mutual information I(x; z) "
                        "against kl_weight; fewer active units and less information = collapse.",
                        out_dir)
         if "kl_per_dim" in runs.columns and runs["test_kl"].notna().any():
-            doc.figure(plots.kl_per_dim(runs, metric, maximize, order, fig_dir / "kl_per_dim.png"),
+            doc.figure(plots.kl_per_dim(runs, metric, maximize, order, fig_dir / "kl_per_dim.png",
+                                        by_latent=not search),
                        "KL of each latent dimension, sorted, for the best member of each "
                        "activation; dimensions under the dotted line (0.01 nats) carry almost "
                        "nothing.", out_dir)
@@ -304,7 +470,7 @@ def build_report(study: Study, out_dir: Path) -> Path:
         if shape and samples.exists():
             shape = tuple(shape)
             cell, members = plots.showcase_members(runs, metric, maximize, cells)
-            where = ", ".join(_where(k, v) for k, v in cell.items())
+            where = ", ".join(_where(k, v) for k, v in cell.items()) or "each activation's best configuration"
             doc.heading("Images")
             rows = plots.image_rows(samples, members, "recon", order)
             originals = samples / "originals.npz"
@@ -326,7 +492,8 @@ def build_report(study: Study, out_dir: Path) -> Path:
                 cell2, members2 = plots.showcase_members(two, metric, maximize, cells)
                 rows = plots.image_rows(samples, members2, "manifold", order)
                 if rows:
-                    where2 = ", ".join(_where(k, v) for k, v in cell2.items())
+                    where2 = (", ".join(_where(k, v) for k, v in cell2.items())
+                              or "latent_dim = 2, each activation's best configuration")
                     doc.figure(plots.manifolds(rows, shape, MANIFOLD_SIDE,
                                                f"Latent manifolds at {where2}",
                                                fig_dir / "manifold.png"),
@@ -352,6 +519,7 @@ def build_report(study: Study, out_dir: Path) -> Path:
                                 "train seconds per member": [_fmt(v, 3) for v in c["train_seconds"]],
                                 "activation ns/element": [_fmt(v, 2) for v in c["ns_per_element"]]}))
 
+    if not ok.empty and not search:
         doc.heading("Per cell")
         cell_t = stats.summarize(runs, metric, [*cells, "activation"])
         cell_t = cell_t.sort_values([*cells, "mean"], ascending=[True] * len(cells) + [not maximize])
@@ -359,11 +527,13 @@ def build_report(study: Study, out_dir: Path) -> Path:
         doc.table(view.rename(columns={"n": "seeds"}))
 
     doc.heading("Failures")
-    failed = runs[runs["status"] != "ok"]
+    failed = runs[runs["status"] == "failed"]
     if failed.empty:
-        doc.para("No member failed.")
+        doc.para("No member failed." + (" Pruned members are counted in the Search section."
+                                        if search else ""))
     else:
-        doc.table(failed[["activation", *cells, "seed", "status", "fail_epoch", "reason"]].assign(
+        keys = [k for k in [*study.space, *study.ranges] if k != "activation"]
+        doc.table(failed[["trial", "activation", *keys, "seed", "status", "fail_epoch", "reason"]].assign(
             fail_epoch=lambda f: f["fail_epoch"].map(lambda v: "–" if pd.isna(v) else int(v))))
 
     doc.heading("Reproduce")

@@ -1,44 +1,48 @@
-"""Optuna study ⇄ cohorts: plan the grid, ask trials, train them as one fleet, tell results.
+"""Optuna study ⇄ cohorts: plan, ask trials, train them as one fleet, prune, tell results.
 
-Owns: the store (an Optuna RDB storage, SQLite file by default), the cohort loop, resume
-after an interruption, the progress bar. Does not own: training (train.py) or what is derived
-from the store afterwards (tables.py, report.py).
+Owns: the one run loop for every strategy, resume after an interruption, the progress bar.
+Does not own: training (train.py), where the store lives and its lock (store.py), or what is
+derived from the store afterwards (tables.py, report.py).
 
-A trial is one configuration (a grid point); its seeds are its members. The grid is planned
-as WAITING trials in Optuna's queue, which `ask()` pops atomically, so a point is claimed by
-one process only. A trial left RUNNING by a process that died is failed on the next run and
-its point is queued again: nothing is lost and nothing is counted twice.
+A trial is one configuration; its seeds are its members. A grid is planned as WAITING trials
+in Optuna's queue, popped one by one; a search asks its sampler (TPE with constant liar, so a
+cohort asked at once is not K copies of one guess). Claims happen under the study's lock, so
+two workers never take one grid point and a search never exceeds n_trials. A trial left
+RUNNING by a worker that died is failed and its configuration queued again: nothing is lost
+and nothing is counted twice.
 """
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import json
 import math
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+import warnings
 from pathlib import Path
 
 import numpy as np
 import optuna
 import torch
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
 from tqdm import tqdm
 
 from ablate.data import Dataset, load_dataset
 from ablate.errors import UserError
 from ablate.files import atomic_open
 from ablate.fleet import Member, cohort_key, member_param_count
-from ablate.study import Study
+from ablate.store import WORKER, Backend, Heartbeat, check_results_dir, open_store, stale
+from ablate.study import PER_EPOCH, Study
 from ablate.train import RECON_IMAGES, DeviceData, Outcome, train_cohort
 
-MAXIMIZE = {"probe_accuracy", "active_units", "mutual_info"}
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
+MODEL_ROUNDS = 6
+"""A model-based sampler (tpe, cmaes) asks n_trials / MODEL_ROUNDS trials per cohort by
+default, so it learns from about six rounds of results instead of guessing all at once."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,115 +65,114 @@ def encode_value(value):
 
 
 def decode_params(study: Study, params: dict) -> dict:
-    return {k: tuple(json.loads(v)) if isinstance(study.space[k][0], tuple) else v
-            for k, v in params.items()}
+    """A trial's stored parameters → RunConfig field values."""
+    return study.params({k: tuple(json.loads(v)) if k in study.space and isinstance(study.space[k][0], tuple)
+                         else v for k, v in params.items()})
 
 
 def point_id(point: dict) -> str:
     return json.dumps({k: encode_value(v) for k, v in sorted(point.items())})
 
 
-def storage_url(out_dir: Path) -> str:
-    return f"sqlite:///{(out_dir / 'study.db').resolve()}"
+def distributions(study: Study) -> dict:
+    """The search space as Optuna distributions: lists are categorical, ranges int/float."""
+    dists = {k: CategoricalDistribution([encode_value(v) for v in values])
+             for k, values in study.space.items()}
+    for k, r in study.ranges.items():
+        dists[k] = (IntDistribution(int(r.low), int(r.high), log=r.log) if r.integer
+                    else FloatDistribution(r.low, r.high, log=r.log))
+    return dists
 
 
-SQLITE_TIMEOUT_S = 120  # a writer waits this long for another process's lock, not failing
+def max_epochs(study: Study) -> int:
+    if "epochs" in study.ranges:
+        return int(study.ranges["epochs"].high)
+    return max(study.space.get("epochs", (study.base.epochs,)))
 
 
-def sqlite_storage(out_dir: Path) -> optuna.storages.RDBStorage:
-    """The default store: an SQLite file that several local processes may share. Writers
-    wait for each other (busy timeout) instead of failing with "database is locked"."""
-    with plan_lock(out_dir):  # the first connection creates the schema: one process at a time
-        return optuna.storages.RDBStorage(
-            storage_url(out_dir), engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+def make_sampler(study: Study, worker_index: int) -> optuna.samplers.BaseSampler:
+    """The strategy's sampler. Workers seed it sampler_seed + their index in the study, so the
+    first worker is reproducible and concurrent workers do not propose the same points (QMC
+    shares one seed: its sequence is indexed through the storage)."""
+    s = study.search
+    seed = s.sampler_seed + worker_index
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if s.strategy == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True)
+    if s.strategy == "cmaes":  # CMA-ES models the numeric ranges; categorical keys are drawn at random
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False,
+                                            independent_sampler=optuna.samplers.RandomSampler(seed))
+    if s.strategy == "qmc":
+        return optuna.samplers.QMCSampler(seed=s.sampler_seed, warn_independent_sampling=False,
+                                          independent_sampler=optuna.samplers.RandomSampler(seed))
+    return optuna.samplers.RandomSampler(seed)  # random; grid trials come from the queue
 
 
-@contextmanager
-def plan_lock(out_dir: Path):
-    """An exclusive lock (flock) on the results folder, held while a process creates the
-    study or plans the grid, so two processes never queue the same grid point twice."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".plan.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def make_pruner(study: Study) -> optuna.pruners.BasePruner:
+    """The YAML's pruner over per-epoch values; the first quarter of epochs is never judged."""
+    epochs = max_epochs(study)
+    warm = epochs // 4
+    name = study.search.pruner
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warm)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, warm), max_resource=epochs,
+                                              reduction_factor=3)
+    if name == "wilcoxon":
+        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=max(2, warm))
+    return optuna.pruners.NopPruner()
 
 
-def open_store(study: Study, out_dir: Path, create: bool) -> optuna.Study:
-    """The study's Optuna record; refuses one written by a study with other settings."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = sqlite_storage(out_dir)
-    if not create:
-        return optuna.load_study(study_name=study.name, storage=storage)
-    direction = "maximize" if study.metric in MAXIMIZE else "minimize"
-    store = optuna.create_study(study_name=study.name, storage=storage, load_if_exists=True,
-                                direction=direction)
-    known = store.user_attrs.get("fingerprint")
-    if known is None:
-        store.set_user_attr("fingerprint", study.fingerprint())
-        store.set_user_attr("metric", study.metric)
-        store.set_user_attr("seeds", list(study.seeds))
-    return store
+def _counted(t: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial counts toward n_trials: not a dead worker's (its config is queued
+    again) and not an empty claim."""
+    return not (t.user_attrs.get("spurious") or t.user_attrs.get("interrupted"))
 
 
-def check_results_dir(study: Study, out_dir: Path) -> None:
-    """Refuse to mix two different studies in one results folder (before writing anything)."""
-    db = out_dir / "study.db"
-    if not db.exists():
-        return
-    try:
-        store = open_store(study, out_dir, create=False)
-    except KeyError:
-        return
-    known = store.user_attrs.get("fingerprint")
-    if known is not None and known != study.fingerprint():
-        raise UserError(f"{study.path}: {out_dir} holds results of a study named '{study.name}' "
-                        "with other settings (dataset, model, train, seeds, space or eval). "
-                        f"Give this study another name, use --results elsewhere, or remove {out_dir}.")
+def plan(store: optuna.Study, study: Study) -> tuple[int, int]:
+    """Under the study's lock: fail the trials of dead workers and queue their configurations
+    again; for a grid, queue every point not done, queued or running.
 
-
-def _alive(worker: str | None) -> bool:
-    if not worker:
-        return False
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname():
-        return True  # another machine's worker: not ours to judge
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def plan(store: optuna.Study, study: Study) -> int:
-    """Fail trials whose process died; queue every grid point not done, queued or running.
-
-    Returns how many grid points are already finished."""
+    Returns (finished trials, WAITING trials)."""
     storage = store._storage
-    done, claimed = set(), set()
-    for t in store.get_trials(deepcopy=False):
+    done, claimed, finished = set(), set(), 0
+    trials = store.get_trials(deepcopy=False)
+    rerun = {t.user_attrs["rerun_of"] for t in trials if "rerun_of" in t.user_attrs}
+    for t in trials:
         if t.user_attrs.get("spurious"):
             continue
-        pid = point_id(decode_params(study, t.params) if t.params else
-                       decode_params(study, t.system_attrs.get("fixed_params", {})))
-        if t.state == optuna.trial.TrialState.RUNNING and not _alive(t.user_attrs.get("worker")):
+        params = t.params or t.system_attrs.get("fixed_params", {})
+        if t.state == TrialState.RUNNING and stale(t.user_attrs, t.datetime_start.timestamp()
+                                                    if t.datetime_start else None):
             storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            t = storage.get_trial(t._trial_id)
+        if t.user_attrs.get("interrupted"):
+            if not study.search.is_grid and t.number not in rerun:  # the same configuration, again
+                store.enqueue_trial(params, user_attrs={"rerun_of": t.number})
             continue
+        pid = point_id(decode_params(study, params))
         if t.state.is_finished() and "members" in t.user_attrs:
             done.add(pid)
-        elif t.state in (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING):
+            finished += 1
+        elif t.state in (TrialState.WAITING, TrialState.RUNNING):
             claimed.add(pid)
-    points = sorted(study.points(), key=lambda p: cohort_key(study.config(p)))
-    for point in points:
-        pid = point_id(point)
-        if pid not in done and pid not in claimed:
-            store.enqueue_trial({k: encode_value(v) for k, v in point.items()})
-    return sum(point_id(p) in done for p in points)
+    if study.search.is_grid:
+        for point in sorted(study.points(), key=lambda p: cohort_key(study.config(p))):
+            pid = point_id(point)
+            if pid not in done and pid not in claimed:
+                store.enqueue_trial({k: encode_value(v) for k, v in point.items()})
+                claimed.add(pid)
+    waiting = len(store.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    return finished, waiting
+
+
+def trial_budget(store: optuna.Study, study: Study) -> int:
+    """New trials a search may still ask for (queued ones are already counted)."""
+    if study.search.is_grid:
+        return 0
+    used = sum(_counted(t) for t in store.get_trials(deepcopy=False))
+    return max(0, study.search.n_trials - used)
 
 
 def cohort_capacity(study: Study, data: Dataset, device: torch.device) -> int:
@@ -178,7 +181,7 @@ def cohort_capacity(study: Study, data: Dataset, device: torch.device) -> int:
         free, _ = torch.cuda.mem_get_info(device)
     else:
         free = _available_ram()
-    worst = max((study.config(p) for p in study.points()),
+    worst = max((study.config(p) for p in study.corners()),
                 key=lambda c: member_param_count(c, data.dim))
     n = len(data.x_train)
     params = member_param_count(worst, data.dim)
@@ -209,24 +212,38 @@ def _available_ram() -> int:
     return free
 
 
-def _ask(store: optuna.Study, study: Study) -> optuna.Trial | None:
-    """Pop the next queued grid point, or None when the queue is empty."""
-    waiting = store.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
-    if not waiting:
-        return None
-    trial = store.ask()
-    if "fixed_params" not in store._storage.get_trial_system_attrs(trial._trial_id):  # queue emptied by another worker
-        trial.set_user_attr("spurious", True)
-        store.tell(trial, state=optuna.trial.TrialState.FAIL)
-        return None
-    trial.set_user_attr("worker", WORKER)
-    for key, values in study.space.items():
-        trial.suggest_categorical(key, [encode_value(v) for v in values])
-    return trial
+def _claim(store: optuna.Study, study: Study, backend: Backend, heart: Heartbeat,
+           want: int) -> list[optuna.Trial]:
+    """Under the lock: plan, then take up to `want` trials: queued ones first, then (search)
+    new ones from the sampler while n_trials allows."""
+    dists = distributions(study)
+    trials = []
+    with backend.lock():
+        _, waiting = plan(store, study)
+        budget = trial_budget(store, study)
+        while len(trials) < want and (waiting > 0 or budget > 0):
+            trial = store.ask(dists)
+            fixed = "fixed_params" in store._storage.get_trial_system_attrs(trial._trial_id)
+            if fixed:
+                waiting -= 1
+            elif study.search.is_grid:  # the queue was emptied by a process not under our lock
+                trial.set_user_attr("spurious", True)
+                store.tell(trial, state=TrialState.FAIL)
+                break
+            else:
+                budget -= 1
+            trial.set_user_attr("worker", WORKER)
+            heart.beat(trial._trial_id)
+            heart.trial_ids.add(trial._trial_id)
+            trials.append(trial)
+    return trials
 
 
 def _tell(store: optuna.Study, study: Study, trial: optuna.Trial,
           outcomes: list[tuple[int, Outcome]]) -> None:
+    """The trial's value is the mean objective over its seeds that trained to the end; all
+    pruned → PRUNED (Optuna keeps the last reported value); none usable → FAIL."""
+    objective = study.search.objective
     members, epochs = [], {}
     for seed, o in outcomes:
         members.append({"seed": seed, "status": o.status, "reason": o.reason,
@@ -235,74 +252,85 @@ def _tell(store: optuna.Study, study: Study, trial: optuna.Trial,
         epochs[str(seed)] = o.history
     trial.set_user_attr("epochs", epochs)
     trial.set_user_attr("members", members)
-    values = [m[study.metric] for m in members
-              if m["status"] == "ok" and math.isfinite(m.get(study.metric, float("nan")))]
+    values = [m[objective] for m in members
+              if m["status"] == "ok" and math.isfinite(m.get(objective, float("nan")))]
     if values:
         store.tell(trial, sum(values) / len(values))
+    elif any(m["status"] == "pruned" for m in members):
+        store.tell(trial, state=TrialState.PRUNED)
     else:
-        store.tell(trial, state=optuna.trial.TrialState.FAIL)
+        store.tell(trial, state=TrialState.FAIL)
 
 
 def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
-    """Train every unfinished grid point of `study`; returns the results folder."""
+    """Train every unfinished trial of `study` (each grid point, or n_trials of a search);
+    returns the results folder."""
     try:  # user errors surface before anything is written
         data = load_dataset(study.dataset)
     except UserError as exc:
         raise UserError(f"{study.path}: {exc}") from None
     device = resolve_device(study.device)
     out_dir = Path(results_root) / study.name
-    check_results_dir(study, out_dir)
+    backend = Backend(study, out_dir)
+    check_results_dir(study, out_dir, backend)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "study.yaml").write_text(study.source)
-    store = open_store(study, out_dir, create=True)
+    store = open_store(study, out_dir, create=True, backend=backend)
     store.set_user_attr("data", {"n_train": len(data.x_train), "n_test": len(data.x_test),
                                  "dim": data.dim, "image_shape": data.image_shape})
     store.set_user_attr("device", str(device) if device.type == "cpu"
                         else f"{device} ({torch.cuda.get_device_name(device)})")
-    with plan_lock(out_dir):
-        finished = plan(store, study)
-    total = len(study.points())
+    with backend.lock():
+        finished, _ = plan(store, study)
+        workers = store.user_attrs.get("workers", [])
+        store.set_user_attr("workers", workers + [WORKER])
+    store.sampler = make_sampler(study, len(workers))
+    store.pruner = make_pruner(study)
+    total = len(study.points()) if study.search.is_grid else study.search.n_trials
     dev_data = DeviceData.put(data, device)
     store.set_user_attr("environment", environment(device))
-    store.set_user_attr("activation_cost", activation_cost(
-        sorted({study.config(p).activation for p in study.points()}), device))
+    store.set_user_attr("activation_cost", activation_cost(sorted(set(study.activations())), device))
     samples = out_dir / "samples"
     samples.mkdir(exist_ok=True)
     _save_npz(samples / "originals.npz",
               {"recon": (np.asarray(data.x_test[:RECON_IMAGES]) * 255).round().astype(np.uint8)})
     started = time.perf_counter()
     per_cohort = max(1, cohort_capacity(study, data, device) // len(study.seeds))
-    bar = tqdm(total=total, initial=finished, disable=not progress, unit="trial",
+    s = study.search
+    if s.cohort_trials:
+        per_cohort = min(per_cohort, s.cohort_trials)
+    elif s.strategy in ("tpe", "cmaes"):
+        per_cohort = min(per_cohort, max(1, math.ceil(s.n_trials / MODEL_ROUNDS)))
+    bar = tqdm(total=total, initial=min(finished, total), disable=not progress, unit="trial",
                desc=f"{study.name} on {device}", dynamic_ncols=True,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} trials "
                           "[{elapsed}<{remaining}]")
-    held: optuna.Trial | None = None
+    heart = Heartbeat(store._storage)
+    held: list[optuna.Trial] = []
+    trials: list[optuna.Trial] = []
     try:
         while True:
-            trials = [held] if held else []
-            held = None
-            while len(trials) < per_cohort:
-                trial = _ask(store, study)
-                if trial is None:
-                    break
-                key = cohort_key(study.config(decode_params(study, trial.params)))
-                if trials and key != cohort_key(study.config(decode_params(study, trials[0].params))):
-                    held = trial
-                    break
-                trials.append(trial)
-            if not trials:
+            if len(held) < per_cohort:
+                held += _claim(store, study, backend, heart, per_cohort - len(held))
+            if not held:
                 break
+            key = cohort_key(study.config(decode_params(study, held[0].params)))
+            trials = [t for t in held if cohort_key(study.config(decode_params(study, t.params))) == key]
+            held = [t for t in held if t not in trials]  # another cohort key: the next cohort
             per_cohort = min(per_cohort, _train_trials(store, study, trials, dev_data, bar, samples))
+            heart.trial_ids.difference_update(t._trial_id for t in trials)
+            trials = []
     except BaseException:
-        for trial in trials + ([held] if held else []):
-            if store._storage.get_trial(trial._trial_id).state == optuna.trial.TrialState.RUNNING:
+        for trial in trials + held:
+            if store._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
                 trial.set_user_attr("interrupted", True)
-                store.tell(trial, state=optuna.trial.TrialState.FAIL)
+                store.tell(trial, state=TrialState.FAIL)
         raise
     finally:
+        heart.stop()
         bar.close()
         wall = store.user_attrs.get("wall_seconds", 0.0) + time.perf_counter() - started
-        store.set_user_attr("wall_seconds", wall)  # summed over runs (resumes) of this study
+        store.set_user_attr("wall_seconds", wall)  # summed over runs (resumes) and workers
     return out_dir
 
 
@@ -393,7 +421,7 @@ def _train_trials(store, study, trials, dev_data, bar, samples: Path) -> int:
     When the cohort does not fit in memory after all (the estimate is only an estimate), it
     is split in two and each half trained on its own; members' results do not depend on their
     cohort, so nothing changes but the wall time. Returns the trials per cohort that fitted."""
-    members, owner = [], {}
+    members, owner, start = [], {}, bar.n
     for trial in trials:
         config = study.config(decode_params(study, trial.params))
         for seed in study.seeds:
@@ -401,19 +429,28 @@ def _train_trials(store, study, trials, dev_data, bar, samples: Path) -> int:
             members.append(Member(key, config, seed))
             owner[key] = (trial, seed)
     epochs = members[0].config.epochs
+    proxy = PER_EPOCH.get(study.search.objective)
+    prune = study.search.pruner != "none"
     reported: set[tuple[int, int]] = set()
+    pruned: set[int] = set()
 
     def on_epoch(epoch: int, records: dict[str, dict]) -> set:
+        """Report each trial's mean per-epoch objective over its running seeds; then, with
+        every trial of the cohort reported (a pruner compares them), prune trials whose
+        curve the pruner gives up on: their members leave the computation."""
         by_trial: dict[int, list[float]] = {}
         for key, rec in records.items():
-            by_trial.setdefault(owner[key][0].number, []).append(rec["test_nelbo"])
-        for trial in trials:
-            if trial.number in by_trial and (trial.number, epoch) not in reported:
-                reported.add((trial.number, epoch))
+            by_trial.setdefault(owner[key][0].number, []).append(rec[proxy or "test_nelbo"])
+        now = [t for t in trials if t.number in by_trial and (t.number, epoch) not in reported]
+        for trial in now:  # (a cohort split for memory sees an epoch twice: report it once)
+            reported.add((trial.number, epoch))
+            if proxy:
                 vals = by_trial[trial.number]
                 trial.report(sum(vals) / len(vals), epoch)
         bar.update(len(records) / (epochs * len(study.seeds)))
-        return set()
+        if prune:
+            pruned.update(t.number for t in now if t.number not in pruned and t.should_prune())
+        return {key for key in records if owner[key][0].number in pruned}
 
     outcomes, fitted = _train_fitting(members, dev_data, study, on_epoch, bar)
     for trial in trials:
@@ -422,7 +459,7 @@ def _train_trials(store, study, trials, dev_data, bar, samples: Path) -> int:
         _save_npz(samples / f"t{trial.number}.npz",  # before tell: a told trial has its images
                   {f"s{seed}_{kind}": img for seed, o in mine for kind, img in o.images.items()})
         _tell(store, study, trial, mine)
-    bar.n = round(bar.n)  # members that stopped early leave fractional progress behind
+    bar.n = start + len(trials)  # members that stopped early leave fractional progress behind
     bar.refresh()
     return max(1, fitted // len(study.seeds))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +24,15 @@ from ablate.registry import suggest
 METRICS = ("test_nelbo", "test_recon", "test_kl", "test_nll", "active_units", "mutual_info",
            "dead_units", "probe_accuracy", "train_seconds")
 """Per-member result columns of runs.csv that a report can rank by."""
+MAXIMIZE = frozenset({"probe_accuracy", "active_units", "mutual_info"})
+"""Metrics where higher is better; every other metric is minimised."""
+PER_EPOCH = {"test_nll": "test_nelbo", "test_nelbo": "test_nelbo", "test_recon": "test_recon",
+             "test_kl": "test_kl"}
+"""Objective → the quantity measured after every epoch that a pruner compares (the negative
+ELBO bounds the NLL from above, so it falls with it)."""
+STRATEGIES = ("grid", "tpe", "random", "cmaes", "qmc")
+PRUNERS = ("none", "median", "hyperband", "wilcoxon")
+STORAGE_SCHEMES = ("sqlite", "postgresql")
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,37 @@ FIELD_SECTION = {f: s for s, fields in SECTION_FIELDS.items() for f in fields}
 
 
 @dataclass(frozen=True)
+class Range:
+    """A searched interval of one numeric field: `{low: 2, high: 64, log: true}` in YAML."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+
+@dataclass(frozen=True)
+class Search:
+    """How trials are chosen (`search:` in YAML): every grid point, or a sampler's proposals."""
+
+    strategy: str = "grid"
+    n_trials: int | None = None
+    """Trials to run (complete + pruned + failed); None under grid (every point once)."""
+    objective: str = "test_nll"
+    """The runs.csv metric a trial's value is (mean over its seeds)."""
+    direction: str = "minimize"
+    pruner: str = "none"
+    sampler_seed: int = 0
+    cohort_trials: int | None = None
+    """Trials asked at once and trained as one fleet; None: as many as fit (grid, random,
+    qmc), or a few so a model-based sampler learns between cohorts (tpe, cmaes)."""
+
+    @property
+    def is_grid(self) -> bool:
+        return self.strategy == "grid"
+
+
+@dataclass(frozen=True)
 class Study:
     """A validated study: the grid of configurations × seeds and how to evaluate them."""
 
@@ -72,12 +113,18 @@ class Study:
     dataset: dict[str, Any]
     base: RunConfig
     space: dict[str, tuple]
+    """Categorical axes: field → the values to try (a YAML list)."""
     seeds: tuple[int, ...]
     iwae_samples: int = 100
     device: str = "auto"
     cohort_size: int | None = None
     baseline: str = "relu"
     metric: str = "test_nll"
+    ranges: dict[str, Range] = field(default_factory=dict)
+    """Searched intervals: field → Range (only under a search strategy)."""
+    search: Search = field(default_factory=Search)
+    storage: str = "sqlite"
+    """sqlite (results/<name>/study.db) or a database URL shared by several machines."""
     source: str = ""
     """The YAML text as written (shown in the report)."""
     path: str = ""
@@ -88,6 +135,20 @@ class Study:
         keys = list(self.space)
         return [dict(zip(keys, combo)) for combo in itertools.product(*self.space.values())]
 
+    def corners(self) -> list[dict[str, Any]]:
+        """The grid points with every range at its high end: the largest models a study can
+        ask for (what sizes a cohort)."""
+        high = {k: (int(r.high) if r.integer else r.high) for k, r in self.ranges.items()}
+        return [{**p, **high} for p in self.points()]
+
+    def activations(self) -> tuple[str, ...]:
+        return self.space.get("activation", (self.base.activation,))
+
+    def params(self, point: dict[str, Any]) -> dict[str, Any]:
+        """A trial's parameters (space and range keys) → their RunConfig field values."""
+        return {k: (int(v) if k in self.ranges and self.ranges[k].integer else v)
+                for k, v in point.items()}
+
     def config(self, point: dict[str, Any]) -> RunConfig:
         return replace(self.base, **point)
 
@@ -95,6 +156,10 @@ class Study:
         """Hash of everything that changes results (not name, report options or device)."""
         keyed = {"dataset": self.dataset, "base": asdict(self.base), "seeds": self.seeds,
                  "space": {k: list(v) for k, v in self.space.items()}, "iwae": self.iwae_samples}
+        if not self.search.is_grid:  # n_trials, pruner and seed may change between runs
+            keyed["search"] = {"strategy": self.search.strategy, "objective": self.search.objective,
+                               "direction": self.search.direction,
+                               "ranges": {k: asdict(r) for k, r in self.ranges.items()}}
         return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
@@ -173,7 +238,12 @@ FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "kl_warmup_epochs": _int(0), "init": _choice("auto", *INIT_SCHEMES),
 }
 TOP_KEYS = ("name", "description", "dataset", "model", "train", "eval", "seeds", "space",
-            "device", "cohort_size", "report")
+            "search", "storage", "device", "cohort_size", "report")
+SEARCH_KEYS = ("strategy", "n_trials", "objective", "direction", "pruner", "sampler_seed",
+               "cohort_trials")
+RANGE_FIELDS = {"latent_dim": True, "kl_weight": False, "epochs": True, "batch_size": True,
+                "lr": False, "kl_warmup_epochs": True}
+"""Fields a search may give as a range, and whether the range is of whole numbers."""
 EVAL_CHECKS = {"iwae_samples": _int(1)}
 REPORT_CHECKS = {"baseline": _str, "metric": _choice(*METRICS)}
 
@@ -311,8 +381,14 @@ def parse_study(text: str, path: str = "<study>") -> Study:
     else:
         seeds = tuple(range(ld.check("seeds", seeds, _int(1))))
 
-    # space: every value list is crossed
+    # search: how trials are chosen (read first: it decides what space may hold)
+    sr = ld.mapping("search", doc.get("search"), SEARCH_KEYS)
+    strategy = ld.check("search.strategy", sr.get("strategy", "grid"), _choice(*STRATEGIES))
+    grid = strategy == "grid"
+
+    # space: a list is crossed (grid) or categorical (search); a mapping is a searched range
     space: dict[str, tuple] = {}
+    ranges: dict[str, Range] = {}
     raw_space = doc.get("space") or {}
     allowed = (*FIELD_SECTION, *(f"{s}.{f}" for f, s in FIELD_SECTION.items()))
     ld.mapping("space", raw_space, allowed)
@@ -322,10 +398,15 @@ def parse_study(text: str, path: str = "<study>") -> Study:
         if "." in key and FIELD_SECTION[fld] != key.partition(".")[0]:
             raise ld.fail(where, f"'{fld}' belongs to {FIELD_SECTION[fld]}, not "
                                  f"{key.partition('.')[0]}; write space.{fld}.")
-        if fld in space:
+        if fld in space or fld in ranges:
             raise ld.fail(where, f"'{fld}' is given twice in space")
+        if isinstance(values, dict):
+            ranges[fld] = _range(ld, where, fld, values, strategy)
+            continue
         if not isinstance(values, list):
-            raise ld.fail(where, f"must be a list of values to try, e.g. [{values!r}]")
+            raise ld.fail(where, f"must be a list of values to try, e.g. [{values!r}]"
+                          + ("" if grid or fld not in RANGE_FIELDS
+                             else ", or a range such as {low: 1, high: 10, log: true}"))
         if not values:
             raise ld.fail(where, "is an empty list; give at least one value (or remove the key)")
         checked = tuple(ld.check(where, v, FIELD_CHECKS[fld]) for v in values)
@@ -346,9 +427,90 @@ def parse_study(text: str, path: str = "<study>") -> Study:
                                              f"({', '.join(activations)}); pick one of them.")
         baseline = activations[0]
     family = set(space.get("family", (base.get("family", "vae"),)))
-    metric = rep.get("metric", "test_nll" if "vae" in family else "test_recon")
-    metric = ld.check("report.metric", metric, REPORT_CHECKS["metric"])
+    default_metric = "test_nll" if "vae" in family else "test_recon"
+    metric = ld.check("report.metric", rep["metric"], REPORT_CHECKS["metric"]) if "metric" in rep else None
+    objective = ld.check("search.objective", sr.get("objective", metric or default_metric),
+                         _choice(*METRICS))
+    metric = metric or objective
+    search = _search(ld, sr, strategy, objective)
+    storage = ld.check("storage", doc.get("storage", "sqlite"), check_storage)
 
     return Study(name=name, description=description, dataset=dataset, base=RunConfig(**base),
                  space=space, seeds=seeds, iwae_samples=iwae, device=device,
-                 cohort_size=cohort_size, baseline=baseline, metric=metric, source=text, path=path)
+                 cohort_size=cohort_size, baseline=baseline, metric=metric, ranges=ranges,
+                 search=search, storage=storage, source=text, path=path)
+
+
+def _range(ld: _Loader, where: str, fld: str, spec: dict, strategy: str) -> Range:
+    """`{low, high, log}` → Range; only numeric fields, only under a search strategy."""
+    if strategy == "grid":
+        raise ld.fail(where, "is a range, which a grid cannot enumerate; give a list of values, "
+                             "or set search.strategy to tpe, random, cmaes or qmc.")
+    if fld not in RANGE_FIELDS:
+        raise ld.fail(where, f"'{fld}' is categorical; give a list of values to choose from.")
+    ld.mapping(where, spec, ("low", "high", "log"))
+    for k in ("low", "high"):
+        if k not in spec:
+            raise ld.fail(where, f"a range needs low and high, e.g. {{low: 1, high: 10}}; {k} is missing.")
+    integer = RANGE_FIELDS[fld]
+    check = FIELD_CHECKS[fld]
+    low = ld.check(f"{where}.low", spec["low"], check)
+    high = ld.check(f"{where}.high", spec["high"], check)
+    log = ld.check(f"{where}.log", spec.get("log", False), _bool)
+    if not low < high:
+        raise ld.fail(where, f"low ({low}) must be less than high ({high}); for one value write [{low}].")
+    if log and low <= 0:
+        raise ld.fail(f"{where}.log", f"a log range needs low > 0, got low = {low}.")
+    return Range(float(low), float(high), log, integer)
+
+
+def _search(ld: _Loader, sr: dict, strategy: str, objective: str) -> Search:
+    grid = strategy == "grid"
+    if grid and "n_trials" in sr:
+        raise ld.fail("search.n_trials", "is not used by strategy grid, which trains every grid "
+                                         "point once; remove it or pick tpe, random, cmaes or qmc.")
+    if not grid and "n_trials" not in sr:
+        raise ld.fail("search", f"strategy {strategy} needs n_trials, the number of trials to "
+                                "run (complete, pruned and failed), e.g. n_trials: 60.")
+    n_trials = ld.check("search.n_trials", sr["n_trials"], _int(1)) if not grid else None
+    inferred = "maximize" if objective in MAXIMIZE else "minimize"
+    direction = ld.check("search.direction", sr.get("direction", inferred), _choice("minimize", "maximize"))
+    pruner = ld.check("search.pruner", sr.get("pruner", "none"), _choice(*PRUNERS))
+    if pruner != "none" and objective not in PER_EPOCH:
+        raise ld.fail("search.pruner", f"pruning needs an objective measured after every epoch "
+                                       f"({', '.join(PER_EPOCH)}); {objective} is measured only at "
+                                       "the end. Use pruner: none or one of those objectives.")
+    seed = ld.check("search.sampler_seed", sr.get("sampler_seed", 0), _int(0))
+    k = sr.get("cohort_trials", "auto")
+    cohort_trials = None if k == "auto" else ld.check("search.cohort_trials", k, _int(1))
+    return Search(strategy, n_trials, objective, direction, pruner, seed, cohort_trials)
+
+
+def redact(url: str) -> str:
+    """A storage URL fit to print: any password (user:password@ or ?password=) becomes ***."""
+    url = re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
+    return re.sub(r"(?i)(password=)[^&]*", r"\1***", url)
+
+
+def storage_option(url: str) -> str:
+    """A `--storage` command-line value, checked like the YAML key."""
+    try:
+        return check_storage(url)
+    except _Bad as exc:
+        raise UserError(f"--storage: {exc}") from None
+
+
+def check_storage(v) -> str:
+    """`sqlite` (the results folder's study.db) or a database URL (sqlite:///…, postgresql://…)."""
+    if not isinstance(v, str) or not v:
+        raise _Bad(f"must be sqlite or a database URL such as postgresql://user@host:5432/db, got {v!r}")
+    if v == "sqlite":
+        return v
+    scheme, sep, rest = v.partition("://")
+    dialect = scheme.partition("+")[0]
+    if not sep or not rest:
+        raise _Bad(f"'{redact(v)}' is not a database URL; use sqlite or a URL such as "
+                   "postgresql://user@host:5432/db")
+    if dialect not in STORAGE_SCHEMES:
+        raise _Bad(f"'{dialect}' databases are not supported; use sqlite or postgresql://user@host:5432/db")
+    return v

@@ -64,3 +64,40 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
     """Write atomically: a reader never sees half a file."""
     with atomic_open(path) as f:
         frame.to_csv(f, index=False)
+
+
+TRIAL_STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
+
+
+def trials_frame(store: optuna.Study, study: Study) -> pd.DataFrame:
+    """One row per finished trial (a configuration and all its seeds): its parameters, state,
+    objective (mean over the seeds that trained to the end, with a 95% bootstrap CI over
+    them), the epochs it ran and its members' train seconds. Pruned trials carry the last per-epoch
+    value a pruner saw, in `value`; trials of dead workers (re-run elsewhere) are left out."""
+    from ablate.runner import decode_params
+    from ablate.stats import bootstrap_ci
+
+    objective = study.search.objective
+    keys = [*({"activation": None} if "activation" not in study.space else {}), *study.space, *study.ranges]
+    rows = []
+    for t in _finished(store):
+        if t.user_attrs.get("interrupted"):
+            continue
+        params = decode_params(study, t.params)
+        members = t.user_attrs["members"]
+        ok = [m[objective] for m in members if m["status"] == "ok" and objective in m]
+        mean, lo, hi = bootstrap_ci(ok)
+        config = study.config(params)
+        rows.append({"trial": t.number, **{k: getattr(config, k) for k in keys},
+                     "state": TRIAL_STATES.get(t.state.name, t.state.name.lower()),
+                     "value": t.value if t.value is not None else float("nan"),
+                     objective: mean, "ci_low": lo, "ci_high": hi, "seeds_ok": len(ok),
+                     "epochs_run": max((m.get("epochs_run") or 0) for m in members),
+                     "epochs": config.epochs,
+                     "train_seconds": sum(m.get("train_seconds") or 0.0 for m in members)})
+    columns = ["trial", *keys, "state", "value", objective, "ci_low", "ci_high", "seeds_ok",
+               "epochs_run", "epochs", "train_seconds"]
+    frame = pd.DataFrame(rows, columns=columns)
+    if "hidden" in frame:
+        frame["hidden"] = frame["hidden"].map(lambda h: "-".join(map(str, h)))
+    return frame.sort_values("trial").reset_index(drop=True)

@@ -33,3 +33,40 @@ def ablate(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "ablate", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600, **kw)
+
+
+SEARCH = """\
+name: {name}
+dataset: {{name: digits, train_size: 240, test_size: 60}}
+model: {{hidden: [32]}}
+train: {{epochs: {epochs}, batch_size: 64}}
+eval: {{iwae_samples: 8}}
+seeds: 2
+search: {{strategy: {strategy}, n_trials: {n_trials}, pruner: {pruner}, cohort_trials: {cohort}, sampler_seed: 0}}
+space:
+  activation: [relu, tanh, softplus]
+  latent_dim: {{low: 2, high: 6}}
+  train.lr: {{low: 1.0e-5, high: 3.0e-2, log: true}}
+"""
+
+
+def search_study(tmp_path: Path, name: str = "search", strategy: str = "random", n_trials: int = 8,
+                 pruner: str = "none", cohort: int = 2, epochs: int = 4) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(SEARCH.format(name=name, strategy=strategy, n_trials=n_trials, pruner=pruner,
+                                  cohort=cohort, epochs=epochs))
+    return path
+
+
+def load_store(url: str, name: str):
+    """The study's Optuna record, as a test reads it (no ablate code in between)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def counted(store) -> list:
+    """Trials that count toward n_trials: not a dead worker's (re-run) and not an empty claim."""
+    return [t for t in store.get_trials(deepcopy=False)
+            if not t.user_attrs.get("interrupted") and not t.user_attrs.get("spurious")]

@@ -179,6 +179,24 @@ BAD_INPUTS = {
     "unknown dataset": ("name: x\ndataset: {name: cifar}\n", "unknown dataset 'cifar'"),
     "missing IDX folder": ("name: x\ndataset: {name: mnist, root: nowhere, download: false}\n",
                            "dataset.root: nowhere does not exist"),
+    # search inputs (issue 6)
+    "range under grid": ("name: x\nspace: {latent_dim: {low: 2, high: 8}}\n",
+                         "space.latent_dim: is a range, which a grid cannot enumerate"),
+    "unknown strategy": ("name: x\nsearch: {strategy: bayes, n_trials: 4}\n",
+                         "search.strategy: must be one of grid, tpe, random, cmaes, qmc"),
+    "unknown pruner": ("name: x\nsearch: {strategy: tpe, n_trials: 4, pruner: medain}\n",
+                       "search.pruner: must be one of none, median, hyperband, wilcoxon, got 'medain'. "
+                       "Did you mean 'median'?"),
+    "objective not a metric": ("name: x\nsearch: {strategy: tpe, n_trials: 4, objective: accuracy}\n",
+                               "search.objective: must be one of"),
+    "n_trials missing": ("name: x\nsearch: {strategy: random}\n",
+                         "search: strategy random needs n_trials"),
+    "n_trials under grid": ("name: x\nsearch: {n_trials: 5}\n",
+                            "search.n_trials: is not used by strategy grid"),
+    "storage not a URL": ("name: x\nstorage: db.example.org\n",
+                          "storage: 'db.example.org' is not a database URL"),
+    "storage unsupported": ("name: x\nstorage: mysql://me:hunter2@db/x\n",
+                            "storage: 'mysql' databases are not supported"),
 }
 
 
@@ -190,6 +208,19 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, case):
     assert proc.returncode == 2
     assert expected in proc.stderr and "s.yaml" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "results").exists()
+
+
+def test_unreachable_storage_is_one_line_without_its_password(tmp_path):
+    study = tiny_study(tmp_path)
+    for url, expected in [("postgresql://me:hunter2@127.0.0.1:1/x", "cannot open it"),
+                          ("postgres:/nowhere", "is not a database URL")]:
+        proc = ablate("run", str(study), "--storage", url, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert expected in proc.stderr and "hunter2" not in proc.stderr + proc.stdout
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "me:***@127.0.0.1:1/x" in ablate("run", str(study), "--storage",
+                                             "postgresql://me:hunter2@127.0.0.1:1/x", cwd=tmp_path).stderr
     assert not (tmp_path / "results").exists()
 
 

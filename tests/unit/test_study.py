@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ablate.errors import UserError
-from ablate.study import RunConfig, load_study, parse_study
+from ablate.study import Range, RunConfig, load_study, parse_study, redact, storage_option
 
 GOOD = """\
 name: t
@@ -77,3 +77,80 @@ def test_bad_input_message(text, pattern):
 def test_missing_file(tmp_path):
     with pytest.raises(UserError, match=r"nope\.yaml: no such study file"):
         load_study(tmp_path / "nope.yaml")
+
+
+SEARCH = """\
+name: s
+dataset: {name: digits, train_size: 100}
+model: {hidden: [32]}
+train: {epochs: 8}
+seeds: 2
+search: {strategy: tpe, n_trials: 12, pruner: median}
+space:
+  activation: [relu, tanh]
+  latent_dim: {low: 2, high: 16, log: true}
+  train.lr: {low: 1.0e-4, high: 3.0e-3, log: true}
+  kl_weight: [0.5, 1.0]
+"""
+
+
+def test_search_section_ranges_and_inferred_direction():
+    s = parse_study(SEARCH, "s.yaml")
+    assert s.search.strategy == "tpe" and s.search.n_trials == 12 and s.search.pruner == "median"
+    assert s.search.objective == "test_nll" and s.search.direction == "minimize"
+    assert s.ranges["latent_dim"] == Range(2.0, 16.0, log=True, integer=True)
+    assert s.ranges["lr"] == Range(1e-4, 3e-3, log=True, integer=False)
+    assert s.space == {"activation": ("relu", "tanh"), "kl_weight": (0.5, 1.0)}
+    assert s.corners() == [{"activation": a, "kl_weight": k, "latent_dim": 16, "lr": 3e-3}
+                           for a in ("relu", "tanh") for k in (0.5, 1.0)]
+    assert s.params({"latent_dim": 7.0, "lr": 0.001}) == {"latent_dim": 7, "lr": 0.001}
+    maxi = parse_study(SEARCH.replace("pruner: median", "objective: probe_accuracy"), "s.yaml")
+    assert maxi.search.direction == "maximize" and maxi.metric == "probe_accuracy"
+    override = parse_study(SEARCH.replace("pruner: median", "direction: maximize"), "s.yaml")
+    assert override.search.direction == "maximize"
+
+
+def test_search_fingerprint_ignores_budget_but_not_space():
+    a = parse_study(SEARCH, "s.yaml")
+    more = parse_study(SEARCH.replace("n_trials: 12", "n_trials: 40"), "s.yaml")
+    wider = parse_study(SEARCH.replace("high: 16", "high: 32"), "s.yaml")
+    assert a.fingerprint() == more.fingerprint() != wider.fingerprint()
+    grid = parse_study(GOOD, "s.yaml")
+    assert grid.fingerprint() == parse_study(GOOD + "search: {strategy: grid}\n", "s.yaml").fingerprint()
+
+
+SEARCH_BAD = [
+    (SEARCH.replace("strategy: tpe, n_trials: 12, ", ""), r"s\.yaml:9: space\.latent_dim: is a range, which a grid cannot enumerate"),
+    (SEARCH.replace("strategy: tpe", "strategy: optuna"), r"search\.strategy: must be one of grid, tpe, random, cmaes, qmc, got 'optuna'"),
+    (SEARCH.replace("pruner: median", "pruner: asha"), r"search\.pruner: must be one of none, median, hyperband, wilcoxon"),
+    (SEARCH.replace("pruner: median", "objective: test_nlll"), r"search\.objective: must be one of .*Did you mean 'test_nll'\?"),
+    (SEARCH.replace("n_trials: 12, ", ""), r"s\.yaml:6: search: strategy tpe needs n_trials"),
+    (SEARCH.replace("n_trials: 12", "n_trials: 0"), r"search\.n_trials: must be at least 1"),
+    (SEARCH.replace("pruner: median", "pruner: median, objective: probe_accuracy"),
+     r"search\.pruner: pruning needs an objective measured after every epoch"),
+    (SEARCH.replace("high: 16", "high: 1"), r"space\.latent_dim: low \(2\) must be less than high \(1\)"),
+    (SEARCH.replace("low: 2, high: 16", "low: 2"), r"space\.latent_dim: a range needs low and high"),
+    (SEARCH.replace("log: true}\n  train", "logg: true}\n  train"), r"space\.latent_dim\.logg: unknown key 'logg'"),
+    (SEARCH.replace("[relu, tanh]", "{low: 1, high: 2}"), r"space\.activation: 'activation' is categorical"),
+    (SEARCH.replace("low: 1.0e-4", "low: 0"), r"space\.train\.lr\.low: must be greater than 0"),
+    (SEARCH + "storage: redis://h/0\n", r"storage: 'redis' databases are not supported"),
+    (SEARCH + "storage: 42\n", r"storage: must be sqlite or a database URL"),
+]
+
+
+@pytest.mark.parametrize("text,pattern", SEARCH_BAD, ids=[p[:40] for _, p in SEARCH_BAD])
+def test_bad_search_input_message(text, pattern):
+    with pytest.raises(UserError, match=pattern):
+        parse_study(text, "s.yaml")
+
+
+def test_storage_urls_are_redacted_and_checked():
+    assert redact("postgresql://me:hunter2@db:5432/x") == "postgresql://me:***@db:5432/x"
+    assert redact("postgresql://db/x?user=me&password=hunter2") == "postgresql://db/x?user=me&password=***"
+    assert redact("postgresql://me@db/x") == "postgresql://me@db/x"
+    assert parse_study(SEARCH + "storage: postgresql://me@db:5432/x\n", "s.yaml").storage.startswith("postgresql://")
+    with pytest.raises(UserError, match=r"--storage: 'postgresql://me:\*\*\*@' is not a database URL|--storage: .*not supported"):
+        storage_option("mysql://me:hunter2@db/x")
+    with pytest.raises(UserError) as info:
+        storage_option("mysql://me:hunter2@db/x")
+    assert "hunter2" not in str(info.value)

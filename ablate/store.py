@@ -1,0 +1,200 @@
+"""The study's Optuna storage: where it lives, connecting to it, one lock for all workers, and
+telling a live worker's trial from a dead one's.
+
+Owns: storage URLs (the results folder's SQLite file, or a PostgreSQL URL that several machines
+share), connection errors as one-line UserErrors with any password hidden, the planning lock
+(flock for SQLite, a PostgreSQL advisory lock for a server), heartbeats. Does not own: what
+is stored in it (runner.py writes trials, tables.py reads them).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+from sqlalchemy.pool import NullPool
+
+from ablate.errors import UserError
+from ablate.study import Study, redact
+
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+"""This process, as recorded on the trials it trains."""
+SQLITE_TIMEOUT_S = 120  # a writer waits this long for another process's lock, not failing
+HEARTBEAT_S = 20.0
+"""How often a worker stamps the trials it is training."""
+STALE_S = 300.0
+"""A trial whose stamp is this old belongs to a dead worker (on any machine)."""
+
+
+def storage_url(study: Study, out_dir: Path) -> str:
+    """The study's storage as an SQLAlchemy URL: results/<name>/study.db unless a URL is given."""
+    if study.storage == "sqlite":
+        return f"sqlite:///{(Path(out_dir) / 'study.db').resolve()}"
+    if study.storage.startswith("postgresql://"):  # the driver ablate installs (psycopg 3)
+        return "postgresql+psycopg://" + study.storage.removeprefix("postgresql://")
+    return study.storage
+
+
+def is_local(study: Study) -> bool:
+    """Whether the store is the results folder's own SQLite file."""
+    return study.storage == "sqlite"
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return redact(text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+@contextmanager
+def _storage_errors(url: str):
+    """Driver and connection failures → one line naming the (redacted) URL and the fix."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        raise UserError(f"storage {redact(url)}: its database driver is not installed "
+                        f"({exc.name}); install it, e.g. pip install 'psycopg[binary]'.") from None
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:
+        raise UserError(f"storage {redact(url)}: cannot open it ({_reason(exc)}). Check the URL, "
+                        "that the server is running and that this user may connect "
+                        "(a password is best kept in PGPASSWORD or ~/.pgpass).") from None
+
+
+class Backend:
+    """One study's storage and its lock; `rdb()` is what Optuna reads and writes."""
+
+    def __init__(self, study: Study, out_dir: Path):
+        self.url = storage_url(study, out_dir)
+        self.out_dir = Path(out_dir)
+        self.local = is_local(study)
+        self.key = int.from_bytes(hashlib.sha256(f"ablate:{study.name}".encode()).digest()[:8],
+                                  "big", signed=True)
+        self._rdb: optuna.storages.RDBStorage | None = None
+        self._lock_engine = None
+
+    def rdb(self) -> optuna.storages.RDBStorage:
+        if self._rdb is None:
+            with self.lock():  # the first connection creates the schema: one process at a time
+                with _storage_errors(self.url):
+                    kwargs = ({"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if self.url.startswith("sqlite")
+                              else {"pool_pre_ping": True})
+                    self._rdb = optuna.storages.RDBStorage(self.url, engine_kwargs=kwargs)
+        return self._rdb
+
+    @contextmanager
+    def lock(self):
+        """Exclusive among every worker of this study, on this machine or any other: held
+        while creating the schema, planning the grid, failing dead workers' trials and asking
+        a cohort, so two workers never claim the same point or exceed n_trials."""
+        if self.local or self.url.startswith("sqlite"):
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            path = (Path(self.url.removeprefix("sqlite:///")).parent if not self.local
+                    else self.out_dir) / ".plan.lock"
+            with open(path, "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+            return
+        with _storage_errors(self.url):
+            if self._lock_engine is None:  # NullPool: closing really disconnects, freeing the lock
+                self._lock_engine = sqlalchemy.create_engine(self.url, poolclass=NullPool)
+            conn = self._lock_engine.connect()
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
+        try:
+            yield
+        finally:
+            try:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+            finally:
+                conn.close()
+
+
+def open_store(study: Study, out_dir: Path, create: bool, backend: Backend | None = None) -> optuna.Study:
+    """The study's Optuna record. With `create`, make it (objective direction from the study)
+    and record what it is; otherwise load it, or raise KeyError when there is none."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = (backend or Backend(study, out_dir)).rdb()
+    if not create:
+        try:
+            return optuna.load_study(study_name=study.name, storage=storage)
+        except KeyError:
+            where = out_dir if is_local(study) else f"storage {redact(storage_url(study, out_dir))}"
+            raise UserError(f"{where} holds no study named '{study.name}'; run it first with "
+                            "`ablate run STUDY.yaml` (with the same --storage).") from None
+    store = optuna.create_study(study_name=study.name, storage=storage, load_if_exists=True,
+                                direction=study.search.direction)
+    if store.user_attrs.get("fingerprint") is None:
+        store.set_user_attr("fingerprint", study.fingerprint())
+        store.set_user_attr("metric", study.search.objective)
+        store.set_user_attr("seeds", list(study.seeds))
+    return store
+
+
+def check_results_dir(study: Study, out_dir: Path, backend: Backend) -> None:
+    """Refuse to mix two different studies in one store (before writing anything)."""
+    if backend.local and not (Path(out_dir) / "study.db").exists():
+        return
+    if study.name not in optuna.get_all_study_names(backend.rdb()):
+        return
+    store = open_store(study, out_dir, create=False, backend=backend)
+    known = store.user_attrs.get("fingerprint")
+    if known is not None and known != study.fingerprint():
+        where = out_dir if backend.local else f"storage {redact(backend.url)}"
+        raise UserError(f"{study.path}: {where} holds results of a study named '{study.name}' "
+                        "with other settings (dataset, model, train, seeds, space, search or "
+                        "eval). Give this study another name, use --results elsewhere"
+                        + (f", or remove {out_dir}." if backend.local else "."))
+
+
+def stale(attrs: dict, started: float | None, now: float | None = None) -> bool:
+    """Whether a RUNNING trial's worker is gone: a process of this machine that no longer
+    exists, or any worker whose last heartbeat is older than STALE_S."""
+    now = time.time() if now is None else now
+    worker = attrs.get("worker")
+    if not worker:
+        return True  # claimed without an owner: its process died between ask and record
+    host, _, pid = worker.rpartition(":")
+    if host == socket.gethostname():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError):
+            pass
+    beat = attrs.get("heartbeat", started)
+    return beat is not None and now - beat > STALE_S
+
+
+class Heartbeat:
+    """A daemon thread that stamps the trials this process holds every HEARTBEAT_S seconds,
+    so workers on other machines can tell it is alive."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage, interval: float = HEARTBEAT_S):
+        self.storage, self.interval = storage, interval
+        self.trial_ids: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ablate-heartbeat", daemon=True)
+        self._thread.start()
+
+    def beat(self, trial_id: int) -> None:
+        self.storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            for tid in list(self.trial_ids):
+                try:
+                    self.beat(tid)
+                except Exception:  # told meanwhile, or the database is busy: next beat
+                    pass
+
+    def stop(self) -> None:
+        self._stop.set()
