@@ -12,6 +12,7 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 from optuna.trial import TrialState
 
 from tests.integration.helpers import ablate, counted, load_store, search_study
@@ -109,3 +110,24 @@ def test_sigkill_mid_cohort_then_rerun_loses_and_duplicates_nothing(tmp_path):
         assert keys.count(json.dumps(dead.params, sort_keys=True)) == 1
     runs = pd.read_csv(tmp_path / "results" / "killed" / "runs.csv")
     assert len(runs) == 6 * 2 and not runs.duplicated(["trial", "seed"]).any()
+
+
+@pytest.mark.parametrize("strategy,pruner", [("cmaes", "hyperband"), ("qmc", "wilcoxon"),
+                                             ("tpe", "none")])
+def test_every_strategy_and_pruner_runs_a_search(tmp_path, strategy, pruner):
+    from ablate.report import build_report
+    from ablate.runner import run_study
+    from ablate.study import load_study
+
+    name = f"{strategy}_{pruner}"
+    study = load_study(search_study(tmp_path, name=name, strategy=strategy, n_trials=6,
+                                    pruner=pruner, cohort=3, epochs=4))
+    out = run_study(study, tmp_path / "results", progress=False)
+    build_report(study, out)
+    trials = counted(load_store(_url(tmp_path, name), name))
+    assert len(trials) == 6 and all(t.state.is_finished() for t in trials)
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 6
+    for t in trials:
+        assert 2 <= t.params["latent_dim"] <= 6 and 1e-5 <= t.params["lr"] <= 3e-2
+        assert t.params["activation"] in ("relu", "tanh", "softplus")
+    assert "## Search" in (out / "report.md").read_text()
