@@ -168,9 +168,24 @@ def _grid_summary(doc: _Doc, study: Study, runs: pd.DataFrame, total: int, ok: p
 
 
 
-def _params_text(row, keys: list[str]) -> str:
-    return ", ".join(f"{k} {row[k]:.3g}" if isinstance(row[k], float) else f"{k} {row[k]}"
-                     for k in keys)
+def _param(v):
+    """A parameter value as a table shows it: floats to 3 significant digits."""
+    return f"{v:.3g}" if isinstance(v, float) else v
+
+
+def _ranked(trials: pd.DataFrame, study: Study) -> pd.DataFrame:
+    """Complete trials with an objective, best first."""
+    objective = study.search.objective
+    done = trials[trials["state"] == "complete"].dropna(subset=[objective])
+    return done.sort_values(objective, ascending=study.search.direction != "maximize")
+
+
+def _trial_view(frame: pd.DataFrame, keys: list[str], objective: str) -> pd.DataFrame:
+    """trial, its parameters and its objective as mean [95% CI] over seeds."""
+    return pd.DataFrame({
+        "trial": frame["trial"].values,
+        **{k: [_param(v) for v in frame[k]] for k in keys},
+        objective: [_ci(r.rename({objective: "mean"})) for _, r in frame.iterrows()]})
 
 
 def _pruning(trials: pd.DataFrame, runs: pd.DataFrame) -> tuple[int, int, int, float]:
@@ -194,15 +209,14 @@ def _search_summary(doc: _Doc, study: Study, trials: pd.DataFrame, runs: pd.Data
              f"Pruner: {s.pruner}"
              + (f"; it stopped {pruned} trials early, so {ran} of {full} member-epochs were "
                 f"trained ({saved:.0%} saved)." if s.pruner != "none" else "."))
-    done = trials[trials["state"] == "complete"].dropna(subset=[objective])
+    done = _ranked(trials, study)
     if done.empty:
         doc.para("No trial completed yet.")
         return
-    maximize = s.direction == "maximize"
-    done = done.sort_values(objective, ascending=not maximize)
     keys = [*study.space, *study.ranges]
     best = done.iloc[0]
-    items = [f"Best configuration found (trial {best['trial']}): {_params_text(best, keys)}; "
+    params = ", ".join(f"{k} {_param(best[k])}" for k in keys)
+    items = [f"Best configuration found (trial {best['trial']}): {params}; "
              f"{objective} {_ci(best.rename({objective: 'mean'}))} over {best['seeds_ok']} seeds."]
     per_act = done.groupby("activation", sort=False).head(1)
     if len(per_act) > 1:
@@ -230,8 +244,9 @@ def _search_section(doc: _Doc, study: Study, store, trials: pd.DataFrame, runs: 
                "Optimization history: each complete trial's objective (mean over seeds), "
                "coloured by activation; crosses are pruned trials at the last per-epoch value "
                "the pruner saw; the line is the best so far.", out_dir)
-    varied = [k for k in keys if trials.loc[trials["state"] == "complete", k].nunique() > 1]
-    if (trials["state"] == "complete").sum() >= 4 and varied:
+    done = _ranked(trials, study)
+    varied = [k for k in keys if done[k].nunique() > 1]
+    if len(done) >= 4 and varied:
         imp = optuna.importance.get_param_importances(
             store, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=varied)
         doc.figure(plots.importances(imp, fig_dir / "importances.png"),
@@ -249,34 +264,27 @@ def _search_section(doc: _Doc, study: Study, store, trials: pd.DataFrame, runs: 
                    "Test negative ELBO per epoch, mean over every trial and seed of each "
                    "activation, with a 95% CI band; pruned trials' curves end early.", out_dir)
 
-    done = trials[trials["state"] == "complete"].dropna(subset=[objective])
     if not done.empty:
         doc.heading("Best configurations", 3)
-        top = done.sort_values(objective, ascending=not maximize).head(10)
+        top = done.head(10)
         doc.para(f"The ten best complete trials by mean {plots.label(objective)} over seeds, "
                  "with a 95% bootstrap confidence interval over the seeds.")
-        doc.table(_trial_view(top, keys, objective))
-        best = done.sort_values(objective, ascending=not maximize).groupby("activation").head(1)
+        doc.table(_trial_view(top, keys, objective).assign(seeds=top["seeds_ok"].values))
+        best = done.groupby("activation").head(1)
+        others = sorted(set(study.activations()) - set(best["activation"]))
+        view = _trial_view(best, [k for k in keys if k != "activation"], objective)
+        view = pd.concat([  # object columns: the rows without a trial must not turn ints into floats
+            view.rename(columns={"trial": "best trial"}).assign(activation=best["activation"].values).astype(object),
+            pd.DataFrame({"activation": others, objective: "no complete trial"}, dtype=object)])
         counts = trials.groupby("activation")["state"].agg(
             trials="size", pruned=lambda x: int((x == "pruned").sum()))
-        rows = []
-        for act in [*best["activation"], *sorted(set(study.activations()) - set(best["activation"]))]:
-            mine = best[best["activation"] == act]
-            row = {"activation": act,
-                   "trials": int(counts.loc[act, "trials"]) if act in counts.index else 0,
-                   "pruned": int(counts.loc[act, "pruned"]) if act in counts.index else 0}
-            if mine.empty:
-                row |= {"best trial": "–", **{k: "–" for k in keys if k != "activation"},
-                        objective: "no complete trial"}
-            else:
-                r = mine.iloc[0]
-                row |= {"best trial": r["trial"], **{k: f"{r[k]:.3g}" if isinstance(r[k], float) else r[k]
-                                                     for k in keys if k != "activation"},
-                        objective: _ci(r.rename({objective: "mean"}))}
-            rows.append(row)
+        counts = counts.reindex(view["activation"]).fillna(0).astype(int)
+        view = view.assign(trials=counts["trials"].values, pruned=counts["pruned"].values)
         doc.heading("Best per activation", 3)
         doc.para("Each activation's best complete trial, and how many trials the sampler gave it.")
-        doc.table(pd.DataFrame(rows))
+        columns = ["activation", "trials", "pruned", "best trial",
+                   *[k for k in keys if k != "activation"], objective]
+        doc.table(view[columns].fillna("–"))
 
     pruned, ran, full, saved = _pruning(trials, runs)
     per_epoch = runs["train_seconds"].sum() / ran if ran else 0.0
@@ -295,21 +303,11 @@ def _search_section(doc: _Doc, study: Study, store, trials: pd.DataFrame, runs: 
                  + (f", about {per_epoch * (full - ran):.0f} member-seconds at this study's "
                     f"mean {per_epoch * 1000:.1f} ms per member-epoch)." if per_epoch else ")."))
     doc.heading("Trials", 3)
-    view = trials.assign(**{objective: trials.apply(lambda r: _ci(r.rename({objective: "mean"})), axis=1)})
-    doc.table(pd.DataFrame({
-        "trial": view["trial"], **{k: view[k].map(lambda v: f"{v:.3g}" if isinstance(v, float) else v)
-                                   for k in keys},
-        "state": view["state"], objective: view[objective],
-        "epochs": [f"{a}/{b}" for a, b in zip(view["epochs_run"], view["epochs"])],
-        "train seconds": view["train_seconds"].map(lambda v: _fmt(v, 1))}))
-
-
-def _trial_view(frame: pd.DataFrame, keys: list[str], objective: str) -> pd.DataFrame:
-    return pd.DataFrame({
-        "trial": frame["trial"].values,
-        **{k: [f"{v:.3g}" if isinstance(v, float) else v for v in frame[k]] for k in keys},
-        objective: [_ci(r.rename({objective: "mean"})) for _, r in frame.iterrows()],
-        "seeds": frame["seeds_ok"].values})
+    view = _trial_view(trials, keys, objective)
+    view.insert(len(keys) + 1, "state", trials["state"].values)
+    doc.table(view.assign(
+        epochs=[f"{a}/{b}" for a, b in zip(trials["epochs_run"], trials["epochs"])],
+        **{"train seconds": [_fmt(v, 1) for v in trials["train_seconds"]]}))
 
 
 def build_report(study: Study, out_dir: Path) -> Path:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -129,50 +130,62 @@ def _counted(t: optuna.trial.FrozenTrial) -> bool:
     return not (t.user_attrs.get("spurious") or t.user_attrs.get("interrupted"))
 
 
-def plan(store: optuna.Study, study: Study) -> tuple[int, int]:
-    """Under the study's lock: fail the trials of dead workers and queue their configurations
-    again; for a grid, queue every point not done, queued or running.
+@dataclass
+class Plan:
+    """The store's state after planning: what is finished, queued, and spent of n_trials."""
 
-    Returns (finished trials, WAITING trials)."""
+    finished: int
+    waiting: int
+    counted: int
+
+    def budget(self, study: Study) -> int:
+        """New trials a search may still ask for (queued ones are already counted)."""
+        return 0 if study.search.is_grid else max(0, study.search.n_trials - self.counted)
+
+
+def plan(store: optuna.Study, study: Study) -> Plan:
+    """Under the study's lock: fail the trials of dead workers and queue their configurations
+    again; for a grid, queue every point not done, queued or running."""
     storage = store._storage
-    done, claimed, finished = set(), set(), 0
+    done, claimed, finished, waiting, counted = set(), set(), 0, 0, 0
     trials = store.get_trials(deepcopy=False)
     rerun = {t.user_attrs["rerun_of"] for t in trials if "rerun_of" in t.user_attrs}
+
+    def enqueue(params: dict, **user_attrs) -> None:
+        nonlocal waiting, counted
+        store.enqueue_trial(params, user_attrs=user_attrs or None)
+        waiting += 1
+        counted += 1
+
     for t in trials:
         if t.user_attrs.get("spurious"):
             continue
         params = t.params or t.system_attrs.get("fixed_params", {})
+        interrupted = bool(t.user_attrs.get("interrupted"))
         if t.state == TrialState.RUNNING and stale(t.user_attrs, t.datetime_start.timestamp()
                                                     if t.datetime_start else None):
             storage.set_trial_user_attr(t._trial_id, "interrupted", True)
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            t = storage.get_trial(t._trial_id)
-        if t.user_attrs.get("interrupted"):
+            interrupted = True
+        if interrupted:  # a grid queues its point below, as one not done
             if not study.search.is_grid and t.number not in rerun:  # the same configuration, again
-                store.enqueue_trial(params, user_attrs={"rerun_of": t.number})
+                enqueue(params, rerun_of=t.number)
             continue
+        counted += 1
         pid = point_id(decode_params(study, params))
         if t.state.is_finished() and "members" in t.user_attrs:
             done.add(pid)
             finished += 1
         elif t.state in (TrialState.WAITING, TrialState.RUNNING):
             claimed.add(pid)
+            waiting += t.state == TrialState.WAITING
     if study.search.is_grid:
         for point in sorted(study.points(), key=lambda p: cohort_key(study.config(p))):
             pid = point_id(point)
             if pid not in done and pid not in claimed:
-                store.enqueue_trial({k: encode_value(v) for k, v in point.items()})
+                enqueue({k: encode_value(v) for k, v in point.items()})
                 claimed.add(pid)
-    waiting = len(store.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-    return finished, waiting
-
-
-def trial_budget(store: optuna.Study, study: Study) -> int:
-    """New trials a search may still ask for (queued ones are already counted)."""
-    if study.search.is_grid:
-        return 0
-    used = sum(_counted(t) for t in store.get_trials(deepcopy=False))
-    return max(0, study.search.n_trials - used)
+    return Plan(finished, waiting, counted)
 
 
 def cohort_capacity(study: Study, data: Dataset, device: torch.device) -> int:
@@ -189,6 +202,18 @@ def cohort_capacity(study: Study, data: Dataset, device: torch.device) -> int:
     per_member = 4 * (4 * params + 4 * worst.batch_size * widest + n * (worst.latent_dim + 2))
     cap = max(1, int(free * 0.5) // per_member)
     return min(cap, study.cohort_size) if study.cohort_size else cap
+
+
+def trials_per_cohort(study: Study, data: Dataset, device: torch.device) -> int:
+    """Trials asked at once: what fits, capped by search.cohort_trials, or for a model-based
+    sampler by n_trials / MODEL_ROUNDS so it learns between cohorts."""
+    fits = max(1, cohort_capacity(study, data, device) // len(study.seeds))
+    s = study.search
+    if s.cohort_trials:
+        return min(fits, s.cohort_trials)
+    if s.strategy in ("tpe", "cmaes"):
+        return min(fits, max(1, math.ceil(s.n_trials / MODEL_ROUNDS)))
+    return fits
 
 
 def _available_ram() -> int:
@@ -219,8 +244,8 @@ def _claim(store: optuna.Study, study: Study, backend: Backend, heart: Heartbeat
     dists = distributions(study)
     trials = []
     with backend.lock():
-        _, waiting = plan(store, study)
-        budget = trial_budget(store, study)
+        state = plan(store, study)
+        waiting, budget = state.waiting, state.budget(study)
         while len(trials) < want and (waiting > 0 or budget > 0):
             trial = store.ask(dists)
             fixed = "fixed_params" in store._storage.get_trial_system_attrs(trial._trial_id)
@@ -233,8 +258,7 @@ def _claim(store: optuna.Study, study: Study, backend: Backend, heart: Heartbeat
             else:
                 budget -= 1
             trial.set_user_attr("worker", WORKER)
-            heart.beat(trial._trial_id)
-            heart.trial_ids.add(trial._trial_id)
+            heart.hold(trial._trial_id)
             trials.append(trial)
     return trials
 
@@ -281,7 +305,7 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
     store.set_user_attr("device", str(device) if device.type == "cpu"
                         else f"{device} ({torch.cuda.get_device_name(device)})")
     with backend.lock():
-        finished, _ = plan(store, study)
+        finished = plan(store, study).finished
         workers = store.user_attrs.get("workers", [])
         store.set_user_attr("workers", workers + [WORKER])
     store.sampler = make_sampler(study, len(workers))
@@ -295,12 +319,7 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
     _save_npz(samples / "originals.npz",
               {"recon": (np.asarray(data.x_test[:RECON_IMAGES]) * 255).round().astype(np.uint8)})
     started = time.perf_counter()
-    per_cohort = max(1, cohort_capacity(study, data, device) // len(study.seeds))
-    s = study.search
-    if s.cohort_trials:
-        per_cohort = min(per_cohort, s.cohort_trials)
-    elif s.strategy in ("tpe", "cmaes"):
-        per_cohort = min(per_cohort, max(1, math.ceil(s.n_trials / MODEL_ROUNDS)))
+    per_cohort = trials_per_cohort(study, data, device)
     bar = tqdm(total=total, initial=min(finished, total), disable=not progress, unit="trial",
                desc=f"{study.name} on {device}", dynamic_ncols=True,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} trials "
@@ -314,11 +333,11 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
                 held += _claim(store, study, backend, heart, per_cohort - len(held))
             if not held:
                 break
-            key = cohort_key(study.config(decode_params(study, held[0].params)))
-            trials = [t for t in held if cohort_key(study.config(decode_params(study, t.params))) == key]
-            held = [t for t in held if t not in trials]  # another cohort key: the next cohort
+            keys = [cohort_key(study.config(decode_params(study, t.params))) for t in held]
+            trials = [t for t, k in zip(held, keys) if k == keys[0]]
+            held = [t for t, k in zip(held, keys) if k != keys[0]]  # another cohort key: the next cohort
             per_cohort = min(per_cohort, _train_trials(store, study, trials, dev_data, bar, samples))
-            heart.trial_ids.difference_update(t._trial_id for t in trials)
+            heart.release(t._trial_id for t in trials)
             trials = []
     except BaseException:
         for trial in trials + held:

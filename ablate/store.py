@@ -72,8 +72,10 @@ class Backend:
 
     def __init__(self, study: Study, out_dir: Path):
         self.url = storage_url(study, out_dir)
-        self.out_dir = Path(out_dir)
         self.local = is_local(study)
+        # An SQLite store is locked with a file beside it; a server with an advisory lock.
+        self.lock_file = (Path(self.url.removeprefix("sqlite:///")).parent / ".plan.lock"
+                          if self.url.startswith("sqlite:///") else None)
         self.key = int.from_bytes(hashlib.sha256(f"ablate:{study.name}".encode()).digest()[:8],
                                   "big", signed=True)
         self._rdb: optuna.storages.RDBStorage | None = None
@@ -83,7 +85,7 @@ class Backend:
         if self._rdb is None:
             with self.lock():  # the first connection creates the schema: one process at a time
                 with _storage_errors(self.url):
-                    kwargs = ({"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if self.url.startswith("sqlite")
+                    kwargs = ({"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if self.lock_file
                               else {"pool_pre_ping": True})
                     self._rdb = optuna.storages.RDBStorage(self.url, engine_kwargs=kwargs)
         return self._rdb
@@ -93,11 +95,9 @@ class Backend:
         """Exclusive among every worker of this study, on this machine or any other: held
         while creating the schema, planning the grid, failing dead workers' trials and asking
         a cohort, so two workers never claim the same point or exceed n_trials."""
-        if self.local or self.url.startswith("sqlite"):
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            path = (Path(self.url.removeprefix("sqlite:///")).parent if not self.local
-                    else self.out_dir) / ".plan.lock"
-            with open(path, "a") as handle:
+        if self.lock_file is not None:
+            self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.lock_file, "a") as handle:
                 fcntl.flock(handle, fcntl.LOCK_EX)
                 try:
                     yield
@@ -187,6 +187,14 @@ class Heartbeat:
 
     def beat(self, trial_id: int) -> None:
         self.storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+
+    def hold(self, trial_id: int) -> None:
+        """Stamp a newly claimed trial now, and every interval until it is released."""
+        self.beat(trial_id)
+        self.trial_ids.add(trial_id)
+
+    def release(self, trial_ids) -> None:
+        self.trial_ids.difference_update(trial_ids)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
