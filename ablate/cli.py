@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> int:
-    from ablate.report import build_report
+    from ablate.analysis.report import build_report
     from ablate.runner import run_study
     from ablate.study import load_study
 
@@ -101,7 +101,7 @@ def _resolve(target_arg: str, results: str, storage: str | None = None):
 
 
 def _report(args) -> int:
-    from ablate.report import build_report
+    from ablate.analysis.report import build_report
 
     study, out_dir = _resolve(args.target, args.results, args.storage)
     print(f"report: {build_report(study, out_dir)}")
@@ -109,7 +109,7 @@ def _report(args) -> int:
 
 
 def _compare(args) -> int:
-    from ablate.report import build_comparison
+    from ablate.analysis.compare import build_comparison
 
     if len(args.targets) < 2:
         raise UserError("compare: give two or more results folders or study YAMLs, "

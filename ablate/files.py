@@ -1,4 +1,8 @@
-"""Atomic file writes: a reader (a person, another worker) never sees half a file."""
+"""Atomic file writes: a reader (a person, another worker) never sees half a file.
+
+Owns: `atomic_open`, the one way ablate writes a file others may read. Does not own: what is
+written (tables, figures, reports, image arrays).
+"""
 
 from __future__ import annotations
 

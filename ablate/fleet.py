@@ -1,4 +1,5 @@
 """The fleet: a cohort of independent MLP VAEs (or AEs) stored and trained as one batched model.
+Its invariants and their tests: docs/architecture.md, "The fleet".
 
 Owns: stacked parameters (N, in, out) and their padding masks, the per-member activations,
 per-member random generators, the loss, and a stacked Adam that is N independent Adams.
@@ -21,12 +22,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ablate.activations import Activation, get_activation, init_weight
+from ablate.nonlinear import Activation, get_activation, init_weight
 from ablate.study import RunConfig
 
 LOG_2PI = math.log(2.0 * math.pi)
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+FUSED_ADAM = hasattr(torch, "_fused_adam_")
+"""PyTorch's fused Adam kernel (a private op, so checked for): used when a cohort shares one
+lr; otherwise, or without it, the same update written out per row (tests run both paths)."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,9 @@ def cohort_key(config: RunConfig) -> tuple:
 
 
 def stream_seed(seed: int, stream: int) -> int:
-    """A well-mixed 63-bit seed for one of a member's random streams (1 init, 2 train, 3 eval)."""
+    """A well-mixed 63-bit seed for one of a member's random streams (1 init, 2 train, 3 eval,
+    4 images): a SplitMix64 finaliser. numpy's SeedSequence would mix as well, but gives other
+    seeds, so every study already in a store would stop reproducing; this mixer stays."""
     x = (seed * 0x9E3779B97F4A7C15 + stream * 0xBF58476D1CE4E5B9) & (2**64 - 1)
     x ^= x >> 31
     x = (x * 0x94D049BB133111EB) & (2**64 - 1)
@@ -234,29 +240,6 @@ class Fleet:
     def parameters(self) -> list[Tensor]:
         return [s.tensor for s in self.slots.values()]
 
-    def member_weights(self, key: str) -> dict[str, Tensor]:
-        """One member's parameters at their real (unpadded) sizes, as a state for comparison."""
-        i = self.keys.index(key)
-        cfg = self.members[i].config
-        h, L = list(cfg.hidden), cfg.latent_dim
-        rh = h[::-1]
-        real = {f"enc.{j}": (a, b) for j, (a, b) in enumerate(zip([self.data_dim] + h[:-1], h))}
-        real.update({f"dec.{j}": (a, b) for j, (a, b) in enumerate(zip([L] + rh[:-1], rh))})
-        real["out"] = (h[0], self.data_dim)
-        out = {}
-        for name, (a, b) in real.items():
-            out[f"{name}.w"] = self.slots[f"{name}.w"].tensor[i, :a, :b]
-            out[f"{name}.b"] = self.slots[f"{name}.b"].tensor[i, 0, :b]
-        hw, hb = self.slots["head.w"].tensor[i], self.slots["head.b"].tensor[i, 0]
-        out["head.mu.w"], out["head.mu.b"] = hw[:h[-1], :L], hb[:L]
-        if self.family == "vae":
-            Lm = self.latent
-            out["head.logvar.w"], out["head.logvar.b"] = hw[:h[-1], Lm:Lm + L], hb[Lm:Lm + L]
-        for k, s in self.slots.items():
-            if (k.startswith("act.") or k == "log_sigma") and i in s.owners:
-                out[k] = s.tensor[s.owners.index(i)]
-        return {k: v.detach().clone() for k, v in out.items()}
-
     # ----------------------------------------------------------------------------- forward
     def _linear(self, name: str, x: Tensor) -> Tensor:
         """x (N, B, in), or (B, in) shared by every member → (N, B, out)."""
@@ -360,7 +343,7 @@ class Fleet:
         self.steps += 1
         slots = [s for s in self.slots.values() if s.tensor.grad is not None]
         torch._foreach_add_([s.step for s in slots], 1.0)
-        if self.shared_lr is not None and hasattr(torch, "_fused_adam_"):
+        if self.shared_lr is not None and FUSED_ADAM:
             torch._fused_adam_(
                 [s.tensor for s in slots], [s.tensor.grad for s in slots],
                 [s.exp_avg for s in slots], [s.exp_avg_sq for s in slots], [],

@@ -1,73 +1,77 @@
-"""Pure metric functions on tensors. Shapes carry a leading member axis N where noted.
+"""The one table of metrics: every quantity a run records, defined once. Torch-free.
 
-Owns: the definitions in DESIGN.md (KL, IWAE bound, active units, mutual information, dead
-units, linear probe). Does not own: running models or chunking over data (train.py).
+Owns: each metric's name, label with unit, direction (higher is better or not), the split it
+is computed on, the per-epoch quantity a pruner may watch in its place, which model families
+have it, and whether it is a final result (a runs.csv column a report can rank by) or only a
+per-epoch record (epochs.csv). The study parser, tables, statistics, plots and report all read
+it; nothing else writes a metric's direction or label.
+Does not own: how a metric is computed (estimators.py for the math, train.py for the passes).
+Definitions: docs/architecture.md, "Metrics".
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
-import numpy as np
-import torch
-from torch import Tensor
-
-LOG_2PI = math.log(2.0 * math.pi)
-ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2015): Var_x E_q[z_d|x] ≥ 0.01
+FAMILIES = ("vae", "ae")
+"""Every model family (`model.family`); a metric names the ones that have it."""
 
 
-def kl_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
-    """KL(q(z|x) ‖ N(0, I)) per latent dimension, elementwise: (..., L) → (..., L)."""
-    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar)
+@dataclass(frozen=True)
+class Metric:
+    """One measured quantity of a member."""
+
+    name: str
+    """The runs.csv / epochs.csv column, the YAML value of search.objective and report.metric."""
+    label: str
+    """How figures and tables name it, with its unit."""
+    higher_is_better: bool = False
+    split: str = "test"
+    """The data it is computed on: test, train, or none (a cost)."""
+    per_epoch: str | None = None
+    """The per-epoch record a pruner compares when this metric is the objective (None: known
+    only at the end, so it cannot be pruned on)."""
+    families: frozenset[str] = frozenset(FAMILIES)
+    final: bool = True
+    """A final result of runs.csv (True) or only a per-epoch record of epochs.csv (False)."""
+
+    @property
+    def direction(self) -> str:
+        """Optuna's word for it."""
+        return "maximize" if self.higher_is_better else "minimize"
+
+    @property
+    def better(self) -> str:
+        return "higher" if self.higher_is_better else "lower"
 
 
-def log_normal(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    """log N(z; μ, diag σ²) per dimension (broadcasting)."""
-    return -0.5 * ((z - mu).square() * torch.exp(-logvar) + logvar + LOG_2PI)
+VAE = frozenset({"vae"})
+_TABLE = (
+    Metric("test_nelbo", "test −ELBO (nats/image)", per_epoch="test_nelbo"),
+    Metric("test_recon", "test reconstruction (nats/image)", per_epoch="test_recon"),
+    Metric("test_kl", "test KL (nats/image)", per_epoch="test_kl", families=VAE),
+    # The negative ELBO bounds the NLL from above, so a pruner may watch it in the NLL's place.
+    Metric("test_nll", "test NLL (IWAE, nats/image)", per_epoch="test_nelbo", families=VAE),
+    Metric("active_units", "active units", higher_is_better=True),
+    Metric("mutual_info", "I(x; z) (nats)", higher_is_better=True, families=VAE),
+    Metric("dead_units", "dead hidden units (fraction)"),
+    Metric("probe_accuracy", "linear-probe accuracy", higher_is_better=True),
+    Metric("train_seconds", "train seconds per member", split="none"),
+    Metric("train_loss", "train loss (nats/image)", split="train", final=False),
+    Metric("train_recon", "train reconstruction (nats/image)", split="train", final=False),
+    Metric("train_kl", "train KL (nats/image)", split="train", final=False, families=VAE),
+)
+METRICS: dict[str, Metric] = {m.name: m for m in _TABLE}
+FINAL: tuple[str, ...] = tuple(m.name for m in _TABLE if m.final)
+"""The runs.csv metrics, in table order: what search.objective and report.metric may name."""
+PRUNABLE: tuple[str, ...] = tuple(m.name for m in _TABLE if m.final and m.per_epoch)
 
 
-def log_std_normal(z: Tensor) -> Tensor:
-    return -0.5 * (z.square() + LOG_2PI)
+def label(name: str) -> str:
+    """A metric's label with its unit; any other column's own name."""
+    return METRICS[name].label if name in METRICS else name
 
 
-def iwae_bound(log_weights: Tensor, dim: int = 0) -> Tensor:
-    """log (1/k) Σ_k w_k from log importance weights along `dim` (Burda et al. 2015)."""
-    return torch.logsumexp(log_weights, dim=dim) - math.log(log_weights.shape[dim])
-
-
-def active_units(mu: Tensor, mask: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> Tensor:
-    """Count of dims whose posterior mean varies across data: mu (N, n, L), mask (N, L) → (N,)."""
-    var = mu.var(dim=1, unbiased=True)  # (N, L)
-    return ((var >= threshold) & mask.bool()).sum(-1)
-
-
-def mutual_information(log_q_self: Tensor, log_q_cross_lse: Tensor, n: int) -> Tensor:
-    """I(x; z) ≈ E_i[log q(z_i|x_i)] − E_i[log (1/n) Σ_j q(z_i|x_j)] (aggregate posterior).
-
-    log_q_self (N, n): log q(z_i | x_i); log_q_cross_lse (N, n): logsumexp_j log q(z_i | x_j).
-    Because j = i is in the sum, the estimate never exceeds log n."""
-    return (log_q_self - (log_q_cross_lse - math.log(n))).mean(-1)
-
-
-def dead_fraction(h_min: Tensor, h_max: Tensor, real: Tensor, tol: float = 1e-6) -> Tensor:
-    """Fraction of a member's real hidden units whose output is constant over the data.
-
-    h_min, h_max (N, U): per-unit extremes; real (N, U) bool: units that exist for the member."""
-    dead = ((h_max - h_min) <= tol) & real
-    return dead.sum(-1).float() / real.sum(-1).clamp(min=1).float()
-
-
-def probe_accuracy(train_features: np.ndarray, train_labels: np.ndarray,
-                   test_features: np.ndarray, test_labels: np.ndarray) -> float:
-    """Test accuracy of a logistic regression fitted on standardised latent means."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if not (np.isfinite(train_features).all() and np.isfinite(test_features).all()):
-        return float("nan")
-    if len(np.unique(train_labels)) < 2:
-        return float("nan")
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    model.fit(train_features, train_labels)
-    return float(model.score(test_features, test_labels))
+def maximize(name: str) -> bool:
+    """Whether higher is better for the metric `name`."""
+    return METRICS[name].higher_is_better

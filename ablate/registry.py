@@ -1,13 +1,14 @@
 """A generic name → factory registry with "did you mean" errors and import-path plugins.
 
-Owns: lookup by name, suggestions, lazy `package.module:Factory` entries.
-Does not own: what the factories build (activations.py, data.py register into it).
+Owns: lookup by name, suggestions, importing `package.module:attr` paths (a user's plugin, or
+an entry's lazily imported function). Does not own: what the entries are (activations.py and
+data.py register into it).
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
+import pkgutil
 from typing import Callable, Generic, Iterator, TypeVar
 
 from ablate.errors import UserError
@@ -22,17 +23,16 @@ def suggest(name: str, known: list[str]) -> str:
 
 
 def import_object(path: str) -> object:
-    """Import `package.module:attr`; a user error when the module or attribute is missing."""
+    """Import `package.module:attr` (pkgutil.resolve_name); a user error when the module or
+    attribute is missing."""
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
         raise UserError(f"'{path}' is not an import path; write it as package.module:Factory.")
     try:
-        module = importlib.import_module(module_name)
+        return pkgutil.resolve_name(path)
     except ImportError as exc:
         raise UserError(f"cannot import module '{module_name}' for '{path}' ({exc}); "
                         "check the spelling and that it is on PYTHONPATH.") from None
-    try:
-        return getattr(module, attr)
     except AttributeError:
         raise UserError(f"module '{module_name}' has no attribute '{attr}' (from '{path}').") from None
 

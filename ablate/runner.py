@@ -15,7 +15,6 @@ and nothing is counted twice.
 from __future__ import annotations
 
 import gc
-import json
 import math
 import os
 import platform
@@ -29,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import optuna
 import torch
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 from tqdm import tqdm
 
@@ -37,8 +35,11 @@ from ablate.data import Dataset, load_dataset
 from ablate.errors import UserError
 from ablate.files import atomic_open
 from ablate.fleet import Member, cohort_key, member_param_count
-from ablate.store import WORKER, Backend, Heartbeat, check_results_dir, open_store, stale
-from ablate.study import PER_EPOCH, Study
+from ablate.store import (WORKER, Backend, Heartbeat, check_results_dir, counted, decode_params, distributions,
+                          encode_value, fail_interrupted, is_running, open_store, point_id,
+                          queued_params, stale, was_queued)
+from ablate.metrics import METRICS
+from ablate.study import Study
 from ablate.train import RECON_IMAGES, DeviceData, Outcome, train_cohort
 
 MODEL_ROUNDS = 6
@@ -58,31 +59,6 @@ def resolve_device(name: str) -> torch.device:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     return device
-
-
-def encode_value(value):
-    """Optuna categorical choices must be scalars: tuples (hidden widths) travel as JSON text."""
-    return json.dumps(list(value)) if isinstance(value, tuple) else value
-
-
-def decode_params(study: Study, params: dict) -> dict:
-    """A trial's stored parameters → RunConfig field values."""
-    return study.params({k: tuple(json.loads(v)) if k in study.space and isinstance(study.space[k][0], tuple)
-                         else v for k, v in params.items()})
-
-
-def point_id(point: dict) -> str:
-    return json.dumps({k: encode_value(v) for k, v in sorted(point.items())})
-
-
-def distributions(study: Study) -> dict:
-    """The search space as Optuna distributions: lists are categorical, ranges int/float."""
-    dists = {k: CategoricalDistribution([encode_value(v) for v in values])
-             for k, values in study.space.items()}
-    for k, r in study.ranges.items():
-        dists[k] = (IntDistribution(int(r.low), int(r.high), log=r.log) if r.integer
-                    else FloatDistribution(r.low, r.high, log=r.log))
-    return dists
 
 
 def max_epochs(study: Study) -> int:
@@ -124,12 +100,6 @@ def make_pruner(study: Study) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def _counted(t: optuna.trial.FrozenTrial) -> bool:
-    """Whether a trial counts toward n_trials: not a dead worker's (its config is queued
-    again) and not an empty claim."""
-    return not (t.user_attrs.get("spurious") or t.user_attrs.get("interrupted"))
-
-
 @dataclass
 class Plan:
     """The store's state after planning: what is finished, queued, and spent of n_trials."""
@@ -146,33 +116,31 @@ class Plan:
 def plan(store: optuna.Study, study: Study) -> Plan:
     """Under the study's lock: fail the trials of dead workers and queue their configurations
     again; for a grid, queue every point not done, queued or running."""
-    storage = store._storage
-    done, claimed, finished, waiting, counted = set(), set(), 0, 0, 0
     trials = store.get_trials(deepcopy=False)
+    dead = [t for t in trials if t.state == TrialState.RUNNING and counted(t)
+            and stale(t.user_attrs, t.datetime_start.timestamp() if t.datetime_start else None)]
+    for t in dead:
+        fail_interrupted(store, t)
+    if dead:
+        trials = store.get_trials(deepcopy=False)
     rerun = {t.user_attrs["rerun_of"] for t in trials if "rerun_of" in t.user_attrs}
+    done, claimed, finished, waiting, n_counted = set(), set(), 0, 0, 0
 
     def enqueue(params: dict, **user_attrs) -> None:
-        nonlocal waiting, counted
+        nonlocal waiting, n_counted
         store.enqueue_trial(params, user_attrs=user_attrs or None)
         waiting += 1
-        counted += 1
+        n_counted += 1
 
     for t in trials:
         if t.user_attrs.get("spurious"):
             continue
-        params = t.params or t.system_attrs.get("fixed_params", {})
-        interrupted = bool(t.user_attrs.get("interrupted"))
-        if t.state == TrialState.RUNNING and stale(t.user_attrs, t.datetime_start.timestamp()
-                                                    if t.datetime_start else None):
-            storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            interrupted = True
-        if interrupted:  # a grid queues its point below, as one not done
+        if not counted(t):  # a dead worker's; a grid queues its point below, as one not done
             if not study.search.is_grid and t.number not in rerun:  # the same configuration, again
-                enqueue(params, rerun_of=t.number)
+                enqueue(queued_params(t), rerun_of=t.number)
             continue
-        counted += 1
-        pid = point_id(decode_params(study, params))
+        n_counted += 1
+        pid = point_id(decode_params(study, queued_params(t)))
         if t.state.is_finished() and "members" in t.user_attrs:
             done.add(pid)
             finished += 1
@@ -185,7 +153,7 @@ def plan(store: optuna.Study, study: Study) -> Plan:
             if pid not in done and pid not in claimed:
                 enqueue({k: encode_value(v) for k, v in point.items()})
                 claimed.add(pid)
-    return Plan(finished, waiting, counted)
+    return Plan(finished, waiting, n_counted)
 
 
 def cohort_capacity(study: Study, data: Dataset, device: torch.device) -> int:
@@ -248,8 +216,7 @@ def _claim(store: optuna.Study, study: Study, backend: Backend, heart: Heartbeat
         waiting, budget = state.waiting, state.budget(study)
         while len(trials) < want and (waiting > 0 or budget > 0):
             trial = store.ask(dists)
-            fixed = "fixed_params" in store._storage.get_trial_system_attrs(trial._trial_id)
-            if fixed:
+            if was_queued(store, trial):
                 waiting -= 1
             elif study.search.is_grid:  # the queue was emptied by a process not under our lock
                 trial.set_user_attr("spurious", True)
@@ -258,7 +225,7 @@ def _claim(store: optuna.Study, study: Study, backend: Backend, heart: Heartbeat
             else:
                 budget -= 1
             trial.set_user_attr("worker", WORKER)
-            heart.hold(trial._trial_id)
+            heart.hold(trial)
             trials.append(trial)
     return trials
 
@@ -324,7 +291,7 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
                desc=f"{study.name} on {device}", dynamic_ncols=True,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} trials "
                           "[{elapsed}<{remaining}]")
-    heart = Heartbeat(store._storage)
+    heart = Heartbeat(store)
     held: list[optuna.Trial] = []
     trials: list[optuna.Trial] = []
     try:
@@ -337,11 +304,11 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
             trials = [t for t, k in zip(held, keys) if k == keys[0]]
             held = [t for t, k in zip(held, keys) if k != keys[0]]  # another cohort key: the next cohort
             per_cohort = min(per_cohort, _train_trials(store, study, trials, dev_data, bar, samples))
-            heart.release(t._trial_id for t in trials)
+            heart.release(trials)
             trials = []
     except BaseException:
         for trial in trials + held:
-            if store._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+            if is_running(store, trial):
                 trial.set_user_attr("interrupted", True)
                 store.tell(trial, state=TrialState.FAIL)
         raise
@@ -399,7 +366,7 @@ def activation_cost(names: list[str], device: torch.device, elements: int = 1 <<
 
     Fleet members share every step, so wall time cannot be split by activation; this is the
     part of the cost that differs between activations (the matmuls are the same for all)."""
-    from ablate.activations import get_activation
+    from ablate.nonlinear import get_activation
 
     x = torch.randn(4, elements // 4, device=device, generator=torch.Generator(device=device).manual_seed(0))
     acts = {name: get_activation(name) for name in names}
@@ -448,7 +415,7 @@ def _train_trials(store, study, trials, dev_data, bar, samples: Path) -> int:
             members.append(Member(key, config, seed))
             owner[key] = (trial, seed)
     epochs = members[0].config.epochs
-    proxy = PER_EPOCH.get(study.search.objective)
+    proxy = METRICS[study.search.objective].per_epoch
     prune = study.search.pruner != "none"
     reported: set[tuple[int, int]] = set()
     pruned: set[int] = set()

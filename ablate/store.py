@@ -1,16 +1,20 @@
-"""The study's Optuna storage: where it lives, connecting to it, one lock for all workers, and
-telling a live worker's trial from a dead one's.
+"""The study's Optuna storage: where it lives, connecting to it, one lock for all workers,
+telling a live worker's trial from a dead one's, and every use of Optuna's insides.
 
 Owns: storage URLs (the results folder's SQLite file, or a PostgreSQL URL that several machines
 share), connection errors as one-line UserErrors with any password hidden, the planning lock
-(flock for SQLite, a PostgreSQL advisory lock for a server), heartbeats. Does not own: what
-is stored in it (runner.py writes trials, tables.py reads them).
+(flock for SQLite, a PostgreSQL advisory lock for a server), heartbeats, a trial's parameters
+as Optuna stores them (encode/decode), and the few named functions that reach past Optuna's
+public API (`trial_id`, `queued_params`, `was_queued`, `is_running`, `fail_interrupted`);
+tests/unit/test_store.py fails if Optuna changes what they rely on. Torch-free.
+Does not own: what is stored in it (runner.py writes trials, analysis/tables.py reads them).
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import socket
 import threading
@@ -20,6 +24,8 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.pool import NullPool
 
 from ablate.errors import UserError
@@ -34,6 +40,70 @@ STALE_S = 300.0
 """A trial whose stamp is this old belongs to a dead worker (on any machine)."""
 
 
+# ------------------------------------------------------------------------- Optuna's insides
+# Optuna's public API has no id of a trial, no way to change a finished-or-running trial that
+# another process holds, and no flag for "this trial came from the queue". These functions are
+# the only places that reach past it.
+
+def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
+    """The storage's id of a trial (unique across studies, unlike its number)."""
+    return trial._trial_id
+
+
+def queued_params(t: FrozenTrial) -> dict:
+    """A trial's parameters; for a queued trial not yet asked, the ones it was queued with."""
+    return t.params or t.system_attrs.get("fixed_params", {})
+
+
+def was_queued(store: optuna.Study, trial: optuna.Trial) -> bool:
+    """Whether an asked trial was popped from the queue (enqueue_trial), not sampled."""
+    return "fixed_params" in store._storage.get_trial_system_attrs(trial_id(trial))
+
+
+def is_running(store: optuna.Study, trial: optuna.Trial | FrozenTrial) -> bool:
+    """The trial's state as stored now (another process may have told it)."""
+    return store._storage.get_trial(trial_id(trial)).state == TrialState.RUNNING
+
+
+def fail_interrupted(store: optuna.Study, t: FrozenTrial) -> None:
+    """Fail a RUNNING trial held by a dead worker, marked interrupted (its config runs again)."""
+    store._storage.set_trial_user_attr(trial_id(t), "interrupted", True)
+    store._storage.set_trial_state_values(trial_id(t), TrialState.FAIL)
+
+
+def counted(t: FrozenTrial) -> bool:
+    """Whether a trial counts toward n_trials: not a dead worker's (its configuration is queued
+    again) and not an empty claim."""
+    return not (t.user_attrs.get("spurious") or t.user_attrs.get("interrupted"))
+
+
+# ------------------------------------------------------------------------- parameters
+def encode_value(value):
+    """Optuna categorical choices must be scalars: tuples (hidden widths) travel as JSON text."""
+    return json.dumps(list(value)) if isinstance(value, tuple) else value
+
+
+def decode_params(study: Study, params: dict) -> dict:
+    """A trial's stored parameters → RunConfig field values."""
+    return study.params({k: tuple(json.loads(v)) if k in study.space and isinstance(study.space[k][0], tuple)
+                         else v for k, v in params.items()})
+
+
+def point_id(point: dict) -> str:
+    return json.dumps({k: encode_value(v) for k, v in sorted(point.items())})
+
+
+def distributions(study: Study) -> dict:
+    """The search space as Optuna distributions: lists are categorical, ranges int/float."""
+    dists = {k: CategoricalDistribution([encode_value(v) for v in values])
+             for k, values in study.space.items()}
+    for k, r in study.ranges.items():
+        dists[k] = (IntDistribution(int(r.low), int(r.high), log=r.log) if r.integer
+                    else FloatDistribution(r.low, r.high, log=r.log))
+    return dists
+
+
+# ------------------------------------------------------------------------- where it lives
 def storage_url(study: Study, out_dir: Path) -> str:
     """The study's storage as an SQLAlchemy URL: results/<name>/study.db unless a URL is given."""
     if study.storage == "sqlite":
@@ -48,9 +118,15 @@ def is_local(study: Study) -> bool:
     return study.storage == "sqlite"
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, url: str) -> str:
+    """The driver's first line, with the URL's password hidden wherever it appears."""
     text = str(getattr(exc, "orig", None) or exc).strip()
-    return redact(text.splitlines()[0] if text else type(exc).__name__)[:300]
+    line = redact(text.splitlines()[0] if text else type(exc).__name__)
+    try:
+        secret = sqlalchemy.engine.make_url(url).password
+    except sqlalchemy.exc.ArgumentError:
+        secret = None
+    return (line.replace(secret, "***") if secret else line)[:300]
 
 
 @contextmanager
@@ -62,7 +138,7 @@ def _storage_errors(url: str):
         raise UserError(f"storage {redact(url)}: its database driver is not installed "
                         f"({exc.name}); install it, e.g. pip install 'psycopg[binary]'.") from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:
-        raise UserError(f"storage {redact(url)}: cannot open it ({_reason(exc)}). Check the URL, "
+        raise UserError(f"storage {redact(url)}: cannot open it ({_reason(exc, url)}). Check the URL, "
                         "that the server is running and that this user may connect "
                         "(a password is best kept in PGPASSWORD or ~/.pgpass).") from None
 
@@ -178,23 +254,23 @@ class Heartbeat:
     """A daemon thread that stamps the trials this process holds every HEARTBEAT_S seconds,
     so workers on other machines can tell it is alive."""
 
-    def __init__(self, storage: optuna.storages.BaseStorage, interval: float = HEARTBEAT_S):
-        self.storage, self.interval = storage, interval
+    def __init__(self, store: optuna.Study, interval: float = HEARTBEAT_S):
+        self.storage, self.interval = store._storage, interval
         self.trial_ids: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ablate-heartbeat", daemon=True)
         self._thread.start()
 
-    def beat(self, trial_id: int) -> None:
-        self.storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+    def beat(self, tid: int) -> None:
+        self.storage.set_trial_user_attr(tid, "heartbeat", time.time())
 
-    def hold(self, trial_id: int) -> None:
+    def hold(self, trial: optuna.Trial) -> None:
         """Stamp a newly claimed trial now, and every interval until it is released."""
-        self.beat(trial_id)
-        self.trial_ids.add(trial_id)
+        self.beat(trial_id(trial))
+        self.trial_ids.add(trial_id(trial))
 
-    def release(self, trial_ids) -> None:
-        self.trial_ids.difference_update(trial_ids)
+    def release(self, trials) -> None:
+        self.trial_ids.difference_update(trial_id(t) for t in trials)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

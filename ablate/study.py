@@ -1,7 +1,11 @@
 """Study YAML → a validated, frozen `Study`. Every error names the file, the key and the fix.
 
-Owns: the YAML schema (keys, types, defaults), the grid over `space`, per-member `RunConfig`s.
-Does not own: loading data (data.py) or running anything (runner.py).
+Owns: the YAML schema — each field's type, section, check, whether `space:` may vary it (as a
+list, or as a range under a search) and its default, written once as dataclass field metadata
+(`setting`) and read by one generic loader — the cross-field rules, the grid over `space`,
+per-member `RunConfig`s. Torch-free.
+Does not own: loading data (data.py), metric definitions (metrics.py), or running anything
+(runner.py).
 """
 
 from __future__ import annotations
@@ -10,157 +14,21 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
-from ablate.activations import INIT_SCHEMES, get_activation
+from ablate.activations import INIT_SCHEMES, check_activation
 from ablate.data import COMMON_OPTIONS, DATASET_OPTIONS, DATASETS
 from ablate.errors import UserError
+from ablate.metrics import FAMILIES, FINAL, METRICS, PRUNABLE
 from ablate.registry import suggest
 
-METRICS = ("test_nelbo", "test_recon", "test_kl", "test_nll", "active_units", "mutual_info",
-           "dead_units", "probe_accuracy", "train_seconds")
-"""Per-member result columns of runs.csv that a report can rank by."""
-MAXIMIZE = frozenset({"probe_accuracy", "active_units", "mutual_info"})
-"""Metrics where higher is better; every other metric is minimised."""
-PER_EPOCH = {"test_nll": "test_nelbo", "test_nelbo": "test_nelbo", "test_recon": "test_recon",
-             "test_kl": "test_kl"}
-"""Objective → the quantity measured after every epoch that a pruner compares (the negative
-ELBO bounds the NLL from above, so it falls with it)."""
 STRATEGIES = ("grid", "tpe", "random", "cmaes", "qmc")
 PRUNERS = ("none", "median", "hyperband", "wilcoxon")
 STORAGE_SCHEMES = ("sqlite", "postgresql")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that defines one trained model except its seed. Field names are the column
-    names of runs.csv and the keys a study's `space:` may vary."""
-
-    activation: str = "relu"
-    """Nonlinearity of every hidden layer (`ablate list activations`)."""
-    latent_dim: int = 8
-    """Number of latent dimensions."""
-    kl_weight: float = 1.0
-    """β: loss per image = recon + kl_weight · KL, in nats."""
-    family: str = "vae"
-    """vae (Gaussian encoder, reparameterised) or ae (deterministic autoencoder baseline)."""
-    hidden: tuple[int, ...] = (256,)
-    """Hidden widths of the encoder; the decoder mirrors them."""
-    likelihood: str = "bernoulli"
-    """bernoulli (pixels in [0,1] as probabilities) or gaussian (learned shared variance)."""
-    epochs: int = 30
-    """Passes over the training split."""
-    batch_size: int = 128
-    """Examples per gradient step."""
-    lr: float = 1.0e-3
-    """Adam learning rate."""
-    kl_warmup_epochs: int = 0
-    """Epochs over which the KL weight ramps linearly from 0 to kl_weight (0: no warm-up)."""
-    init: str = "auto"
-    """Hidden-layer weight init: auto (the one each activation needs) or default (PyTorch
-    Linear), kaiming, xavier, lecun for every activation."""
-
-
-# Which YAML section each RunConfig field lives in (space keys may be `field` or `section.field`).
-SECTION_FIELDS = {
-    "model": ("family", "hidden", "likelihood", "activation", "latent_dim", "init"),
-    "train": ("epochs", "batch_size", "lr", "kl_weight", "kl_warmup_epochs"),
-}
-FIELD_SECTION = {f: s for s, fields in SECTION_FIELDS.items() for f in fields}
-
-
-@dataclass(frozen=True)
-class Range:
-    """A searched interval of one numeric field: `{low: 2, high: 64, log: true}` in YAML."""
-
-    low: float
-    high: float
-    log: bool = False
-    integer: bool = False
-
-
-@dataclass(frozen=True)
-class Search:
-    """How trials are chosen (`search:` in YAML): every grid point, or a sampler's proposals."""
-
-    strategy: str = "grid"
-    n_trials: int | None = None
-    """Trials to run (complete + pruned + failed); None under grid (every point once)."""
-    objective: str = "test_nll"
-    """The runs.csv metric a trial's value is (mean over its seeds)."""
-    direction: str = "minimize"
-    pruner: str = "none"
-    sampler_seed: int = 0
-    cohort_trials: int | None = None
-    """Trials asked at once and trained as one fleet; None: as many as fit (grid, random,
-    qmc), or a few so a model-based sampler learns between cohorts (tpe, cmaes)."""
-
-    @property
-    def is_grid(self) -> bool:
-        return self.strategy == "grid"
-
-
-@dataclass(frozen=True)
-class Study:
-    """A validated study: the grid of configurations × seeds and how to evaluate them."""
-
-    name: str
-    description: str
-    dataset: dict[str, Any]
-    base: RunConfig
-    space: dict[str, tuple]
-    """Categorical axes: field → the values to try (a YAML list)."""
-    seeds: tuple[int, ...]
-    iwae_samples: int = 100
-    device: str = "auto"
-    cohort_size: int | None = None
-    baseline: str = "relu"
-    metric: str = "test_nll"
-    ranges: dict[str, Range] = field(default_factory=dict)
-    """Searched intervals: field → Range (only under a search strategy)."""
-    search: Search = field(default_factory=Search)
-    storage: str = "sqlite"
-    """sqlite (results/<name>/study.db) or a database URL shared by several machines."""
-    source: str = ""
-    """The YAML text as written (shown in the report)."""
-    path: str = ""
-    resolved: dict = field(default_factory=dict)
-
-    def points(self) -> list[dict[str, Any]]:
-        """Every grid point: a dict of space key → value, in a stable order."""
-        keys = list(self.space)
-        return [dict(zip(keys, combo)) for combo in itertools.product(*self.space.values())]
-
-    def corners(self) -> list[dict[str, Any]]:
-        """The grid points with every range at its high end: the largest models a study can
-        ask for (what sizes a cohort)."""
-        high = {k: (int(r.high) if r.integer else r.high) for k, r in self.ranges.items()}
-        return [{**p, **high} for p in self.points()]
-
-    def activations(self) -> tuple[str, ...]:
-        return self.space.get("activation", (self.base.activation,))
-
-    def params(self, point: dict[str, Any]) -> dict[str, Any]:
-        """A trial's parameters (space and range keys) → their RunConfig field values."""
-        return {k: (int(v) if k in self.ranges and self.ranges[k].integer else v)
-                for k, v in point.items()}
-
-    def config(self, point: dict[str, Any]) -> RunConfig:
-        return replace(self.base, **point)
-
-    def fingerprint(self) -> str:
-        """Hash of everything that changes results (not name, report options or device)."""
-        keyed = {"dataset": self.dataset, "base": asdict(self.base), "seeds": self.seeds,
-                 "space": {k: list(v) for k, v in self.space.items()}, "iwae": self.iwae_samples}
-        if not self.search.is_grid:  # n_trials, pruner and seed may change between runs
-            keyed["search"] = {"strategy": self.search.strategy, "objective": self.search.objective,
-                               "direction": self.search.direction,
-                               "ranges": {k: asdict(r) for k, r in self.ranges.items()}}
-        return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,32 +90,6 @@ def _hidden(v):
     return tuple(_int(1)(w) for w in v)
 
 
-def _activation(v):
-    name = _str(v)
-    try:
-        get_activation(name)
-    except UserError as exc:
-        raise _Bad(str(exc)) from None
-    return name
-
-
-FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
-    "activation": _activation, "latent_dim": _int(1), "kl_weight": _float(lo=0.0),
-    "family": _choice("vae", "ae"), "hidden": _hidden, "likelihood": _choice("bernoulli", "gaussian"),
-    "epochs": _int(1), "batch_size": _int(1), "lr": _float(positive=True),
-    "kl_warmup_epochs": _int(0), "init": _choice("auto", *INIT_SCHEMES),
-}
-TOP_KEYS = ("name", "description", "dataset", "model", "train", "eval", "seeds", "space",
-            "search", "storage", "device", "cohort_size", "report")
-SEARCH_KEYS = ("strategy", "n_trials", "objective", "direction", "pruner", "sampler_seed",
-               "cohort_trials")
-RANGE_FIELDS = {"latent_dim": True, "kl_weight": False, "epochs": True, "batch_size": True,
-                "lr": False, "kl_warmup_epochs": True}
-"""Fields a search may give as a range, and whether the range is of whole numbers."""
-EVAL_CHECKS = {"iwae_samples": _int(1)}
-REPORT_CHECKS = {"baseline": _str, "metric": _choice(*METRICS)}
-
-
 def _device(v):
     v = _str(v)
     if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
@@ -255,7 +97,202 @@ def _device(v):
     raise _Bad(f"must be auto, cpu, cuda or cuda:N, got {v!r}")
 
 
+
+def _activation(v):
+    name = _str(v)
+    try:
+        check_activation(name)
+    except UserError as exc:
+        raise _Bad(str(exc)) from None
+    return name
+
+
+def _auto(check):
+    """`auto` (None: chosen at run time) or a value `check` accepts."""
+    return lambda v: None if v == "auto" else check(v)
+
+
+def _seeds(v):
+    """A count (3 → seeds 0, 1, 2) or an explicit list of distinct seeds."""
+    if not isinstance(v, list):
+        return tuple(range(_int(1)(v)))
+    if not v:
+        raise _Bad("is an empty list; give a count such as 3 or a list of seeds")
+    seeds = tuple(_int(0)(s) for s in v)
+    if len(set(seeds)) != len(seeds):
+        raise _Bad("lists a seed twice; seeds are repeats and must be distinct")
+    return seeds
+
+
+def _name(v):
+    v = _str(v)
+    if "/" in v or v.startswith("."):
+        raise _Bad(f"'{v}' names a results folder; use letters, digits, - and _.")
+    return v
+
+
 # ---------------------------------------------------------------------------------------------
+# The schema: one `setting` per YAML field.
+
+def setting(default, check: Callable[[Any], Any], section: str | None = None,
+            axis: bool = False, range: type | None = None) -> Any:
+    """A YAML field: its default, its check (returns the normalised value or raises _Bad), the
+    YAML section it is written in (None: top level), whether `space:` may vary it, and for a
+    numeric axis the type (int or float) of a searched range."""
+    return field(default=default, metadata={"check": check, "section": section, "axis": axis,
+                                            "range": range})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one trained model except its seed. Field names are the column
+    names of runs.csv and the keys a study's `space:` may vary."""
+
+    activation: str = setting("relu", _activation, "model", axis=True)
+    """Nonlinearity of every hidden layer (`ablate list activations`)."""
+    latent_dim: int = setting(8, _int(1), "model", axis=True, range=int)
+    """Number of latent dimensions."""
+    kl_weight: float = setting(1.0, _float(lo=0.0), "train", axis=True, range=float)
+    """β: loss per image = recon + kl_weight · KL, in nats."""
+    family: str = setting("vae", _choice(*FAMILIES), "model", axis=True)
+    """vae (Gaussian encoder, reparameterised) or ae (deterministic autoencoder baseline)."""
+    hidden: tuple[int, ...] = setting((256,), _hidden, "model", axis=True)
+    """Hidden widths of the encoder; the decoder mirrors them."""
+    likelihood: str = setting("bernoulli", _choice("bernoulli", "gaussian"), "model", axis=True)
+    """bernoulli (pixels in [0,1] as probabilities) or gaussian (learned shared variance)."""
+    epochs: int = setting(30, _int(1), "train", axis=True, range=int)
+    """Passes over the training split."""
+    batch_size: int = setting(128, _int(1), "train", axis=True, range=int)
+    """Examples per gradient step."""
+    lr: float = setting(1.0e-3, _float(positive=True), "train", axis=True, range=float)
+    """Adam learning rate."""
+    kl_warmup_epochs: int = setting(0, _int(0), "train", axis=True, range=int)
+    """Epochs over which the KL weight ramps linearly from 0 to kl_weight (0: no warm-up)."""
+    init: str = setting("auto", _choice("auto", *INIT_SCHEMES), "model", axis=True)
+    """Hidden-layer weight init: auto (the one each activation needs) or default (PyTorch
+    Linear), kaiming, xavier, lecun for every activation."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """A searched interval of one numeric field: `{low: 2, high: 64, log: true}` in YAML."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+
+@dataclass(frozen=True)
+class Search:
+    """How trials are chosen (`search:` in YAML): every grid point, or a sampler's proposals."""
+
+    strategy: str = setting("grid", _choice(*STRATEGIES), "search")
+    n_trials: int | None = setting(None, _int(1), "search")
+    """Trials to run (complete + pruned + failed); None under grid (every point once)."""
+    objective: str = setting("test_nll", _choice(*FINAL), "search")
+    """The runs.csv metric a trial's value is (mean over its seeds); when not given, the
+    study's report.metric."""
+    direction: str = setting("minimize", _choice("minimize", "maximize"), "search")
+    """When not given, the objective's direction in the metric table."""
+    pruner: str = setting("none", _choice(*PRUNERS), "search")
+    sampler_seed: int = setting(0, _int(0), "search")
+    cohort_trials: int | None = setting(None, _auto(_int(1)), "search")
+    """Trials asked at once and trained as one fleet; None (auto): as many as fit (grid,
+    random, qmc), or a few so a model-based sampler learns between cohorts (tpe, cmaes)."""
+
+    @property
+    def is_grid(self) -> bool:
+        return self.strategy == "grid"
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study: the grid of configurations × seeds and how to evaluate them."""
+
+    name: str = setting("", _name)
+    """Results go to results/<name>/; when not given, the file's stem."""
+    description: str = setting("", str)
+    dataset: dict[str, Any] = field(default_factory=lambda: {"name": "digits"})
+    """The dataset and its options (checked against data.DATASET_OPTIONS)."""
+    base: RunConfig = field(default_factory=RunConfig)
+    """The `model:` and `train:` sections: every member's values outside `space`."""
+    iwae_samples: int = setting(100, _int(1), "eval")
+    seeds: tuple[int, ...] = setting((0, 1, 2), _seeds)
+    """Repeats of every configuration, never a search axis."""
+    space: dict[str, tuple] = field(default_factory=dict)
+    """Categorical axes: field → the values to try (a YAML list)."""
+    ranges: dict[str, Range] = field(default_factory=dict)
+    """Searched intervals: field → Range (only under a search strategy)."""
+    search: Search = field(default_factory=Search)
+    storage: str = setting("sqlite", lambda v: check_storage(v))
+    """sqlite (results/<name>/study.db) or a database URL shared by several machines."""
+    device: str = setting("auto", _device)
+    cohort_size: int | None = setting(None, _auto(_int(1)))
+    """Members trained together; None (auto): what fits in half the free memory."""
+    baseline: str = setting("relu", _str, "report")
+    """The activation the paired tests compare against; when not given and the study lacks
+    relu, its first activation."""
+    metric: str = setting("test_nll", _choice(*FINAL), "report")
+    """What the report ranks by; when not given, search.objective if given, else test_nll
+    for studies with a VAE and test_recon otherwise."""
+    source: str = ""
+    """The YAML text as written (shown in the report)."""
+    path: str = ""
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every grid point: a dict of space key → value, in a stable order."""
+        keys = list(self.space)
+        return [dict(zip(keys, combo)) for combo in itertools.product(*self.space.values())]
+
+    def corners(self) -> list[dict[str, Any]]:
+        """The grid points with every range at its high end: the largest models a study can
+        ask for (what sizes a cohort)."""
+        high = {k: (int(r.high) if r.integer else r.high) for k, r in self.ranges.items()}
+        return [{**p, **high} for p in self.points()]
+
+    def activations(self) -> tuple[str, ...]:
+        return self.space.get("activation", (self.base.activation,))
+
+    def params(self, point: dict[str, Any]) -> dict[str, Any]:
+        """A trial's parameters (space and range keys) → their RunConfig field values."""
+        return {k: (int(v) if k in self.ranges and self.ranges[k].integer else v)
+                for k, v in point.items()}
+
+    def config(self, point: dict[str, Any]) -> RunConfig:
+        return replace(self.base, **point)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes results (not name, report options or device)."""
+        keyed = {"dataset": self.dataset, "base": asdict(self.base), "seeds": self.seeds,
+                 "space": {k: list(v) for k, v in self.space.items()}, "iwae": self.iwae_samples}
+        if not self.search.is_grid:  # n_trials, pruner and seed may change between runs
+            keyed["search"] = {"strategy": self.search.strategy, "objective": self.search.objective,
+                               "direction": self.search.direction,
+                               "ranges": {k: asdict(r) for k, r in self.ranges.items()}}
+        return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def settings(cls, section: str | None = ...) -> list[Field]:
+    """The YAML fields of a dataclass (all of them, or those of one section)."""
+    return [f for f in fields(cls) if "check" in f.metadata
+            and (section is ... or f.metadata["section"] == section)]
+
+
+def default(cls, name: str):
+    """A field's declared default."""
+    f = cls.__dataclass_fields__[name]
+    return f.default_factory() if callable(f.default_factory) else f.default
+
+
+AXES: dict[str, Field] = {f.name: f for f in settings(RunConfig) if f.metadata["axis"]}
+"""RunConfig fields a study's `space:` may vary."""
+SECTIONS = tuple(dict.fromkeys(f.metadata["section"] for f in settings(RunConfig)))
+"""The YAML sections RunConfig fields are written in (model, train)."""
+TOP_KEYS = tuple(dict.fromkeys([*(f.metadata["section"] or f.name for f in settings(Study)),
+                                "dataset", *SECTIONS, "space", "search"]))
+"""Every key a study may have at its top level."""
+
 
 class _Lines:
     """Line numbers of keys in the YAML document, for error messages."""
@@ -325,7 +362,44 @@ def load_study(path: str | Path) -> Study:
 
 
 def parse_study(text: str, path: str = "<study>") -> Study:
-    ld = _Loader(path, text)
+    """Validate a study's YAML text; `path` names it in error messages."""
+    ld, doc = _document(text, path)
+    ld.mapping("", doc, TOP_KEYS)
+    top = _read(ld, Study, doc)
+    if "name" not in top:
+        top["name"] = ld.check("name", Path(path).stem, _name)
+    top["dataset"] = _dataset(ld, doc.get("dataset", default(Study, "dataset")))
+    base = _read(ld, RunConfig, doc)
+    search = _read(ld, Search, doc)
+    space, ranges = _space(ld, doc.get("space") or {}, search.get("strategy", default(Search, "strategy")))
+
+    # Cross-field rules: defaults that follow from other fields.
+    activations = space.get("activation", (base.get("activation", default(RunConfig, "activation")),))
+    top["baseline"] = _baseline(ld, top.get("baseline"), activations)
+    families = set(space.get("family", (base.get("family", default(RunConfig, "family")),)))
+    fallback = "test_nll" if "vae" in families else "test_recon"
+    search = _search(ld, doc.get("search") or {}, search, top.get("metric", fallback))
+    top["metric"] = top.get("metric", search.objective)
+    return Study(**top, base=RunConfig(**base), space=space, ranges=ranges, search=search,
+                 source=text, path=path)
+
+
+def _read(ld: _Loader, cls, doc: dict) -> dict:
+    """The checked value of every field of `cls` that the YAML gives, each in its section (an
+    unknown key in a section is an error); a field the YAML leaves out keeps its default."""
+    out = {}
+    for f in settings(cls):
+        section = f.metadata["section"]
+        raw = doc if section is None else ld.mapping(section, doc.get(section),
+                                                     [g.name for g in settings(cls, section)])
+        if f.name in raw:
+            key = f.name if section is None else f"{section}.{f.name}"
+            out[f.name] = ld.check(key, raw[f.name], f.metadata["check"])
+    return out
+
+
+def _document(text: str, path: str) -> tuple[_Loader, dict]:
+    """The parsed YAML mapping, or one error naming the line of a syntax error."""
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -336,67 +410,40 @@ def parse_study(text: str, path: str = "<study>") -> Study:
     if not isinstance(doc, dict):
         raise UserError(f"{path}: a study must be a YAML mapping with keys such as dataset, "
                         f"model, train, space; got {type(doc).__name__}.")
-    ld.mapping("", doc, TOP_KEYS)
+    return _Loader(path, text), doc
 
-    name = ld.check("name", doc.get("name", Path(path).stem), _str)
-    if "/" in name or name.startswith("."):
-        raise ld.fail("name", f"'{name}' names a results folder; use letters, digits, - and _.")
-    description = ld.check("description", doc.get("description", ""), lambda v: str(v))
 
-    # dataset
-    ds = doc.get("dataset", {"name": "digits"})
+def _dataset(ld: _Loader, ds) -> dict[str, Any]:
+    """`dataset:` → {name, options…}, each option checked against the dataset's own keys."""
     if isinstance(ds, str):
         ds = {"name": ds}
     if not isinstance(ds, dict) or "name" not in ds:
         raise ld.fail("dataset", "must be a mapping with a name, e.g. {name: digits}")
-    ds_name = ld.check("dataset.name", ds["name"], _str)
-    if ds_name not in DATASETS:
-        hint = suggest(ds_name, DATASETS.names())
-        raise ld.fail("dataset.name", f"unknown dataset '{ds_name}'.{hint} "
+    name = ld.check("dataset.name", ds["name"], _str)
+    if name not in DATASETS:
+        hint = suggest(name, DATASETS.names())
+        raise ld.fail("dataset.name", f"unknown dataset '{name}'.{hint} "
                                       f"Known: {', '.join(DATASETS.names())}.")
-    options = {**DATASET_OPTIONS[ds_name], **COMMON_OPTIONS}
+    options = {**DATASET_OPTIONS[name], **COMMON_OPTIONS}
     ld.mapping("dataset", ds, ("name", *options))
     kinds = {int: _int(1), float: _float(positive=True), str: _str, bool: _bool}
-    dataset = {"name": ds_name}
-    for k, v in ds.items():
-        if k != "name":
-            dataset[k] = ld.check(f"dataset.{k}", v, kinds[options[k]])
+    return {"name": name, **{k: ld.check(f"dataset.{k}", v, kinds[options[k]])
+                             for k, v in ds.items() if k != "name"}}
 
-    # model and train sections: defaults for every RunConfig field
-    base = {}
-    for section, fields in SECTION_FIELDS.items():
-        for k, v in ld.mapping(section, doc.get(section), fields).items():
-            base[k] = ld.check(f"{section}.{k}", v, FIELD_CHECKS[k])
 
-    ev = ld.mapping("eval", doc.get("eval"), tuple(EVAL_CHECKS))
-    iwae = ld.check("eval.iwae_samples", ev.get("iwae_samples", 100), EVAL_CHECKS["iwae_samples"])
-
-    seeds = doc.get("seeds", 3)
-    if isinstance(seeds, list):
-        if not seeds:
-            raise ld.fail("seeds", "is an empty list; give a count such as 3 or a list of seeds")
-        seeds = tuple(ld.check("seeds", s, _int(0)) for s in seeds)
-        if len(set(seeds)) != len(seeds):
-            raise ld.fail("seeds", "lists a seed twice; seeds are repeats and must be distinct")
-    else:
-        seeds = tuple(range(ld.check("seeds", seeds, _int(1))))
-
-    # search: how trials are chosen (read first: it decides what space may hold)
-    sr = ld.mapping("search", doc.get("search"), SEARCH_KEYS)
-    strategy = ld.check("search.strategy", sr.get("strategy", "grid"), _choice(*STRATEGIES))
-    grid = strategy == "grid"
-
-    # space: a list is crossed (grid) or categorical (search); a mapping is a searched range
+def _space(ld: _Loader, raw: dict, strategy: str) -> tuple[dict[str, tuple], dict[str, Range]]:
+    """`space:` → categorical axes (lists: crossed in a grid, categorical in a search) and
+    searched ranges (mappings, only under a search strategy)."""
     space: dict[str, tuple] = {}
     ranges: dict[str, Range] = {}
-    raw_space = doc.get("space") or {}
-    allowed = (*FIELD_SECTION, *(f"{s}.{f}" for f, s in FIELD_SECTION.items()))
-    ld.mapping("space", raw_space, allowed)
-    for key, values in raw_space.items():
+    allowed = (*AXES, *(f"{f.metadata['section']}.{k}" for k, f in AXES.items()))
+    ld.mapping("space", raw, allowed)
+    for key, values in raw.items():
         fld = key.rpartition(".")[2]
         where = f"space.{key}"
-        if "." in key and FIELD_SECTION[fld] != key.partition(".")[0]:
-            raise ld.fail(where, f"'{fld}' belongs to {FIELD_SECTION[fld]}, not "
+        section = AXES[fld].metadata["section"]
+        if "." in key and section != key.partition(".")[0]:
+            raise ld.fail(where, f"'{fld}' belongs to {section}, not "
                                  f"{key.partition('.')[0]}; write space.{fld}.")
         if fld in space or fld in ranges:
             raise ld.fail(where, f"'{fld}' is given twice in space")
@@ -405,40 +452,27 @@ def parse_study(text: str, path: str = "<study>") -> Study:
             continue
         if not isinstance(values, list):
             raise ld.fail(where, f"must be a list of values to try, e.g. [{values!r}]"
-                          + ("" if grid or fld not in RANGE_FIELDS
+                          + ("" if strategy == "grid" or not AXES[fld].metadata["range"]
                              else ", or a range such as {low: 1, high: 10, log: true}"))
         if not values:
             raise ld.fail(where, "is an empty list; give at least one value (or remove the key)")
-        checked = tuple(ld.check(where, v, FIELD_CHECKS[fld]) for v in values)
+        checked = tuple(ld.check(where, v, AXES[fld].metadata["check"]) for v in values)
         if len(set(checked)) != len(checked):
             raise ld.fail(where, "lists a value twice")
         space[fld] = checked
+    return space, ranges
 
-    device = ld.check("device", doc.get("device", "auto"), _device)
-    cohort = doc.get("cohort_size", "auto")
-    cohort_size = None if cohort == "auto" else ld.check("cohort_size", cohort, _int(1))
 
-    rep = ld.mapping("report", doc.get("report"), tuple(REPORT_CHECKS))
-    activations = space.get("activation", (base.get("activation", "relu"),))
-    baseline = ld.check("report.baseline", rep.get("baseline", "relu"), _str)
-    if baseline not in activations:
-        if "baseline" in rep:
-            raise ld.fail("report.baseline", f"'{baseline}' is not among the study's activations "
-                                             f"({', '.join(activations)}); pick one of them.")
-        baseline = activations[0]
-    family = set(space.get("family", (base.get("family", "vae"),)))
-    default_metric = "test_nll" if "vae" in family else "test_recon"
-    metric = ld.check("report.metric", rep["metric"], REPORT_CHECKS["metric"]) if "metric" in rep else None
-    objective = ld.check("search.objective", sr.get("objective", metric or default_metric),
-                         _choice(*METRICS))
-    metric = metric or objective
-    search = _search(ld, sr, strategy, objective)
-    storage = ld.check("storage", doc.get("storage", "sqlite"), check_storage)
-
-    return Study(name=name, description=description, dataset=dataset, base=RunConfig(**base),
-                 space=space, seeds=seeds, iwae_samples=iwae, device=device,
-                 cohort_size=cohort_size, baseline=baseline, metric=metric, ranges=ranges,
-                 search=search, storage=storage, source=text, path=path)
+def _baseline(ld: _Loader, given: str | None, activations: tuple[str, ...]) -> str:
+    """report.baseline must be one of the study's activations; when not given, the declared
+    default if the study has it, else its first activation."""
+    if given is None:
+        fallback = default(Study, "baseline")
+        return fallback if fallback in activations else activations[0]
+    if given not in activations:
+        raise ld.fail("report.baseline", f"'{given}' is not among the study's activations "
+                                         f"({', '.join(activations)}); pick one of them.")
+    return given
 
 
 def _range(ld: _Loader, where: str, fld: str, spec: dict, strategy: str) -> Range:
@@ -446,14 +480,14 @@ def _range(ld: _Loader, where: str, fld: str, spec: dict, strategy: str) -> Rang
     if strategy == "grid":
         raise ld.fail(where, "is a range, which a grid cannot enumerate; give a list of values, "
                              "or set search.strategy to tpe, random, cmaes or qmc.")
-    if fld not in RANGE_FIELDS:
+    kind = AXES[fld].metadata["range"]
+    if kind is None:
         raise ld.fail(where, f"'{fld}' is categorical; give a list of values to choose from.")
     ld.mapping(where, spec, ("low", "high", "log"))
     for k in ("low", "high"):
         if k not in spec:
             raise ld.fail(where, f"a range needs low and high, e.g. {{low: 1, high: 10}}; {k} is missing.")
-    integer = RANGE_FIELDS[fld]
-    check = FIELD_CHECKS[fld]
+    check = AXES[fld].metadata["check"]
     low = ld.check(f"{where}.low", spec["low"], check)
     high = ld.check(f"{where}.high", spec["high"], check)
     log = ld.check(f"{where}.log", spec.get("log", False), _bool)
@@ -461,35 +495,40 @@ def _range(ld: _Loader, where: str, fld: str, spec: dict, strategy: str) -> Rang
         raise ld.fail(where, f"low ({low}) must be less than high ({high}); for one value write [{low}].")
     if log and low <= 0:
         raise ld.fail(f"{where}.log", f"a log range needs low > 0, got low = {low}.")
-    return Range(float(low), float(high), log, integer)
+    return Range(float(low), float(high), log, kind is int)
 
 
-def _search(ld: _Loader, sr: dict, strategy: str, objective: str) -> Search:
-    grid = strategy == "grid"
+def _search(ld: _Loader, sr: dict, values: dict, metric: str) -> Search:
+    """`search:` (its checked `values`) with its cross-field rules: n_trials only (and always)
+    for a search, the objective defaults to the report's metric, its direction to the metric
+    table's, and a pruner needs an objective measured after every epoch."""
+    grid = values.get("strategy", default(Search, "strategy")) == "grid"
     if grid and "n_trials" in sr:
         raise ld.fail("search.n_trials", "is not used by strategy grid, which trains every grid "
                                          "point once; remove it or pick tpe, random, cmaes or qmc.")
     if not grid and "n_trials" not in sr:
-        raise ld.fail("search", f"strategy {strategy} needs n_trials, the number of trials to "
-                                "run (complete, pruned and failed), e.g. n_trials: 60.")
-    n_trials = ld.check("search.n_trials", sr["n_trials"], _int(1)) if not grid else None
-    inferred = "maximize" if objective in MAXIMIZE else "minimize"
-    direction = ld.check("search.direction", sr.get("direction", inferred), _choice("minimize", "maximize"))
-    pruner = ld.check("search.pruner", sr.get("pruner", "none"), _choice(*PRUNERS))
-    if pruner != "none" and objective not in PER_EPOCH:
+        raise ld.fail("search", f"strategy {values['strategy']} needs n_trials, the number of "
+                                "trials to run (complete, pruned and failed), e.g. n_trials: 60.")
+    objective = values.setdefault("objective", metric)
+    values.setdefault("direction", METRICS[objective].direction)
+    if values.get("pruner", default(Search, "pruner")) != "none" and objective not in PRUNABLE:
         raise ld.fail("search.pruner", f"pruning needs an objective measured after every epoch "
-                                       f"({', '.join(PER_EPOCH)}); {objective} is measured only at "
+                                       f"({', '.join(PRUNABLE)}); {objective} is measured only at "
                                        "the end. Use pruner: none or one of those objectives.")
-    seed = ld.check("search.sampler_seed", sr.get("sampler_seed", 0), _int(0))
-    k = sr.get("cohort_trials", "auto")
-    cohort_trials = None if k == "auto" else ld.check("search.cohort_trials", k, _int(1))
-    return Search(strategy, n_trials, objective, direction, pruner, seed, cohort_trials)
+    return Search(**values)
 
 
 def redact(url: str) -> str:
-    """A storage URL fit to print: any password (user:password@ or ?password=) becomes ***."""
-    url = re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
-    return re.sub(r"(?i)(password=)[^&]*", r"\1***", url)
+    """A storage URL fit to print: the password of user:password@ (SQLAlchemy's own rendering,
+    hide_password) and the value of a ?password= query parameter become ***."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        shown = make_url(url).render_as_string(hide_password=True) if "@" in url else url
+    except ArgumentError:  # not a URL at all
+        shown = url
+    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", shown)
 
 
 def storage_option(url: str) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ablate import metrics as M
+from ablate import estimators as M
 from ablate.data import Dataset
 from ablate.fleet import Fleet, Member, member_param_count, stream_seed
 
@@ -186,7 +186,7 @@ def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 10
 
 @torch.no_grad()
 def evaluate_final(fleet: Fleet, data: DeviceData, iwae_samples: int) -> dict[str, dict]:
-    """Every metric of DESIGN.md for each member on the test split, as {key: {metric: value}}."""
+    """Every metric of docs/architecture.md for each member on the test split, as {key: {metric: value}}."""
     N, L, dev, vae = len(fleet), fleet.latent, fleet.device, fleet.family == "vae"
     x = data.x_test
     n = len(x)

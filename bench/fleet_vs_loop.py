@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ablate.activations import get_activation
+from ablate.nonlinear import get_activation
 from ablate.data import load_dataset
 from ablate.fleet import Fleet, Member
 from ablate.study import RunConfig, load_study

@@ -29,10 +29,22 @@ def tiny_study(tmp_path: Path, name: str = "tiny", epochs: int = 2, seeds: int =
     return path
 
 
+def _command(args) -> dict:
+    """`python -m ablate ARGS` in `cwd`: the one way tests start the real CLI."""
+    return {"args": [sys.executable, "-m", "ablate", *args],
+            "env": {**os.environ, "PYTHONUNBUFFERED": "1"}, "text": True}
+
+
 def ablate(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "ablate", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600, **kw)
+    """Run the CLI to its end; stdout and stderr captured."""
+    return subprocess.run(**_command(args), cwd=cwd, capture_output=True, timeout=600, **kw)
+
+
+def start(*args: str, cwd: Path, quiet: bool = False) -> subprocess.Popen:
+    """Start the CLI in the background (a worker, or a run to kill); its output piped, or
+    discarded when `quiet`."""
+    sink = subprocess.DEVNULL if quiet else subprocess.PIPE
+    return subprocess.Popen(**_command(args), cwd=cwd, stdout=sink, stderr=sink)
 
 
 SEARCH = """\
@@ -68,5 +80,6 @@ def load_store(url: str, name: str):
 
 def counted(store) -> list:
     """Trials that count toward n_trials: not a dead worker's (re-run) and not an empty claim."""
-    return [t for t in store.get_trials(deepcopy=False)
-            if not t.user_attrs.get("interrupted") and not t.user_attrs.get("spurious")]
+    from ablate.store import counted as counts
+
+    return [t for t in store.get_trials(deepcopy=False) if counts(t)]

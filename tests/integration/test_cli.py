@@ -6,6 +6,8 @@ import base64
 import html
 import json
 import re
+import subprocess
+import sys
 from html.parser import HTMLParser
 
 import pandas as pd
@@ -149,6 +151,31 @@ def test_compare_puts_studies_side_by_side(finished):
     assert len(page.images) == 1
     lone = ablate("compare", "results/tiny", cwd=tmp)
     assert lone.returncode == 2 and "two or more" in lone.stderr
+    assert _torch_free("compare", "results/tiny", "results/tiny_b", cwd=tmp) == []
+
+
+# Runs the CLI in-process and prints the torch modules it loaded (the analysis side must load none).
+NO_TORCH = """\
+import sys
+from ablate.cli import main
+code = main(sys.argv[1:])
+print([m for m in sys.modules if m == "torch" or m.startswith("torch.")])
+sys.exit(code)
+"""
+
+
+def _torch_free(*args: str, cwd) -> list[str]:
+    """The torch modules `ablate ARGS` imported (it must succeed)."""
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH, *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1].replace("'", '"'))
+
+
+def test_report_imports_no_torch(finished):
+    tmp, _, _ = finished
+    assert _torch_free("report", "results/tiny", cwd=tmp) == []
+    assert (tmp / "results" / "tiny" / "report.html").is_file()
 
 
 def test_rerun_of_finished_study_trains_nothing(finished):

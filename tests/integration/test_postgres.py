@@ -5,16 +5,13 @@ never printed. This test is never skipped: without a server it fails, saying why
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
 from tests.integration import postgres
-from tests.integration.helpers import ablate, counted, load_store, tiny_study
+from tests.integration.helpers import ablate, counted, load_store, start, tiny_study
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +22,8 @@ def pg_url():
 
 def test_two_workers_on_postgresql_complete_every_grid_point_once(tmp_path, pg_url):
     study = tiny_study(tmp_path, name="pg_grid", epochs=3, seeds=2, cohort=2)  # a trial per cohort
-    procs = [subprocess.Popen([sys.executable, "-m", "ablate", "run", str(study), "--no-progress",
-                               "--storage", pg_url, "--results", str(tmp_path / f"results{i}")],
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env={**os.environ})
+    procs = [start("run", str(study), "--no-progress", "--storage", pg_url,
+                   "--results", str(tmp_path / f"results{i}"), cwd=tmp_path)
              for i in range(2)]  # as on two machines: each its own results folder
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outs):

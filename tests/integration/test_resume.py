@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 
 import pandas as pd
 
-from tests.integration.helpers import ablate, tiny_study
+from tests.integration.helpers import ablate, start, tiny_study
 
 
 def _complete(db) -> int:
@@ -28,9 +25,7 @@ def test_sigkill_midway_then_rerun_completes_every_member_once(tmp_path):
     # One trial (3 seeds) per cohort, so the study advances in six steps we can interrupt.
     study = tiny_study(tmp_path, epochs=6, seeds=3, cohort=3)
     db = tmp_path / "results" / "tiny" / "study.db"
-    proc = subprocess.Popen([sys.executable, "-m", "ablate", "run", str(study), "--no-progress"],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ})
+    proc = start("run", str(study), "--no-progress", cwd=tmp_path, quiet=True)
     deadline = time.time() + 300
     while _complete(db) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)

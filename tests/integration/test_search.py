@@ -5,17 +5,14 @@ nothing."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from tests.integration.helpers import ablate, counted, load_store, search_study
+from tests.integration.helpers import ablate, counted, load_store, search_study, start
 
 
 def _url(tmp_path, name):
@@ -54,9 +51,7 @@ def test_search_with_median_pruner_counts_trials_and_reports_savings(tmp_path):
 
 def test_two_workers_share_one_search_without_collisions(tmp_path):
     study = search_study(tmp_path, name="pair", n_trials=8, cohort=2, epochs=3)
-    procs = [subprocess.Popen([sys.executable, "-m", "ablate", "run", str(study), "--no-progress"],
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env={**os.environ}) for _ in range(2)]
+    procs = [start("run", str(study), "--no-progress", cwd=tmp_path) for _ in range(2)]
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
@@ -78,9 +73,7 @@ def _states(url, name):
 def test_sigkill_mid_cohort_then_rerun_loses_and_duplicates_nothing(tmp_path):
     study = search_study(tmp_path, name="killed", n_trials=6, cohort=2, epochs=40)
     url = _url(tmp_path, "killed")
-    proc = subprocess.Popen([sys.executable, "-m", "ablate", "run", str(study), "--no-progress"],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ})
+    proc = start("run", str(study), "--no-progress", cwd=tmp_path, quiet=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         states = _states(url, "killed")
@@ -115,7 +108,7 @@ def test_sigkill_mid_cohort_then_rerun_loses_and_duplicates_nothing(tmp_path):
 @pytest.mark.parametrize("strategy,pruner", [("cmaes", "hyperband"), ("qmc", "wilcoxon"),
                                              ("tpe", "none")])
 def test_every_strategy_and_pruner_runs_a_search(tmp_path, strategy, pruner):
-    from ablate.report import build_report
+    from ablate.analysis.report import build_report
     from ablate.runner import run_study
     from ablate.study import load_study
 

@@ -4,22 +4,16 @@ every grid point is trained exactly once, and none fails with "database is locke
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 
 import pandas as pd
 
-from tests.integration.helpers import tiny_study
+from tests.integration.helpers import start, tiny_study
 
 
 def test_two_local_workers_share_one_grid_exactly_once(tmp_path):
     study = tiny_study(tmp_path, name="shared", epochs=3, seeds=2, cohort=2)  # a trial per cohort
-    procs = [subprocess.Popen([sys.executable, "-m", "ablate", "run", str(study), "--no-progress"],
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env={**os.environ})
-             for _ in range(2)]
+    procs = [start("run", str(study), "--no-progress", cwd=tmp_path) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err

@@ -8,7 +8,8 @@ import textwrap
 import pytest
 import torch
 
-from ablate.activations import ACTIVATIONS, INIT_SCHEMES, get_activation, init_weight
+from ablate.activations import ACTIVATIONS, INIT_SCHEMES
+from ablate.nonlinear import get_activation, init_weight
 from ablate.errors import UserError
 
 

@@ -6,25 +6,28 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ablate import plots
-from ablate.stats import compare
+from ablate.analysis import plots
+from ablate.analysis.stats import compare
+from ablate.metrics import label
+from tests.runs import runs_table
+
+
+SHIFT = {"relu": 0.0, "tanh": 2.0, "gelu": 1.0}
 
 
 def _runs() -> pd.DataFrame:
-    rows = []
-    for act, shift in (("relu", 0.0), ("tanh", 2.0), ("gelu", 1.0)):
-        for latent in (2, 4):
-            for beta in (0.5, 2.0):
-                for seed in range(2):
-                    rows.append({"trial": len(rows) // 2, "activation": act, "latent_dim": latent,
-                                 "kl_weight": beta, "seed": seed, "status": "ok",
-                                 "test_nll": 10 + shift + seed + beta - 0.1 * latent, "test_kl": 4 / beta + seed,
-                                 "test_recon": 20 + beta + shift, "active_units": latent / beta,
-                                 "mutual_info": 1 / beta, "dead_units": 0.1 if act == "relu" else 0.0,
-                                 "train_seconds": 1.0 + seed,
-                                 "kl_per_dim": [0.5 * (d + 1) + seed for d in range(latent)]})
-    rows.append({**rows[0], "seed": 7, "status": "failed", "test_nll": np.nan})
-    return pd.DataFrame(rows)
+    def fill(r):
+        act, latent, beta, seed = r["activation"], r["latent_dim"], r["kl_weight"], r["seed"]
+        return {"test_nll": 10 + SHIFT[act] + seed + beta - 0.1 * latent, "test_kl": 4 / beta + seed,
+                "test_recon": 20 + beta + SHIFT[act], "active_units": latent / beta,
+                "mutual_info": 1 / beta, "dead_units": 0.1 if act == "relu" else 0.0,
+                "train_seconds": 1.0 + seed, "kl_per_dim": [0.5 * (d + 1) + seed for d in range(latent)]}
+
+    runs = runs_table({"activation": SHIFT, "latent_dim": (2, 4), "kl_weight": (0.5, 2.0),
+                       "seed": range(2)}, fill)
+    runs.insert(0, "trial", runs.index // 2)
+    failed = {**runs.iloc[0].to_dict(), "seed": 7, "status": "failed", "test_nll": np.nan}
+    return pd.concat([runs, pd.DataFrame([failed])], ignore_index=True)
 
 
 def test_rate_distortion_data_means_over_seeds_in_kl_weight_order():
@@ -60,9 +63,10 @@ def test_health_data_counts_divergence_and_dead_units():
 def test_cd_diagram_cliques_join_only_close_ranks():
     c = compare(_runs(), "test_nll", ["latent_dim", "kl_weight"], maximize=False, baseline="relu")
     ranks, cd, cliques = plots.cd_diagram_data(c)
-    assert list(ranks.index) == ["relu", "gelu", "tanh"]
-    for first, last in cliques:
-        assert ranks[last] - ranks[first] < cd
+    assert list(ranks.index) == ["relu", "gelu", "tanh"] and list(ranks) == [1.0, 2.0, 3.0]
+    # 8 blocks, k = 3: CD ≈ 1.17, so neighbours (1 apart) are joined and the ends (2 apart) not
+    assert 1.0 < cd < 2.0
+    assert cliques == [("relu", "gelu"), ("gelu", "tanh")]
 
 
 def test_cost_data_and_showcase_members():
@@ -81,3 +85,13 @@ def test_tile_lays_images_out_with_gaps():
     assert out.shape == (2 * 3 - 1, 3 * 3 - 1)
     assert (out[:2, :2] == imgs[0].reshape(2, 2)).all() and (out[3:5, 6:8] == imgs[5].reshape(2, 2)).all()
     assert (out[2, :] == plots.GAP).all()
+
+
+@pytest.mark.parametrize("metric", ["active_units", "mutual_info", "probe_accuracy", "test_nll"])
+def test_heatmap_title_says_which_way_is_better(metric, tmp_path, monkeypatch):
+    titles = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: titles.append(fig._suptitle.get_text()))
+    runs = _runs().assign(probe_accuracy=0.5)
+    plots.heatmaps(runs, metric, ["relu", "gelu", "tanh"], tmp_path / "h.png")
+    better = "higher" if metric != "test_nll" else "lower"
+    assert titles == [f"Mean {label(metric)} over seeds ({better} is better)"]

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ablate.stats import bootstrap_ci, ranking, summarize
+from ablate.analysis.stats import bootstrap_ci, ranking, summarize
+from tests.runs import runs_table
 
 
 def test_bootstrap_ci_brackets_the_mean_and_shrinks_with_n():
@@ -29,15 +30,13 @@ def test_bootstrap_edge_cases():
 
 
 def _table():
-    rows = []
-    for act, shift in (("good", 0.0), ("bad", 5.0)):
-        for seed in range(4):
-            for latent in (2, 8):
-                rows.append({"activation": act, "seed": seed, "latent_dim": latent, "kl_weight": 1.0,
-                             "status": "ok", "test_nll": 100 + shift + seed * 0.1 + latent})
-    rows.append({"activation": "bad", "seed": 9, "latent_dim": 2, "kl_weight": 1.0,
-                 "status": "failed", "test_nll": float("nan")})
-    return pd.DataFrame(rows)
+    shift = {"good": 0.0, "bad": 5.0}
+    failed = {"activation": "bad", "seed": 9, "latent_dim": 2, "kl_weight": 1.0,
+              "status": "failed", "test_nll": float("nan")}
+    return runs_table({"activation": shift, "seed": range(4), "latent_dim": (2, 8)},
+                      lambda r: {"kl_weight": 1.0,
+                                 "test_nll": 100 + shift[r["activation"]] + r["seed"] * 0.1 + r["latent_dim"]},
+                      extra=[failed])
 
 
 def test_summarize_counts_only_finished():
@@ -46,14 +45,14 @@ def test_summarize_counts_only_finished():
 
 
 def test_ranking_orders_and_counts_failures():
-    r = ranking(_table(), "test_nll", ["latent_dim", "kl_weight"], maximize=False)
+    r = ranking(_table(), "test_nll", maximize=False)
     assert list(r["activation"]) == ["good", "bad"]
     assert list(r["failed"]) == [0, 1]
     assert r.loc[0, "mean"] == pytest.approx(100 + 5 + 0.15)
 
 
 # ----------------------------------------------------------------------------- rank tests
-from ablate.stats import blocks, claims, compare, holm, nemenyi_cd  # noqa: E402
+from ablate.analysis.stats import blocks, claims, compare, holm, nemenyi_cd  # noqa: E402
 
 
 def _grid(effects: dict[str, float], seeds: int = 5, noise: float = 1.0, seed: int = 0,
@@ -61,16 +60,15 @@ def _grid(effects: dict[str, float], seeds: int = 5, noise: float = 1.0, seed: i
     """A grid of 3 latent sizes × 2 kl_weights × seeds; each activation's values are a shared
     per-block level (what the seed and cell do to every model) + its effect + own noise."""
     rng = np.random.default_rng(seed)
-    rows = []
-    for latent in (2, 4, 8):
-        for beta in (0.5, 1.0):
-            for s in range(seeds):
-                level = rng.normal(100, 5)
-                for act, effect in effects.items():
-                    rows.append({"activation": act, "latent_dim": latent, "kl_weight": beta,
-                                 "seed": s, "status": "ok",
-                                 maximize_metric: level + effect + rng.normal(0, noise)})
-    return pd.DataFrame(rows)
+    first, level = next(iter(effects)), {}
+
+    def fill(r):
+        if r["activation"] == first:  # a new block: its shared level
+            level["v"] = rng.normal(100, 5)
+        return {maximize_metric: level["v"] + effects[r["activation"]] + rng.normal(0, noise)}
+
+    return runs_table({"latent_dim": (2, 4, 8), "kl_weight": (0.5, 1.0), "seed": range(seeds),
+                       "activation": effects}, fill)
 
 
 def test_holm_matches_hand_computation():

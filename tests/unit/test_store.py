@@ -50,3 +50,31 @@ def test_sqlite_lock_excludes_other_holders(tmp_path):
         order.append("a")
     t.join(10)
     assert order == ["a", "b"]
+
+
+def test_optuna_internals_behind_store_functions(tmp_path):
+    """The few places ablate reaches past Optuna's public API, checked against real Optuna on a
+    real SQLite store: if Optuna changes any of them, this fails."""
+    import optuna
+    from optuna.distributions import IntDistribution
+    from optuna.trial import TrialState
+
+    from ablate.store import counted, fail_interrupted, is_running, queued_params, trial_id, was_queued
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = optuna.create_study(study_name="x", storage=f"sqlite:///{tmp_path / 'x.db'}")
+    store.enqueue_trial({"n": 3})
+    assert queued_params(store.get_trials(deepcopy=False)[0]) == {"n": 3}  # queued, not yet asked
+    dists = {"n": IntDistribution(1, 5)}
+    queued, sampled = store.ask(dists), store.ask(dists)
+    assert was_queued(store, queued) and not was_queued(store, sampled)
+    assert queued.params == {"n": 3}
+    assert trial_id(queued) != trial_id(sampled)
+    assert trial_id(store.get_trials(deepcopy=False)[0]) == trial_id(queued)
+    assert is_running(store, queued)
+    frozen = next(t for t in store.get_trials(deepcopy=False) if t.number == sampled.number)
+    fail_interrupted(store, frozen)  # as another worker would, on a trial it does not hold
+    after = next(t for t in store.get_trials(deepcopy=False) if t.number == sampled.number)
+    assert after.state == TrialState.FAIL and after.user_attrs["interrupted"] is True
+    assert not is_running(store, sampled) and not counted(after)
+    assert counted(next(t for t in store.get_trials(deepcopy=False) if t.number == queued.number))

@@ -1,7 +1,8 @@
 """The store → tidy DataFrames: runs (one row per trial × seed) and epochs; CSV export.
 
 Owns: reading finished trials' records out of the Optuna storage. Does not own: statistics
-(stats.py) or figures (plots.py). Tables can always be rebuilt from the store.
+(stats.py), figures (plots.py), or what each metric column means (metrics.py). Tables can
+always be rebuilt from the store.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from ablate.analysis.stats import bootstrap_ci
 from ablate.files import atomic_open
+from ablate.metrics import FINAL, METRICS
+from ablate.store import decode_params
 from ablate.study import RunConfig, Study
 
 CONFIG_COLUMNS = list(RunConfig.__dataclass_fields__)
-RUN_COLUMNS = ["trial", *CONFIG_COLUMNS, "seed", "status", "test_nelbo", "test_recon", "test_kl",
-               "test_nll", "active_units", "mutual_info", "dead_units", "probe_accuracy",
+RUN_COLUMNS = ["trial", *CONFIG_COLUMNS, "seed", "status",
+               *(m for m in FINAL if METRICS[m].split != "none"),
                "epochs_run", "train_seconds", "fail_epoch", "reason"]
 
 
@@ -28,8 +32,6 @@ def _finished(store: optuna.Study):
 
 def runs_frame(store: optuna.Study, study: Study) -> pd.DataFrame:
     """One row per member: its configuration, seed, status and every metric."""
-    from ablate.runner import decode_params
-
     rows = []
     for t in _finished(store):
         config = study.config(decode_params(study, t.params)).__dict__
@@ -46,8 +48,6 @@ def runs_frame(store: optuna.Study, study: Study) -> pd.DataFrame:
 
 def epochs_frame(store: optuna.Study, study: Study) -> pd.DataFrame:
     """One row per member and epoch: train loss, recon, KL and test negative ELBO."""
-    from ablate.runner import decode_params
-
     rows = []
     for t in _finished(store):
         params = decode_params(study, t.params)
@@ -74,9 +74,6 @@ def trials_frame(store: optuna.Study, study: Study) -> pd.DataFrame:
     objective (mean over the seeds that trained to the end, with a 95% bootstrap CI over
     them), the epochs it ran and its members' train seconds. Pruned trials carry the last per-epoch
     value a pruner saw, in `value`; trials of dead workers (re-run elsewhere) are left out."""
-    from ablate.runner import decode_params
-    from ablate.stats import bootstrap_ci
-
     objective = study.search.objective
     keys = [*({"activation": None} if "activation" not in study.space else {}), *study.space, *study.ranges]
     rows = []

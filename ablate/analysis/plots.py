@@ -1,7 +1,9 @@
-"""Figures. Each is a plain `*_data` function (tested on its numbers) and a thin renderer.
+"""Figures. Each is a plain `*_data` function (tested on its numbers) and a thin renderer that
+draws what its `*_data` returned; a report computes the data once and passes it down.
 
 Owns: what each figure shows and how it looks. Does not own: the statistics behind it
-(stats.py) or where the PNG ends up in a report (report.py).
+(stats.py), metric labels and directions (metrics.py), or where the PNG ends up in a report
+(sections.py).
 """
 
 from __future__ import annotations
@@ -17,19 +19,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from ablate.analysis.stats import summarize  # noqa: E402
 from ablate.files import atomic_open  # noqa: E402
-from ablate.stats import summarize  # noqa: E402
+from ablate.metrics import METRICS, label  # noqa: E402
 
-LABELS = {"test_nll": "test NLL (IWAE, nats/image)", "test_nelbo": "test −ELBO (nats/image)",
-          "test_recon": "test reconstruction (nats/image)", "test_kl": "test KL (nats/image)",
-          "active_units": "active units", "mutual_info": "I(x; z) (nats)",
-          "dead_units": "dead hidden units (fraction)", "probe_accuracy": "linear-probe accuracy",
-          "train_seconds": "train seconds per member"}
 sns.set_theme(style="whitegrid", context="notebook")
-
-
-def label(metric: str) -> str:
-    return LABELS.get(metric, metric)
 
 
 def _save(fig, path: Path) -> Path:
@@ -57,21 +51,25 @@ def heatmap_data(runs: pd.DataFrame, metric: str, order: list[str]) -> dict[floa
     return out
 
 
+def heatmap_title(metric: str) -> str:
+    return f"Mean {label(metric)} over seeds ({METRICS[metric].better} is better)"
+
+
 def heatmaps(runs: pd.DataFrame, metric: str, order: list[str], path: Path) -> Path:
     data = heatmap_data(runs, metric, order)
+    cmap = "viridis" if METRICS[metric].higher_is_better else "viridis_r"  # dark: better
     fig, axes = plt.subplots(1, len(data), figsize=(3.2 + 2.6 * len(data), 0.45 * len(order) + 1.6),
                              squeeze=False)
     vmin = min(np.nanmin(t.values) for t in data.values())
     vmax = max(np.nanmax(t.values) for t in data.values())
     for ax, (beta, table) in zip(axes[0], data.items()):
         first = ax is axes[0][0]
-        sns.heatmap(table, annot=True, fmt=".1f", cmap="viridis_r", vmin=vmin, vmax=vmax, ax=ax,
+        sns.heatmap(table, annot=True, fmt=".1f", cmap=cmap, vmin=vmin, vmax=vmax, ax=ax,
                     cbar=ax is axes[0][-1], cbar_kws={"label": label(metric)}, yticklabels=first)
         ax.set_title(f"kl_weight = {beta:g}")
         ax.set_xlabel("latent_dim")
         ax.set_ylabel("activation" if first else "")
-    fig.suptitle(f"Mean {label(metric)} over seeds (lower is better)" if metric != "probe_accuracy"
-                 else f"Mean {label(metric)} over seeds", y=1.02)
+    fig.suptitle(heatmap_title(metric), y=1.02)
     return _save(fig, path)
 
 
@@ -277,8 +275,9 @@ def health_data(runs: pd.DataFrame) -> pd.DataFrame:
     return out.rename(columns={"mean": "dead_units"})
 
 
-def health(runs: pd.DataFrame, order: list[str], path: Path) -> Path:
-    data = health_data(runs).set_index("activation").reindex(order).reset_index()
+def health(health: pd.DataFrame, order: list[str], path: Path) -> Path:
+    """Draws `health_data`'s table."""
+    data = health.set_index("activation").reindex(order).reset_index()
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.36 * len(order) + 1.8), sharey=True)
     y = np.arange(len(data))
     err = np.vstack([data["dead_units"] - data["ci_low"], data["ci_high"] - data["dead_units"]])
@@ -357,8 +356,9 @@ def cost_data(runs: pd.DataFrame, activation_ns: dict[str, float]) -> pd.DataFra
                          "ns_per_element": [float(activation_ns.get(a, np.nan)) for a in acts]})
 
 
-def cost(runs: pd.DataFrame, activation_ns: dict[str, float], order: list[str], path: Path) -> Path:
-    data = cost_data(runs, activation_ns).set_index("activation").reindex(order).reset_index()
+def cost(cost: pd.DataFrame, order: list[str], path: Path) -> Path:
+    """Draws `cost_data`'s table."""
+    data = cost.set_index("activation").reindex(order).reset_index()
     fig, ax = plt.subplots(figsize=(7, 0.34 * len(order) + 1.5))
     y = np.arange(len(data))
     ax.barh(y, data["ns_per_element"], color="#c9a66b")
@@ -444,8 +444,14 @@ def image_table(rows: list[tuple[str, np.ndarray]], shape: tuple[int, int], titl
     return _save(fig, path)
 
 
-def manifolds(rows: list[tuple[str, np.ndarray]], shape: tuple[int, int], side: int, title: str,
+def manifold_side(rows: list[tuple[str, np.ndarray]]) -> int:
+    """Images per side of the decoded latent grid (the saved arrays hold side² images)."""
+    return int(round(math.sqrt(len(rows[0][1]))))
+
+
+def manifolds(rows: list[tuple[str, np.ndarray]], shape: tuple[int, int], title: str,
               path: Path) -> Path:
+    side = manifold_side(rows)
     cols = min(5, len(rows))
     nrows = math.ceil(len(rows) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(2.6 * cols, 2.8 * nrows), squeeze=False)

@@ -1,7 +1,9 @@
-"""Statistics over seeds: bootstrap confidence intervals and per-cell summaries. Pure functions.
+"""Statistics over seeds: bootstrap confidence intervals, per-cell summaries, and the rank tests
+over matched blocks (Friedman, Nemenyi, Holm-corrected Wilcoxon). Pure functions.
 
-Owns: how uncertainty is computed. Does not own: reading results (tables.py) or drawing.
-Seeds are repeats, never a search axis: every interval here is over seeds.
+Owns: how uncertainty is computed and which claims a report may make. Does not own: reading
+results (tables.py) or drawing (plots.py). Seeds are repeats, never a search axis: every
+interval here is over seeds. Definitions: docs/architecture.md, "Statistics".
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ LEVEL = 0.95
 
 
 def bootstrap_ci(values, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and percentile-bootstrap CI of the mean. One value gives (v, nan, nan)."""
+    """Mean and percentile-bootstrap CI of the mean (scipy.stats.bootstrap, seeded, so a
+    report rebuilt from the same store shows the same intervals). Non-finite values are left
+    out; one value gives (v, nan, nan)."""
+    from scipy.stats import bootstrap
+
     x = np.asarray(values, dtype=float)
     x = x[np.isfinite(x)]
     if len(x) == 0:
@@ -24,10 +30,9 @@ def bootstrap_ci(values, n_boot: int = N_BOOT, level: float = LEVEL, seed: int =
     mean = float(x.mean())
     if len(x) == 1:
         return mean, float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(1)
-    alpha = (1.0 - level) / 2.0
-    return mean, float(np.quantile(means, alpha)), float(np.quantile(means, 1.0 - alpha))
+    ci = bootstrap((x,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
+                   random_state=np.random.default_rng(seed), vectorized=True).confidence_interval
+    return mean, float(ci.low), float(ci.high)
 
 
 def summarize(frame: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:
@@ -42,7 +47,7 @@ def summarize(frame: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*by, "mean", "ci_low", "ci_high", "n"])
 
 
-def overall_by_seed(frame: pd.DataFrame, metric: str, cells: list[str]) -> pd.DataFrame:
+def overall_by_seed(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Each activation's metric averaged over cells, one value per seed (the repeat unit).
 
     Only cells where the activation has a finished member for that seed count."""
@@ -50,9 +55,9 @@ def overall_by_seed(frame: pd.DataFrame, metric: str, cells: list[str]) -> pd.Da
     return ok.groupby(["activation", "seed"], as_index=False)[metric].mean()
 
 
-def ranking(frame: pd.DataFrame, metric: str, cells: list[str], maximize: bool) -> pd.DataFrame:
+def ranking(frame: pd.DataFrame, metric: str, maximize: bool) -> pd.DataFrame:
     """Activations ordered best first by their mean over cells, with a CI over seeds."""
-    per_seed = overall_by_seed(frame, metric, cells)
+    per_seed = overall_by_seed(frame, metric)
     table = summarize(per_seed.assign(status="ok"), metric, ["activation"])
     failed = frame.groupby("activation")["status"].apply(lambda s: int((s == "failed").sum()))
     table["failed"] = table["activation"].map(failed).fillna(0).astype(int)

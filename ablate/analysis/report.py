@@ -1,0 +1,126 @@
+"""The report: everything it needs computed once into a `Context`, then its sections in order.
+
+Owns: building the context (tables written as CSVs, the statistics, the data of figures that
+more than one section shows) and which sections a grid or a search report has — decided in
+`sections_of` alone. Does not own: what each section says (sections.py, search.py), the
+statistics (stats.py), figures (plots.py) or the page's markup (document.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import optuna
+import pandas as pd
+
+from ablate.analysis import plots, search, sections, stats
+from ablate.analysis.document import Doc
+from ablate.analysis.tables import epochs_frame, runs_frame, trials_frame, write_csv
+from ablate.metrics import maximize as maximized
+from ablate.store import open_store
+from ablate.study import Study
+
+
+@dataclass
+class Context:
+    """What every section reads: the study, its tables, and what is derived from them once."""
+
+    study: Study
+    store: optuna.Study
+    doc: Doc
+    runs: pd.DataFrame
+    """One row per member (runs.csv)."""
+    epochs: pd.DataFrame
+    """One row per member and epoch (epochs.csv)."""
+    trials: pd.DataFrame
+    """One row per trial (trials.csv)."""
+    info: dict
+    """The store's study attributes: data sizes, device, environment, activation cost, wall time."""
+    metric: str
+    maximize: bool
+    cells: list[str]
+    """The study's comparison axes other than activation, as runs.csv columns."""
+    baseline: str | None
+    """report.baseline when the runs have it."""
+    order: list[str]
+    """Activations best first by mean metric (empty until a member finished)."""
+    comparison: stats.Comparison | None = None
+    per_axis: list[tuple[str, object, stats.Comparison]] = field(default_factory=list)
+    """(axis, value, the tests within that value) for every axis with several values."""
+    ranking: pd.DataFrame | None = None
+    health: pd.DataFrame | None = None
+    cost: pd.DataFrame | None = None
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        """The members that trained to the end."""
+        return self.runs[self.runs["status"] == "ok"]
+
+    @property
+    def out_dir(self) -> Path:
+        return self.doc.root
+
+    @property
+    def fig_dir(self) -> Path:
+        return self.doc.root / "figures"
+
+    def figure(self, path: Path, caption: str) -> None:
+        self.doc.figure(path, caption)
+
+
+def build_context(study: Study, out_dir: Path) -> Context:
+    """Read the store once, write runs.csv, epochs.csv and trials.csv, and derive the rest."""
+    store = open_store(study, out_dir, create=False)
+    runs, epochs, trials = runs_frame(store, study), epochs_frame(store, study), trials_frame(store, study)
+    for frame, name in ((runs, "runs.csv"), (epochs, "epochs.csv"), (trials, "trials.csv")):
+        write_csv(frame, out_dir / name)
+    (out_dir / "figures").mkdir(exist_ok=True)
+    metric = study.metric
+    maximize = maximized(metric)
+    ok = runs[runs["status"] == "ok"]
+    ctx = Context(study=study, store=store, doc=Doc(f"ablate report: {study.name}", out_dir),
+                  runs=runs, epochs=epochs, trials=trials, info=store.user_attrs, metric=metric,
+                  maximize=maximize, cells=[k for k in study.space if k != "activation" and k in runs.columns],
+                  baseline=study.baseline if study.baseline in set(runs["activation"]) else None,
+                  order=plots.activation_order(runs, metric, maximize) if not ok.empty else [])
+    if ok.empty:
+        return ctx
+    ctx.ranking = stats.ranking(runs, metric, maximize)
+    ctx.health = plots.health_data(runs)
+    ctx.cost = plots.cost_data(runs, ctx.info.get("activation_cost", {}))
+    if study.search.is_grid:  # a search has no matched blocks to test (see search.py)
+        ctx.comparison = stats.compare(runs, metric, ctx.cells, maximize, ctx.baseline)
+        ctx.per_axis = [(axis, v, c) for axis in ctx.cells for v in sorted(runs[axis].unique())
+                        if runs[axis].nunique() > 1
+                        and (c := stats.compare(runs[runs[axis] == v], metric, ctx.cells, maximize,
+                                                ctx.baseline)) is not None]
+    return ctx
+
+
+Section = Callable[[Context], None]
+
+
+def sections_of(ctx: Context) -> tuple[Section, ...]:
+    """The report's sections, in order: the one place a grid's and a search's report differ.
+
+    A grid compares activations over matched blocks (results, statistics, per cell); a search
+    shows what it found and how (search, pruning, trials). Each section itself says nothing
+    when it has nothing to show (e.g. no finished member)."""
+    if ctx.study.search.is_grid:
+        return (sections.grid_summary, sections.setup, sections.results, sections.statistics,
+                sections.collapse, sections.images, sections.cost, sections.per_cell,
+                sections.failures, sections.reproduce)
+    return (search.summary, sections.setup, search.search, sections.collapse, sections.images,
+            sections.cost, sections.failures, sections.reproduce)
+
+
+def build_report(study: Study, out_dir: Path) -> Path:
+    """Rebuild runs.csv, epochs.csv, trials.csv, figures/ and report.{html,md} from the store."""
+    ctx = build_context(study, out_dir)
+    if study.description:
+        ctx.doc.para(study.description)
+    for section in sections_of(ctx):
+        section(ctx)
+    return ctx.doc.write()

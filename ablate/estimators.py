@@ -1,0 +1,74 @@
+"""Pure estimator functions on tensors. Shapes carry a leading member axis N where noted.
+
+Owns: the math of the metrics defined in docs/architecture.md (KL, IWAE bound, active units,
+mutual information, dead units, linear probe). Does not own: each metric's name, label and
+direction (metrics.py), or running models and chunking over data (train.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+LOG_2PI = math.log(2.0 * math.pi)
+ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2015): Var_x E_q[z_d|x] ≥ 0.01
+
+
+def kl_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(q(z|x) ‖ N(0, I)) per latent dimension, elementwise: (..., L) → (..., L)."""
+    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar)
+
+
+def log_normal(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log N(z; μ, diag σ²) per dimension (broadcasting)."""
+    return -0.5 * ((z - mu).square() * torch.exp(-logvar) + logvar + LOG_2PI)
+
+
+def log_std_normal(z: Tensor) -> Tensor:
+    return -0.5 * (z.square() + LOG_2PI)
+
+
+def iwae_bound(log_weights: Tensor, dim: int = 0) -> Tensor:
+    """log (1/k) Σ_k w_k from log importance weights along `dim` (Burda et al. 2015)."""
+    return torch.logsumexp(log_weights, dim=dim) - math.log(log_weights.shape[dim])
+
+
+def active_units(mu: Tensor, mask: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> Tensor:
+    """Count of dims whose posterior mean varies across data: mu (N, n, L), mask (N, L) → (N,)."""
+    var = mu.var(dim=1, unbiased=True)  # (N, L)
+    return ((var >= threshold) & mask.bool()).sum(-1)
+
+
+def mutual_information(log_q_self: Tensor, log_q_cross_lse: Tensor, n: int) -> Tensor:
+    """I(x; z) ≈ E_i[log q(z_i|x_i)] − E_i[log (1/n) Σ_j q(z_i|x_j)] (aggregate posterior).
+
+    log_q_self (N, n): log q(z_i | x_i); log_q_cross_lse (N, n): logsumexp_j log q(z_i | x_j).
+    Because j = i is in the sum, the estimate never exceeds log n."""
+    return (log_q_self - (log_q_cross_lse - math.log(n))).mean(-1)
+
+
+def dead_fraction(h_min: Tensor, h_max: Tensor, real: Tensor, tol: float = 1e-6) -> Tensor:
+    """Fraction of a member's real hidden units whose output is constant over the data.
+
+    h_min, h_max (N, U): per-unit extremes; real (N, U) bool: units that exist for the member."""
+    dead = ((h_max - h_min) <= tol) & real
+    return dead.sum(-1).float() / real.sum(-1).clamp(min=1).float()
+
+
+def probe_accuracy(train_features: np.ndarray, train_labels: np.ndarray,
+                   test_features: np.ndarray, test_labels: np.ndarray) -> float:
+    """Test accuracy of a logistic regression fitted on standardised latent means."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if not (np.isfinite(train_features).all() and np.isfinite(test_features).all()):
+        return float("nan")
+    if len(np.unique(train_labels)) < 2:
+        return float("nan")
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    model.fit(train_features, train_labels)
+    return float(model.score(test_features, test_labels))

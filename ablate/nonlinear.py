@@ -1,0 +1,114 @@
+"""Activations as training uses them: the functions, plugins, and weight initialisation.
+
+Owns: resolving a catalogue entry (activations.py) or a user's `package.module:Factory` into
+an `Activation` that acts on a group of fleet members at once, the functions the catalogue
+names in this module, and `init_weight`. Does not own: which names exist, their init scheme
+and description (activations.py), or where activations sit in a model (fleet.py).
+
+`apply(x, params)` takes hidden values `x` of shape (G, B, H) and, for learnable activations,
+`params[name]` of shape (G, *shape) — one independent copy per member — and returns a tensor
+shaped like `x`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ablate.activations import ACTIVATIONS, INIT_SCHEMES, ActivationSpec, plugin_factory
+from ablate.errors import UserError
+from ablate.registry import import_object
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An elementwise nonlinearity for a group of members, and the init of the layer before it."""
+
+    name: str
+    apply: Callable[[Tensor, dict[str, Tensor]], Tensor]
+    init: str = "default"
+    gain: float = 1.0
+    params: dict[str, Tensor] = field(default_factory=dict)
+    """Learnable parameters of one member, with their initial values."""
+
+
+def _scalar(p: Tensor) -> Tensor:
+    """A per-member scalar parameter (G,) viewed to broadcast over (G, B, H)."""
+    return p.view(-1, 1, 1)
+
+
+def identity(x: Tensor) -> Tensor:
+    return x
+
+
+def leaky_relu(x: Tensor) -> Tensor:
+    return F.leaky_relu(x, 0.01)
+
+
+def prelu(x: Tensor, p: dict[str, Tensor]) -> Tensor:
+    return torch.where(x >= 0, x, _scalar(p["slope"]) * x)
+
+
+def swish(x: Tensor, p: dict[str, Tensor]) -> Tensor:
+    return x * torch.sigmoid(_scalar(p["beta"]) * x)
+
+
+def _from_spec(spec: ActivationSpec) -> Activation:
+    fn = import_object(spec.function)
+    apply = fn if spec.params else (lambda x, params: fn(x))
+    params = {k: torch.tensor(v) for k, v in spec.params.items()}
+    return Activation(spec.name, apply, spec.init, spec.gain, params)
+
+
+def _from_plugin(path: str) -> Activation:
+    """Wrap a user's `package.module:Factory` (returning an elementwise nn.Module or callable)."""
+    factory = plugin_factory(path)
+    module = factory()
+    if not callable(module):
+        raise UserError(f"activation '{path}' returned {type(module).__name__}, which is not "
+                        "callable; return an elementwise torch module or function.")
+    init = getattr(factory, "init", "default")
+    if init not in INIT_SCHEMES:
+        raise UserError(f"activation '{path}' declares init '{init}'; use one of {INIT_SCHEMES}.")
+    gain = float(getattr(factory, "gain", 1.0))
+    if isinstance(module, nn.Module) and any(True for _ in module.parameters()):
+        params = {k: v.detach().clone() for k, v in module.named_parameters()}
+
+        def apply(x: Tensor, p: dict[str, Tensor]) -> Tensor:
+            one = lambda pm, xm: torch.func.functional_call(module, pm, (xm,))  # noqa: E731
+            return torch.func.vmap(one)(p, x)
+
+        return Activation(path, apply, init, gain, params)
+    return Activation(path, lambda x, params: module(x), init, gain, {})
+
+
+def get_activation(name: str) -> Activation:
+    """The activation called `name`, or a user's `package.module:Factory`."""
+    if name not in ACTIVATIONS and ":" in name:
+        return _from_plugin(name)
+    return _from_spec(ACTIVATIONS.get(name))
+
+
+def init_weight(scheme: str, gain: float, fan_in: int, fan_out: int,
+                generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Weight (fan_in, fan_out) and bias (fan_out,) of one member's layer, drawn on the CPU."""
+    if scheme == "default":  # torch.nn.Linear: kaiming_uniform(a=√5) ⇒ U(±1/√fan_in), same for bias
+        bound = 1.0 / math.sqrt(fan_in)
+        w = torch.empty(fan_in, fan_out).uniform_(-bound, bound, generator=generator)
+        b = torch.empty(fan_out).uniform_(-bound, bound, generator=generator)
+        return w, b
+    if scheme == "kaiming":
+        w = torch.empty(fan_in, fan_out).normal_(0.0, gain / math.sqrt(fan_in), generator=generator)
+    elif scheme == "xavier":
+        bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+        w = torch.empty(fan_in, fan_out).uniform_(-bound, bound, generator=generator)
+    elif scheme == "lecun":
+        w = torch.empty(fan_in, fan_out).normal_(0.0, 1.0 / math.sqrt(fan_in), generator=generator)
+    else:
+        raise ValueError(f"unknown init scheme {scheme!r}")
+    return w, torch.zeros(fan_out)
