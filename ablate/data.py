@@ -1,6 +1,7 @@
 """Datasets: the bundled digits, MNIST-format IDX files, a user's npz arrays, synthetic data.
 
-Owns: reading, scaling to [0, 1], the fixed train/test split, optional size caps, labels.
+Owns: reading, scaling to [0, 1], the fixed train / validation / test splits, optional size
+caps, labels.
 Does not own: batching (the fleet gathers batches by index on the device) or validation of
 YAML keys (study.py checks them against `DATASET_OPTIONS`).
 """
@@ -14,7 +15,7 @@ import shutil
 import struct
 import tempfile
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +27,7 @@ from ablate.registry import Registry
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train and test arrays, float32 in [0, 1], one flattened example per row."""
+    """Train, validation and test arrays, float32 in [0, 1], one flattened example per row."""
 
     name: str
     x_train: np.ndarray  # (n_train, D)
@@ -34,14 +35,22 @@ class Dataset:
     y_train: np.ndarray | None  # (n_train,) int labels, or None
     y_test: np.ndarray | None
     image_shape: tuple[int, int] | None  # (H, W) when the rows are images
+    x_val: np.ndarray | None = None  # (n_val, D); None: no validation split
+    y_val: np.ndarray | None = None
 
     @property
     def dim(self) -> int:
         return int(self.x_train.shape[1])
 
 
-# Keys each dataset accepts besides `name` (study.py rejects others with a suggestion).
-COMMON_OPTIONS = {"train_size": int, "test_size": int}
+VAL_FRACTION = 0.1
+"""The share of the training split held out for validation unless `val_fraction` says otherwise."""
+VAL_SEED = 3
+"""The validation split's own seed: fixed, independent of member seeds, the same for a study."""
+
+# Keys each dataset accepts besides `name` (study.py rejects others with a suggestion);
+# "fraction" is a number in [0, 1).
+COMMON_OPTIONS = {"train_size": int, "test_size": int, "val_fraction": "fraction"}
 DATASET_OPTIONS: dict[str, dict[str, type]] = {
     "digits": {"test_fraction": float},
     "mnist": {"root": str, "download": bool},
@@ -55,10 +64,33 @@ DATASETS: Registry[Callable[[dict[str, Any]], Dataset]] = Registry("dataset")
 
 
 def load_dataset(options: dict[str, Any]) -> Dataset:
-    """Load the dataset a study's `dataset:` section describes (validated keys)."""
+    """Load the dataset a study's `dataset:` section describes (validated keys): size caps
+    first, then the validation split out of the (capped) training split, unless the files
+    bring their own."""
     loader = DATASETS.get(options["name"])
-    data = loader(options)
-    return _cap(data, options.get("train_size"), options.get("test_size"))
+    data = _cap(loader(options), options.get("train_size"), options.get("test_size"))
+    if data.x_val is not None:
+        return data
+    return split_validation(data, options.get("val_fraction", VAL_FRACTION))
+
+
+def split_validation(data: Dataset, fraction: float) -> Dataset:
+    """Hold out `fraction` of the training split for validation: seeded (VAL_SEED), stratified
+    by label where every class has at least two examples; 0 leaves no validation split."""
+    from sklearn.model_selection import train_test_split
+
+    if fraction == 0:
+        return data
+    n_val = max(1, round(fraction * len(data.x_train)))
+    y = data.y_train
+    counts = np.unique(y, return_counts=True)[1] if y is not None else np.array([])
+    stratify = y if len(counts) and counts.min() >= 2 and n_val >= len(counts) else None
+    index = np.arange(len(data.x_train))
+    train, val = train_test_split(index, test_size=n_val, random_state=VAL_SEED, stratify=stratify)
+    train, val = np.sort(train), np.sort(val)
+    pick = lambda a, i: None if a is None else a[i]  # noqa: E731
+    return replace(data, x_train=data.x_train[train], y_train=pick(y, train),
+                   x_val=data.x_train[val], y_val=pick(y, val))
 
 
 def _cap(data: Dataset, train_size: int | None, test_size: int | None) -> Dataset:
@@ -71,7 +103,7 @@ def _cap(data: Dataset, train_size: int | None, test_size: int | None) -> Datase
 
     x_tr, y_tr = take(data.x_train, data.y_train, train_size, 1)
     x_te, y_te = take(data.x_test, data.y_test, test_size, 2)
-    return Dataset(data.name, x_tr, x_te, y_tr, y_te, data.image_shape)
+    return replace(data, x_train=x_tr, x_test=x_te, y_train=y_tr, y_test=y_te)
 
 
 def _digits(options: dict[str, Any]) -> Dataset:
@@ -183,7 +215,7 @@ def _idx_loader(name: str) -> Callable[[dict[str, Any]], Dataset]:
 def _npz(options: dict[str, Any]) -> Dataset:
     if "path" not in options:
         raise UserError("dataset.path is required for npz: a .npz file with arrays x_train and "
-                        "x_test (and optionally y_train, y_test).")
+                        "x_test (and optionally y_train, y_test, x_val, y_val).")
     path = Path(os.path.expanduser(options["path"]))
     if not path.is_file():
         raise UserError(f"dataset.path: {path} does not exist.")
@@ -193,20 +225,19 @@ def _npz(options: dict[str, Any]) -> Dataset:
         if key not in arrays:
             raise UserError(f"dataset.path: {path} has no array '{key}' "
                             f"(it has {', '.join(sorted(arrays)) or 'none'}).")
-    x_tr, x_te = arrays["x_train"], arrays["x_test"]
-    shape = tuple(int(s) for s in x_tr.shape[1:3]) if x_tr.ndim == 3 else None
-    x_tr = x_tr.reshape(len(x_tr), -1).astype(np.float32)
-    x_te = x_te.reshape(len(x_te), -1).astype(np.float32)
-    if x_tr.shape[1] != x_te.shape[1]:
-        raise UserError(f"dataset.path: x_train and x_test in {path} have different widths.")
-    lo, hi = min(x_tr.min(), x_te.min()), max(x_tr.max(), x_te.max())
+    shape = tuple(int(s) for s in arrays["x_train"].shape[1:3]) if arrays["x_train"].ndim == 3 else None
+    xs = {k: arrays[k].reshape(len(arrays[k]), -1).astype(np.float32)
+          for k in ("x_train", "x_val", "x_test") if k in arrays}
+    if len({x.shape[1] for x in xs.values()}) > 1:
+        raise UserError(f"dataset.path: {', '.join(xs)} in {path} have different widths.")
+    lo, hi = min(x.min() for x in xs.values()), max(x.max() for x in xs.values())
     if lo < 0.0 or hi > 1.0:
         raise UserError(f"dataset.path: values in {path} span [{lo:g}, {hi:g}]; scale them to "
                         "[0, 1] first.")
-    y_tr, y_te = arrays.get("y_train"), arrays.get("y_test")
-    labels = y_tr is not None and y_te is not None
-    return Dataset("npz", x_tr, x_te, y_tr.astype(np.int64) if labels else None,
-                   y_te.astype(np.int64) if labels else None, shape)
+    labels = all(k in arrays for k in ("y_train", "y_test")) and ("x_val" not in xs or "y_val" in arrays)
+    y = {k: arrays[k].astype(np.int64) if labels and k in arrays else None for k in ("y_train", "y_val", "y_test")}
+    return Dataset("npz", xs["x_train"], xs["x_test"], y["y_train"], y["y_test"], shape,
+                   xs.get("x_val"), y["y_val"])
 
 
 def _synthetic(options: dict[str, Any]) -> Dataset:

@@ -42,11 +42,6 @@ class Member:
     seed: int
 
 
-def cohort_key(config: RunConfig) -> tuple:
-    """Members with equal keys can share a fleet (same family, likelihood, depth, schedule)."""
-    return (config.family, config.likelihood, len(config.hidden), config.batch_size, config.epochs)
-
-
 def stream_seed(seed: int, stream: int) -> int:
     """A well-mixed 63-bit seed for one of a member's random streams (1 init, 2 train, 3 eval,
     4 images): a SplitMix64 finaliser. numpy's SeedSequence would mix as well, but gives other
@@ -112,7 +107,7 @@ class Fleet:
     def __init__(self, members: list[Member], data_dim: int, device: torch.device | str = "cpu"):
         if not members:
             raise ValueError("a fleet needs at least one member")
-        keys = {cohort_key(m.config) for m in members}
+        keys = {m.config.cohort_key for m in members}
         if len(keys) != 1:
             raise ValueError(f"members of different cohorts in one fleet: {keys}")
         self.device = torch.device(device)

@@ -27,10 +27,11 @@ class Metric:
     """How figures and tables name it, with its unit."""
     higher_is_better: bool = False
     split: str = "test"
-    """The data it is computed on: test, train, or none (a cost)."""
+    """The data it is computed on: test (reported only), validation (what a search, a pruner
+    or the tuned protocol may choose by), train, or none (a cost)."""
     per_epoch: str | None = None
-    """The per-epoch record a pruner compares when this metric is the objective (None: known
-    only at the end, so it cannot be pruned on)."""
+    """The per-epoch record (of the validation split) a pruner compares when this metric is
+    the objective (None: known only at the end, so it cannot be pruned on)."""
     families: frozenset[str] = frozenset(FAMILIES)
     final: bool = True
     """A final result of runs.csv (True) or only a per-epoch record of epochs.csv (False)."""
@@ -46,16 +47,36 @@ class Metric:
 
 
 VAE = frozenset({"vae"})
-_TABLE = (
-    Metric("test_nelbo", "test −ELBO (nats/image)", per_epoch="test_nelbo"),
-    Metric("test_recon", "test reconstruction (nats/image)", per_epoch="test_recon"),
-    Metric("test_kl", "test KL (nats/image)", per_epoch="test_kl", families=VAE),
-    # The negative ELBO bounds the NLL from above, so a pruner may watch it in the NLL's place.
-    Metric("test_nll", "test NLL (IWAE, nats/image)", per_epoch="test_nelbo", families=VAE),
+_TEST = (
+    Metric("test_nelbo", "test −ELBO (nats/image)"),
+    Metric("test_recon", "test reconstruction (nats/image)"),
+    Metric("test_kl", "test KL (nats/image)", families=VAE),
+    Metric("test_nll", "test NLL (IWAE, nats/image)", families=VAE),
     Metric("active_units", "active units", higher_is_better=True),
     Metric("mutual_info", "I(x; z) (nats)", higher_is_better=True, families=VAE),
     Metric("dead_units", "dead hidden units (fraction)"),
     Metric("probe_accuracy", "linear-probe accuracy", higher_is_better=True),
+)
+"""Measured once, at the end, on the test split: reported, never used to choose."""
+
+
+def val_name(test_name: str) -> str:
+    """The validation twin of a test metric: test_nll → val_nll, active_units → val_active_units."""
+    return "val_" + test_name.removeprefix("test_")
+
+
+def _val(m: Metric) -> Metric:
+    """A test metric's twin on the validation split. Per epoch only the −ELBO and its parts are
+    measured; the negative ELBO bounds the NLL from above, so a pruner watches it in its place."""
+    label = m.label.replace("test ", "validation ") if "test " in m.label else f"validation {m.label}"
+    per_epoch = {"test_nelbo": "val_nelbo", "test_nll": "val_nelbo", "test_recon": "val_recon",
+                 "test_kl": "val_kl"}.get(m.name)
+    return Metric(val_name(m.name), label, m.higher_is_better, "validation", per_epoch, m.families)
+
+
+_TABLE = (
+    *_TEST,
+    *map(_val, _TEST),
     Metric("train_seconds", "train seconds per member", split="none"),
     Metric("train_loss", "train loss (nats/image)", split="train", final=False),
     Metric("train_recon", "train reconstruction (nats/image)", split="train", final=False),
@@ -65,6 +86,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in _TABLE}
 FINAL: tuple[str, ...] = tuple(m.name for m in _TABLE if m.final)
 """The runs.csv metrics, in table order: what search.objective and report.metric may name."""
 PRUNABLE: tuple[str, ...] = tuple(m.name for m in _TABLE if m.final and m.per_epoch)
+EVALUATED: tuple[str, ...] = tuple(m.name for m in _TEST)
+"""The metrics the final evaluation computes on a split (prefixed val_ on validation)."""
 
 
 def label(name: str) -> str:
@@ -75,3 +98,10 @@ def label(name: str) -> str:
 def maximize(name: str) -> bool:
     """Whether higher is better for the metric `name`."""
     return METRICS[name].higher_is_better
+
+
+def twin_on_test(name: str) -> str:
+    """The test twin of a validation metric (itself for any other metric)."""
+    if METRICS[name].split != "validation":
+        return name
+    return next(m.name for m in _TEST if val_name(m.name) == name)

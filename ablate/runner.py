@@ -1,15 +1,11 @@
-"""Optuna study ⇄ cohorts: plan, ask trials, train them as one fleet, prune, tell results.
+"""The one run loop: claim trials from the study's sources, train them as one fleet, prune,
+tell results.
 
-Owns: the one run loop for every strategy, resume after an interruption, the progress bar.
-Does not own: training (train.py), where the store lives and its lock (store.py), or what is
-derived from the store afterwards (tables.py, report.py).
-
-A trial is one configuration; its seeds are its members. A grid is planned as WAITING trials
-in Optuna's queue, popped one by one; a search asks its sampler (TPE with constant liar, so a
-cohort asked at once is not K copies of one guess). Claims happen under the study's lock, so
-two workers never take one grid point and a search never exceeds n_trials. A trial left
-RUNNING by a worker that died is failed and its configuration queued again: nothing is lost
-and nothing is counted twice.
+Owns: the run loop for every strategy (grid, search, the tuned protocol), cohort sizing,
+resume after an interruption, the progress bar, what a run records beside the trials (data
+sizes, device, environment, activation cost). Does not own: where trials come from and how
+they are planned (sources.py), training (train.py), the store and its lock (store.py), or what
+is derived from the store afterwards (analysis/).
 """
 
 from __future__ import annotations
@@ -21,8 +17,6 @@ import platform
 import subprocess
 import sys
 import time
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,18 +28,12 @@ from tqdm import tqdm
 from ablate.data import Dataset, load_dataset
 from ablate.errors import UserError
 from ablate.files import atomic_open
-from ablate.fleet import Member, cohort_key, member_param_count
-from ablate.store import (WORKER, Backend, Heartbeat, check_results_dir, counted, decode_params, distributions,
-                          encode_value, fail_interrupted, is_running, open_store, point_id,
-                          queued_params, stale, was_queued)
+from ablate.fleet import Member, member_param_count
 from ablate.metrics import METRICS
+from ablate.sources import Source, claim, make_pruner, make_sampler, plan, sources
+from ablate.store import WORKER, Backend, Heartbeat, check_results_dir, is_running, open_store, trial_id
 from ablate.study import Study
 from ablate.train import RECON_IMAGES, DeviceData, Outcome, train_cohort
-
-MODEL_ROUNDS = 6
-"""A model-based sampler (tpe, cmaes) asks n_trials / MODEL_ROUNDS trials per cohort by
-default, so it learns from about six rounds of results instead of guessing all at once."""
-
 
 def resolve_device(name: str) -> torch.device:
     """`auto` → the first CUDA device when there is one, else the CPU."""
@@ -59,101 +47,6 @@ def resolve_device(name: str) -> torch.device:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     return device
-
-
-def max_epochs(study: Study) -> int:
-    if "epochs" in study.ranges:
-        return int(study.ranges["epochs"].high)
-    return max(study.space.get("epochs", (study.base.epochs,)))
-
-
-def make_sampler(study: Study, worker_index: int) -> optuna.samplers.BaseSampler:
-    """The strategy's sampler. Workers seed it sampler_seed + their index in the study, so the
-    first worker is reproducible and concurrent workers do not propose the same points (QMC
-    shares one seed: its sequence is indexed through the storage)."""
-    s = study.search
-    seed = s.sampler_seed + worker_index
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if s.strategy == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True)
-    if s.strategy == "cmaes":  # CMA-ES models the numeric ranges; categorical keys are drawn at random
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False,
-                                            independent_sampler=optuna.samplers.RandomSampler(seed))
-    if s.strategy == "qmc":
-        return optuna.samplers.QMCSampler(seed=s.sampler_seed, warn_independent_sampling=False,
-                                          independent_sampler=optuna.samplers.RandomSampler(seed))
-    return optuna.samplers.RandomSampler(seed)  # random; grid trials come from the queue
-
-
-def make_pruner(study: Study) -> optuna.pruners.BasePruner:
-    """The YAML's pruner over per-epoch values; the first quarter of epochs is never judged."""
-    epochs = max_epochs(study)
-    warm = epochs // 4
-    name = study.search.pruner
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warm)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, warm), max_resource=epochs,
-                                              reduction_factor=3)
-    if name == "wilcoxon":
-        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=max(2, warm))
-    return optuna.pruners.NopPruner()
-
-
-@dataclass
-class Plan:
-    """The store's state after planning: what is finished, queued, and spent of n_trials."""
-
-    finished: int
-    waiting: int
-    counted: int
-
-    def budget(self, study: Study) -> int:
-        """New trials a search may still ask for (queued ones are already counted)."""
-        return 0 if study.search.is_grid else max(0, study.search.n_trials - self.counted)
-
-
-def plan(store: optuna.Study, study: Study) -> Plan:
-    """Under the study's lock: fail the trials of dead workers and queue their configurations
-    again; for a grid, queue every point not done, queued or running."""
-    trials = store.get_trials(deepcopy=False)
-    dead = [t for t in trials if t.state == TrialState.RUNNING and counted(t)
-            and stale(t.user_attrs, t.datetime_start.timestamp() if t.datetime_start else None)]
-    for t in dead:
-        fail_interrupted(store, t)
-    if dead:
-        trials = store.get_trials(deepcopy=False)
-    rerun = {t.user_attrs["rerun_of"] for t in trials if "rerun_of" in t.user_attrs}
-    done, claimed, finished, waiting, n_counted = set(), set(), 0, 0, 0
-
-    def enqueue(params: dict, **user_attrs) -> None:
-        nonlocal waiting, n_counted
-        store.enqueue_trial(params, user_attrs=user_attrs or None)
-        waiting += 1
-        n_counted += 1
-
-    for t in trials:
-        if t.user_attrs.get("spurious"):
-            continue
-        if not counted(t):  # a dead worker's; a grid queues its point below, as one not done
-            if not study.search.is_grid and t.number not in rerun:  # the same configuration, again
-                enqueue(queued_params(t), rerun_of=t.number)
-            continue
-        n_counted += 1
-        pid = point_id(decode_params(study, queued_params(t)))
-        if t.state.is_finished() and "members" in t.user_attrs:
-            done.add(pid)
-            finished += 1
-        elif t.state in (TrialState.WAITING, TrialState.RUNNING):
-            claimed.add(pid)
-            waiting += t.state == TrialState.WAITING
-    if study.search.is_grid:
-        for point in sorted(study.points(), key=lambda p: cohort_key(study.config(p))):
-            pid = point_id(point)
-            if pid not in done and pid not in claimed:
-                enqueue({k: encode_value(v) for k, v in point.items()})
-                claimed.add(pid)
-    return Plan(finished, waiting, n_counted)
 
 
 def cohort_capacity(study: Study, data: Dataset, device: torch.device) -> int:
@@ -170,18 +63,6 @@ def cohort_capacity(study: Study, data: Dataset, device: torch.device) -> int:
     per_member = 4 * (4 * params + 4 * worst.batch_size * widest + n * (worst.latent_dim + 2))
     cap = max(1, int(free * 0.5) // per_member)
     return min(cap, study.cohort_size) if study.cohort_size else cap
-
-
-def trials_per_cohort(study: Study, data: Dataset, device: torch.device) -> int:
-    """Trials asked at once: what fits, capped by search.cohort_trials, or for a model-based
-    sampler by n_trials / MODEL_ROUNDS so it learns between cohorts."""
-    fits = max(1, cohort_capacity(study, data, device) // len(study.seeds))
-    s = study.search
-    if s.cohort_trials:
-        return min(fits, s.cohort_trials)
-    if s.strategy in ("tpe", "cmaes"):
-        return min(fits, max(1, math.ceil(s.n_trials / MODEL_ROUNDS)))
-    return fits
 
 
 def _available_ram() -> int:
@@ -203,31 +84,6 @@ def _available_ram() -> int:
     except (OSError, ValueError):
         pass
     return free
-
-
-def _claim(store: optuna.Study, study: Study, backend: Backend, heart: Heartbeat,
-           want: int) -> list[optuna.Trial]:
-    """Under the lock: plan, then take up to `want` trials: queued ones first, then (search)
-    new ones from the sampler while n_trials allows."""
-    dists = distributions(study)
-    trials = []
-    with backend.lock():
-        state = plan(store, study)
-        waiting, budget = state.waiting, state.budget(study)
-        while len(trials) < want and (waiting > 0 or budget > 0):
-            trial = store.ask(dists)
-            if was_queued(store, trial):
-                waiting -= 1
-            elif study.search.is_grid:  # the queue was emptied by a process not under our lock
-                trial.set_user_attr("spurious", True)
-                store.tell(trial, state=TrialState.FAIL)
-                break
-            else:
-                budget -= 1
-            trial.set_user_attr("worker", WORKER)
-            heart.hold(trial)
-            trials.append(trial)
-    return trials
 
 
 def _tell(store: optuna.Study, study: Study, trial: optuna.Trial,
@@ -254,8 +110,8 @@ def _tell(store: optuna.Study, study: Study, trial: optuna.Trial,
 
 
 def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
-    """Train every unfinished trial of `study` (each grid point, or n_trials of a search);
-    returns the results folder."""
+    """Train every unfinished trial of `study` (each grid point, n_trials of a search, or the
+    tuned protocol's searches and final arms); returns the results folder."""
     try:  # user errors surface before anything is written
         data = load_dataset(study.dataset)
     except UserError as exc:
@@ -267,57 +123,75 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "study.yaml").write_text(study.source)
     store = open_store(study, out_dir, create=True, backend=backend)
+    with backend.lock():
+        workers = store.user_attrs.get("workers", [])
+        store.set_user_attr("workers", workers + [WORKER])
+        srcs = sources(study, store, backend, len(workers))
+        finished = sum(plan(s, study).finished for s in srcs)
+    store.sampler, store.pruner = make_sampler(study, len(workers)), make_pruner(study)
+    _record_setup(store, study, data, device, out_dir)
+    dev_data = DeviceData.put(data, device)
+    total = sum(s.size for s in srcs)
+    bar = tqdm(total=total, initial=min(finished, total), disable=not progress, unit="trial",
+               desc=f"{study.name} on {device}", dynamic_ncols=True,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} trials "
+                          "[{elapsed}<{remaining}]")
+    started = time.perf_counter()
+    try:
+        _loop(study, srcs, backend, Heartbeat(store), cohort_capacity(study, data, device), dev_data,
+              bar, out_dir / "samples")
+    finally:
+        bar.close()
+        wall = store.user_attrs.get("wall_seconds", 0.0) + time.perf_counter() - started
+        store.set_user_attr("wall_seconds", wall)  # summed over runs (resumes) and workers
+    return out_dir
+
+
+def _loop(study: Study, srcs: list[Source], backend: Backend, heart: Heartbeat, capacity: int,
+          dev_data: DeviceData, bar, samples: Path) -> None:
+    """Claim trials worth up to `capacity` members, train those of one cohort key together,
+    tell, and again, until no source has work; an interruption fails the held trials as
+    interrupted (their configurations run again)."""
+    held: list[tuple[Source, optuna.Trial]] = []
+    cohort: list[tuple[Source, optuna.Trial]] = []
+    try:
+        while True:
+            room = capacity - sum(len(s.seeds) for s, _ in held)
+            if room > 0:
+                held += claim(srcs, study, backend, heart, room)
+            if not held:
+                break
+            keys = [s.config(study, t.params).cohort_key for s, t in held]
+            cohort = [h for h, k in zip(held, keys) if k == keys[0]]
+            held = [h for h, k in zip(held, keys) if k != keys[0]]  # another cohort key: the next cohort
+            capacity = min(capacity, _train_trials(study, cohort, dev_data, bar, samples))
+            heart.release(t for _, t in cohort)
+            cohort = []
+    except BaseException:
+        for source, trial in cohort + held:
+            if is_running(source.store, trial):
+                trial.set_user_attr("interrupted", True)
+                source.store.tell(trial, state=TrialState.FAIL)
+        raise
+    finally:
+        heart.stop()
+
+
+def _record_setup(store: optuna.Study, study: Study, data: Dataset, device: torch.device,
+                  out_dir: Path) -> None:
+    """What the report says about the run besides the trials: data sizes, device, versions,
+    each activation's measured cost; and the test images every member reconstructs."""
     store.set_user_attr("data", {"n_train": len(data.x_train), "n_test": len(data.x_test),
+                                 "n_val": 0 if data.x_val is None else len(data.x_val),
                                  "dim": data.dim, "image_shape": data.image_shape})
     store.set_user_attr("device", str(device) if device.type == "cpu"
                         else f"{device} ({torch.cuda.get_device_name(device)})")
-    with backend.lock():
-        finished = plan(store, study).finished
-        workers = store.user_attrs.get("workers", [])
-        store.set_user_attr("workers", workers + [WORKER])
-    store.sampler = make_sampler(study, len(workers))
-    store.pruner = make_pruner(study)
-    total = len(study.points()) if study.search.is_grid else study.search.n_trials
-    dev_data = DeviceData.put(data, device)
     store.set_user_attr("environment", environment(device))
     store.set_user_attr("activation_cost", activation_cost(sorted(set(study.activations())), device))
     samples = out_dir / "samples"
     samples.mkdir(exist_ok=True)
     _save_npz(samples / "originals.npz",
               {"recon": (np.asarray(data.x_test[:RECON_IMAGES]) * 255).round().astype(np.uint8)})
-    started = time.perf_counter()
-    per_cohort = trials_per_cohort(study, data, device)
-    bar = tqdm(total=total, initial=min(finished, total), disable=not progress, unit="trial",
-               desc=f"{study.name} on {device}", dynamic_ncols=True,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} trials "
-                          "[{elapsed}<{remaining}]")
-    heart = Heartbeat(store)
-    held: list[optuna.Trial] = []
-    trials: list[optuna.Trial] = []
-    try:
-        while True:
-            if len(held) < per_cohort:
-                held += _claim(store, study, backend, heart, per_cohort - len(held))
-            if not held:
-                break
-            keys = [cohort_key(study.config(decode_params(study, t.params))) for t in held]
-            trials = [t for t, k in zip(held, keys) if k == keys[0]]
-            held = [t for t, k in zip(held, keys) if k != keys[0]]  # another cohort key: the next cohort
-            per_cohort = min(per_cohort, _train_trials(store, study, trials, dev_data, bar, samples))
-            heart.release(trials)
-            trials = []
-    except BaseException:
-        for trial in trials + held:
-            if is_running(store, trial):
-                trial.set_user_attr("interrupted", True)
-                store.tell(trial, state=TrialState.FAIL)
-        raise
-    finally:
-        heart.stop()
-        bar.close()
-        wall = store.user_attrs.get("wall_seconds", 0.0) + time.perf_counter() - started
-        store.set_user_attr("wall_seconds", wall)  # summed over runs (resumes) and workers
-    return out_dir
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -401,53 +275,56 @@ def _release_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _train_trials(store, study, trials, dev_data, bar, samples: Path) -> int:
-    """Train `trials` (each with all its seeds) as one cohort and tell their results.
+def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]], dev_data: DeviceData,
+                  bar, samples: Path) -> int:
+    """Train the trials of `cohort` (each with its source's seeds) as one fleet and tell their
+    results.
 
     When the cohort does not fit in memory after all (the estimate is only an estimate), it
     is split in two and each half trained on its own; members' results do not depend on their
-    cohort, so nothing changes but the wall time. Returns the trials per cohort that fitted."""
+    cohort, so nothing changes but the wall time. Returns the members per cohort that fitted."""
     members, owner, start = [], {}, bar.n
-    for trial in trials:
-        config = study.config(decode_params(study, trial.params))
-        for seed in study.seeds:
-            key = f"t{trial.number}-s{seed}"
+    for source, trial in cohort:
+        config = source.config(study, trial.params)
+        for seed in source.seeds:
+            key = f"{trial_id(trial)}-{seed}"  # ids are unique across the sources' studies
             members.append(Member(key, config, seed))
-            owner[key] = (trial, seed)
+            owner[key] = (source, trial, seed)
     epochs = members[0].config.epochs
     proxy = METRICS[study.search.objective].per_epoch
-    prune = study.search.pruner != "none"
     reported: set[tuple[int, int]] = set()
     pruned: set[int] = set()
 
     def on_epoch(epoch: int, records: dict[str, dict]) -> set:
-        """Report each trial's mean per-epoch objective over its running seeds; then, with
-        every trial of the cohort reported (a pruner compares them), prune trials whose
-        curve the pruner gives up on: their members leave the computation."""
+        """Report each trial's mean per-epoch objective (validation) over its running seeds;
+        then, with every trial of the cohort reported (a pruner compares them), prune trials
+        whose curve the pruner gives up on: their members leave the computation."""
         by_trial: dict[int, list[float]] = {}
         for key, rec in records.items():
-            by_trial.setdefault(owner[key][0].number, []).append(rec[proxy or "test_nelbo"])
-        now = [t for t in trials if t.number in by_trial and (t.number, epoch) not in reported]
-        for trial in now:  # (a cohort split for memory sees an epoch twice: report it once)
-            reported.add((trial.number, epoch))
+            source, trial, _ = owner[key]
             if proxy:
-                vals = by_trial[trial.number]
-                trial.report(sum(vals) / len(vals), epoch)
-        bar.update(len(records) / (epochs * len(study.seeds)))
-        if prune:
-            pruned.update(t.number for t in now if t.number not in pruned and t.should_prune())
-        return {key for key in records if owner[key][0].number in pruned}
+                by_trial.setdefault(trial_id(trial), []).append(rec[proxy])
+            bar.update(1 / (epochs * len(source.seeds)))
+        now = [(s, t) for s, t in cohort if trial_id(t) in by_trial and (trial_id(t), epoch) not in reported]
+        for _, trial in now:  # (a cohort split for memory sees an epoch twice: report it once)
+            reported.add((trial_id(trial), epoch))
+            vals = by_trial[trial_id(trial)]
+            trial.report(sum(vals) / len(vals), epoch)
+        pruned.update(trial_id(t) for s, t in now
+                      if s.prune and trial_id(t) not in pruned and t.should_prune())
+        return {key for key in records if trial_id(owner[key][1]) in pruned}
 
     outcomes, fitted = _train_fitting(members, dev_data, study, on_epoch, bar)
-    for trial in trials:
-        mine = sorted([(owner[k][1], o) for k, o in outcomes.items() if owner[k][0] is trial],
+    for source, trial in cohort:
+        mine = sorted([(owner[k][2], o) for k, o in outcomes.items() if owner[k][1] is trial],
                       key=lambda p: p[0])
-        _save_npz(samples / f"t{trial.number}.npz",  # before tell: a told trial has its images
-                  {f"s{seed}_{kind}": img for seed, o in mine for kind, img in o.images.items()})
-        _tell(store, study, trial, mine)
-    bar.n = start + len(trials)  # members that stopped early leave fractional progress behind
+        if source.images:  # before tell: a told trial has its images
+            _save_npz(samples / f"t{trial.number}.npz",
+                      {f"s{seed}_{kind}": img for seed, o in mine for kind, img in o.images.items()})
+        _tell(source.store, study, trial, mine)
+    bar.n = start + len(cohort)  # members that stopped early leave fractional progress behind
     bar.refresh()
-    return max(1, fitted // len(study.seeds))
+    return max(1, fitted)
 
 
 def _train_fitting(members: list[Member], dev_data: DeviceData, study: Study, on_epoch,

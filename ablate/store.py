@@ -84,8 +84,9 @@ def encode_value(value):
 
 
 def decode_params(study: Study, params: dict) -> dict:
-    """A trial's stored parameters → RunConfig field values."""
-    return study.params({k: tuple(json.loads(v)) if k in study.space and isinstance(study.space[k][0], tuple)
+    """A trial's stored parameters → RunConfig field values (and a final arm's `arm`)."""
+    choices = {**study.space, **(study.protocol.space if study.protocol else {})}
+    return study.params({k: tuple(json.loads(v)) if k in choices and isinstance(choices[k][0], tuple)
                          else v for k, v in params.items()})
 
 

@@ -21,9 +21,9 @@ from typing import Any, Callable
 import yaml
 
 from ablate.activations import INIT_SCHEMES, check_activation
-from ablate.data import COMMON_OPTIONS, DATASET_OPTIONS, DATASETS
+from ablate.data import COMMON_OPTIONS, DATASET_OPTIONS, DATASETS, VAL_FRACTION
 from ablate.errors import UserError
-from ablate.metrics import FAMILIES, FINAL, METRICS, PRUNABLE
+from ablate.metrics import FAMILIES, FINAL, METRICS, PRUNABLE, twin_on_test, val_name
 from ablate.registry import suggest
 
 STRATEGIES = ("grid", "tpe", "random", "cmaes", "qmc")
@@ -112,6 +112,14 @@ def _auto(check):
     return lambda v: None if v == "auto" else check(v)
 
 
+def _fraction(v):
+    """A share in [0, 1)."""
+    v = _float(lo=0.0)(v)
+    if v >= 1.0:
+        raise _Bad(f"must be a fraction in [0, 1), got {v:g}")
+    return v
+
+
 def _seeds(v):
     """A count (3 → seeds 0, 1, 2) or an explicit list of distinct seeds."""
     if not isinstance(v, list):
@@ -172,6 +180,11 @@ class RunConfig:
     """Hidden-layer weight init: auto (the one each activation needs) or default (PyTorch
     Linear), kaiming, xavier, lecun for every activation."""
 
+    @property
+    def cohort_key(self) -> tuple:
+        """Members with equal keys can share a fleet (same family, likelihood, depth, schedule)."""
+        return (self.family, self.likelihood, len(self.hidden), self.batch_size, self.epochs)
+
 
 @dataclass(frozen=True)
 class Range:
@@ -190,9 +203,9 @@ class Search:
     strategy: str = setting("grid", _choice(*STRATEGIES), "search")
     n_trials: int | None = setting(None, _int(1), "search")
     """Trials to run (complete + pruned + failed); None under grid (every point once)."""
-    objective: str = setting("test_nll", _choice(*FINAL), "search")
-    """The runs.csv metric a trial's value is (mean over its seeds); when not given, the
-    study's report.metric."""
+    objective: str = setting("val_nll", _choice(*FINAL), "search")
+    """The runs.csv metric a trial's value is (mean over its seeds): a validation metric, never
+    a test one; when not given, the validation twin of the study's report.metric."""
     direction: str = setting("minimize", _choice("minimize", "maximize"), "search")
     """When not given, the objective's direction in the metric table."""
     pruner: str = setting("none", _choice(*PRUNERS), "search")
@@ -204,6 +217,32 @@ class Search:
     @property
     def is_grid(self) -> bool:
         return self.strategy == "grid"
+
+
+TUNING_SEED = 1_000_003
+"""The seed of every tuning member: a stream of its own, distinct from the final seeds, and the
+same for every tuning trial so that trials of one activation and cell are compared on the same
+data order and noise."""
+ARMS = ("fixed", "tuned")
+"""The tuned protocol's final arms: the study's own values, and each activation's tuned ones."""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The tuned protocol (`protocol:` in YAML): for each activation and cell, a TPE search over
+    the nuisance hyperparameters in `tune` on validation, `budget` trials of one seed each; then
+    the fixed and the tuned arm trained with the final seeds (the study's `seeds`)."""
+
+    space: dict[str, tuple] = field(default_factory=dict)
+    """Tuned categorical keys (`tune:` lists) → their choices."""
+    ranges: dict[str, Range] = field(default_factory=dict)
+    """Tuned intervals (`tune:` mappings)."""
+    budget: int = setting(8, _int(1), "protocol")
+    """Tuning trials per activation and cell."""
+
+    @property
+    def keys(self) -> list[str]:
+        return [*self.space, *self.ranges]
 
 
 @dataclass(frozen=True)
@@ -225,6 +264,9 @@ class Study:
     ranges: dict[str, Range] = field(default_factory=dict)
     """Searched intervals: field → Range (only under a search strategy)."""
     search: Search = field(default_factory=Search)
+    protocol: Protocol | None = None
+    """The tuned protocol, when the study asks for it (its grid points are then the cells in
+    which each activation is tuned, and every point is trained in both arms)."""
     storage: str = setting("sqlite", lambda v: check_storage(v))
     """sqlite (results/<name>/study.db) or a database URL shared by several machines."""
     device: str = setting("auto", _device)
@@ -234,8 +276,8 @@ class Study:
     """The activation the paired tests compare against; when not given and the study lacks
     relu, its first activation."""
     metric: str = setting("test_nll", _choice(*FINAL), "report")
-    """What the report ranks by; when not given, search.objective if given, else test_nll
-    for studies with a VAE and test_recon otherwise."""
+    """What the report ranks by; when not given, the test twin of search.objective if that is
+    given, else test_nll for studies with a VAE and test_recon otherwise."""
     source: str = ""
     """The YAML text as written (shown in the report)."""
     path: str = ""
@@ -246,18 +288,19 @@ class Study:
         return [dict(zip(keys, combo)) for combo in itertools.product(*self.space.values())]
 
     def corners(self) -> list[dict[str, Any]]:
-        """The grid points with every range at its high end: the largest models a study can
-        ask for (what sizes a cohort)."""
-        high = {k: (int(r.high) if r.integer else r.high) for k, r in self.ranges.items()}
+        """The grid points with every range (searched or tuned) at its high end: the largest
+        models a study can ask for (what sizes a cohort)."""
+        ranges = {**self.ranges, **(self.protocol.ranges if self.protocol else {})}
+        high = {k: (int(r.high) if r.integer else r.high) for k, r in ranges.items()}
         return [{**p, **high} for p in self.points()]
 
     def activations(self) -> tuple[str, ...]:
         return self.space.get("activation", (self.base.activation,))
 
     def params(self, point: dict[str, Any]) -> dict[str, Any]:
-        """A trial's parameters (space and range keys) → their RunConfig field values."""
-        return {k: (int(v) if k in self.ranges and self.ranges[k].integer else v)
-                for k, v in point.items()}
+        """A trial's parameters (space, range and tuned keys) → their RunConfig field values."""
+        ranges = {**self.ranges, **(self.protocol.ranges if self.protocol else {})}
+        return {k: (int(v) if k in ranges and ranges[k].integer else v) for k, v in point.items()}
 
     def config(self, point: dict[str, Any]) -> RunConfig:
         return replace(self.base, **point)
@@ -266,10 +309,15 @@ class Study:
         """Hash of everything that changes results (not name, report options or device)."""
         keyed = {"dataset": self.dataset, "base": asdict(self.base), "seeds": self.seeds,
                  "space": {k: list(v) for k, v in self.space.items()}, "iwae": self.iwae_samples}
+        keyed["val_fraction"] = self.dataset.get("val_fraction", VAL_FRACTION)
         if not self.search.is_grid:  # n_trials, pruner and seed may change between runs
             keyed["search"] = {"strategy": self.search.strategy, "objective": self.search.objective,
                                "direction": self.search.direction,
                                "ranges": {k: asdict(r) for k, r in self.ranges.items()}}
+        if self.protocol:
+            keyed["protocol"] = {"tune": {k: list(v) for k, v in self.protocol.space.items()},
+                                 "ranges": {k: asdict(r) for k, r in self.protocol.ranges.items()},
+                                 "budget": self.protocol.budget, "objective": self.search.objective}
         return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
@@ -290,7 +338,7 @@ AXES: dict[str, Field] = {f.name: f for f in settings(RunConfig) if f.metadata["
 SECTIONS = tuple(dict.fromkeys(f.metadata["section"] for f in settings(RunConfig)))
 """The YAML sections RunConfig fields are written in (model, train)."""
 TOP_KEYS = tuple(dict.fromkeys([*(f.metadata["section"] or f.name for f in settings(Study)),
-                                "dataset", *SECTIONS, "space", "search"]))
+                                "dataset", *SECTIONS, "space", "search", "protocol"]))
 """Every key a study may have at its top level."""
 
 
@@ -371,27 +419,31 @@ def parse_study(text: str, path: str = "<study>") -> Study:
     top["dataset"] = _dataset(ld, doc.get("dataset", default(Study, "dataset")))
     base = _read(ld, RunConfig, doc)
     search = _read(ld, Search, doc)
-    space, ranges = _space(ld, doc.get("space") or {}, search.get("strategy", default(Search, "strategy")))
+    strategy = search.get("strategy", default(Search, "strategy"))
+    space, ranges = _space(ld, doc.get("space") or {}, strategy)
+    protocol = _protocol(ld, doc, top, space, strategy) if doc.get("protocol") is not None else None
 
     # Cross-field rules: defaults that follow from other fields.
     activations = space.get("activation", (base.get("activation", default(RunConfig, "activation")),))
     top["baseline"] = _baseline(ld, top.get("baseline"), activations)
     families = set(space.get("family", (base.get("family", default(RunConfig, "family")),)))
-    fallback = "test_nll" if "vae" in families else "test_recon"
-    search = _search(ld, doc.get("search") or {}, search, top.get("metric", fallback))
-    top["metric"] = top.get("metric", search.objective)
+    search = _search(ld, doc.get("search") or {}, search, top.get("metric"),
+                     "test_nll" if "vae" in families else "test_recon", top["dataset"])
+    top["metric"] = top.get("metric", twin_on_test(search.objective))
+    _needs_validation(ld, top["dataset"], search, protocol)
     return Study(**top, base=RunConfig(**base), space=space, ranges=ranges, search=search,
-                 source=text, path=path)
+                 protocol=protocol, source=text, path=path)
 
 
-def _read(ld: _Loader, cls, doc: dict) -> dict:
+def _read(ld: _Loader, cls, doc: dict, more: tuple[str, ...] = ()) -> dict:
     """The checked value of every field of `cls` that the YAML gives, each in its section (an
-    unknown key in a section is an error); a field the YAML leaves out keeps its default."""
+    unknown key in a section is an error; `more` are keys its caller reads itself); a field
+    the YAML leaves out keeps its default."""
     out = {}
     for f in settings(cls):
         section = f.metadata["section"]
         raw = doc if section is None else ld.mapping(section, doc.get(section),
-                                                     [g.name for g in settings(cls, section)])
+                                                     [*(g.name for g in settings(cls, section)), *more])
         if f.name in raw:
             key = f.name if section is None else f"{section}.{f.name}"
             out[f.name] = ld.check(key, raw[f.name], f.metadata["check"])
@@ -426,27 +478,28 @@ def _dataset(ld: _Loader, ds) -> dict[str, Any]:
                                       f"Known: {', '.join(DATASETS.names())}.")
     options = {**DATASET_OPTIONS[name], **COMMON_OPTIONS}
     ld.mapping("dataset", ds, ("name", *options))
-    kinds = {int: _int(1), float: _float(positive=True), str: _str, bool: _bool}
+    kinds = {int: _int(1), float: _float(positive=True), str: _str, bool: _bool, "fraction": _fraction}
     return {"name": name, **{k: ld.check(f"dataset.{k}", v, kinds[options[k]])
                              for k, v in ds.items() if k != "name"}}
 
 
-def _space(ld: _Loader, raw: dict, strategy: str) -> tuple[dict[str, tuple], dict[str, Range]]:
-    """`space:` → categorical axes (lists: crossed in a grid, categorical in a search) and
-    searched ranges (mappings, only under a search strategy)."""
+def _space(ld: _Loader, raw: dict, strategy: str,
+           prefix: str = "space") -> tuple[dict[str, tuple], dict[str, Range]]:
+    """`space:` (or `protocol.tune:`) → categorical axes (lists: crossed in a grid, categorical
+    in a search) and searched ranges (mappings, only under a search strategy)."""
     space: dict[str, tuple] = {}
     ranges: dict[str, Range] = {}
     allowed = (*AXES, *(f"{f.metadata['section']}.{k}" for k, f in AXES.items()))
-    ld.mapping("space", raw, allowed)
+    ld.mapping(prefix, raw, allowed)
     for key, values in raw.items():
         fld = key.rpartition(".")[2]
-        where = f"space.{key}"
+        where = f"{prefix}.{key}"
         section = AXES[fld].metadata["section"]
         if "." in key and section != key.partition(".")[0]:
             raise ld.fail(where, f"'{fld}' belongs to {section}, not "
-                                 f"{key.partition('.')[0]}; write space.{fld}.")
+                                 f"{key.partition('.')[0]}; write {prefix}.{fld}.")
         if fld in space or fld in ranges:
-            raise ld.fail(where, f"'{fld}' is given twice in space")
+            raise ld.fail(where, f"'{fld}' is given twice in {prefix}")
         if isinstance(values, dict):
             ranges[fld] = _range(ld, where, fld, values, strategy)
             continue
@@ -498,10 +551,12 @@ def _range(ld: _Loader, where: str, fld: str, spec: dict, strategy: str) -> Rang
     return Range(float(low), float(high), log, kind is int)
 
 
-def _search(ld: _Loader, sr: dict, values: dict, metric: str) -> Search:
+def _search(ld: _Loader, sr: dict, values: dict, metric: str | None, fallback: str,
+            dataset: dict) -> Search:
     """`search:` (its checked `values`) with its cross-field rules: n_trials only (and always)
-    for a search, the objective defaults to the report's metric, its direction to the metric
-    table's, and a pruner needs an objective measured after every epoch."""
+    for a search; the objective is a validation metric — by default the validation twin of the
+    report's metric — never a test one; its direction is the metric table's; a pruner needs an
+    objective measured after every epoch."""
     grid = values.get("strategy", default(Search, "strategy")) == "grid"
     if grid and "n_trials" in sr:
         raise ld.fail("search.n_trials", "is not used by strategy grid, which trains every grid "
@@ -509,13 +564,60 @@ def _search(ld: _Loader, sr: dict, values: dict, metric: str) -> Search:
     if not grid and "n_trials" not in sr:
         raise ld.fail("search", f"strategy {values['strategy']} needs n_trials, the number of "
                                 "trials to run (complete, pruned and failed), e.g. n_trials: 60.")
-    objective = values.setdefault("objective", metric)
+    if "objective" in values and METRICS[values["objective"]].split == "test":
+        objective = values["objective"]
+        raise ld.fail("search.objective", f"{objective} is measured on the test split, which is "
+                                          "only reported: choosing by it would make the test numbers "
+                                          f"optimistic. Use its validation twin, {val_name(objective)}.")
+    reported = metric or fallback
+    has_val = dataset.get("val_fraction", VAL_FRACTION) > 0 or dataset["name"] == "npz"
+    twin = val_name(reported) if METRICS[reported].split == "test" and has_val else reported
+    objective = values.setdefault("objective", twin)
     values.setdefault("direction", METRICS[objective].direction)
     if values.get("pruner", default(Search, "pruner")) != "none" and objective not in PRUNABLE:
         raise ld.fail("search.pruner", f"pruning needs an objective measured after every epoch "
                                        f"({', '.join(PRUNABLE)}); {objective} is measured only at "
                                        "the end. Use pruner: none or one of those objectives.")
     return Search(**values)
+
+
+def _needs_validation(ld: _Loader, dataset: dict, search: Search, protocol: Protocol | None) -> None:
+    """Whatever chooses (a search, a pruner, the tuned protocol) reads the validation split."""
+    if dataset.get("val_fraction", VAL_FRACTION) > 0:
+        return
+    chooser = ("the tuned protocol" if protocol else f"search.strategy {search.strategy}"
+               if not search.is_grid else f"search.pruner {search.pruner}" if search.pruner != "none"
+               else None)
+    if chooser:
+        raise ld.fail("dataset.val_fraction", f"is 0, but {chooser} chooses by the validation "
+                                              "split; give it a share of the training data, e.g. 0.1.")
+
+
+def _protocol(ld: _Loader, doc: dict, top: dict, space: dict, strategy: str) -> Protocol:
+    """`protocol:`: the tuned keys (lists or ranges, none of them a compared axis), the budget,
+    and final_seeds (the study's seeds)."""
+    budget = _read(ld, Protocol, doc, more=("tune", "final_seeds"))
+    raw = doc["protocol"]
+    if strategy != "grid":
+        raise ld.fail("protocol", "runs its own search for each activation and cell; it cannot be "
+                                  "combined with search.strategy " f"{strategy}. Remove one of them.")
+    if not raw.get("tune"):
+        raise ld.fail("protocol", "needs tune: the hyperparameters to tune for each activation, "
+                                  "e.g. {train.lr: {low: 1.0e-4, high: 3.0e-3, log: true}}.")
+    for key in raw["tune"] if isinstance(raw["tune"], dict) else ():
+        name = key.rpartition(".")[2]
+        if name == "activation" or name in space:
+            raise ld.fail(f"protocol.tune.{key}", f"'{name}' is compared in space; a key is either "
+                                                  "compared or tuned, not both.")
+    tuned, ranges = _space(ld, raw["tune"], "tpe", "protocol.tune")
+    if "final_seeds" in raw:
+        if "seeds" in doc:
+            raise ld.fail("protocol.final_seeds", "and seeds both give the final seeds; keep one.")
+        top["seeds"] = ld.check("protocol.final_seeds", raw["final_seeds"], _seeds)
+    if TUNING_SEED in top.get("seeds", ()):
+        raise ld.fail("protocol.final_seeds", f"{TUNING_SEED} is the tuning seed; final seeds must "
+                                              "be fresh.")
+    return Protocol(tuned, ranges, **budget)
 
 
 def redact(url: str) -> str:

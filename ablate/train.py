@@ -20,6 +20,7 @@ from torch import Tensor
 from ablate import estimators as M
 from ablate.data import Dataset
 from ablate.fleet import Fleet, Member, member_param_count, stream_seed
+from ablate.metrics import val_name
 
 PROBE_MAX_TRAIN = 5000  # latent means of at most this many training images fit the probe
 MI_MAX_POINTS = 1000  # the MI estimate uses the first this-many test images
@@ -33,11 +34,15 @@ class DeviceData:
     x_test: Tensor
     y_train: np.ndarray | None
     y_test: np.ndarray | None
+    x_val: Tensor | None = None
+    """None: the study has no validation split (then epochs record training numbers only)."""
+    y_val: np.ndarray | None = None
 
     @classmethod
     def put(cls, data: Dataset, device: torch.device) -> "DeviceData":
-        as_t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
-        return cls(as_t(data.x_train), as_t(data.x_test), data.y_train, data.y_test)
+        as_t = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
+        return cls(as_t(data.x_train), as_t(data.x_test), data.y_train, data.y_test,
+                   as_t(data.x_val), data.y_val)
 
 
 @dataclass
@@ -57,6 +62,15 @@ class Outcome:
 
 EpochHook = Callable[[int, dict[str, dict]], set]
 """Called after each epoch with {key: record} of running members; returns keys to prune."""
+
+
+def _record(epoch: int, values: list[float], vae: bool) -> dict:
+    """One epoch of one member: training means, and the validation −ELBO and its parts when
+    the study has a validation split (the test split is evaluated once, at the end)."""
+    record = {"epoch": epoch, **dict(zip(("train_loss", "train_recon", "train_kl"), values[:3]))}
+    if len(values) > 3:
+        record.update(val_nelbo=values[3], val_recon=values[4], val_kl=values[5] if vae else float("nan"))
+    return record
 
 
 def _budget(device: torch.device) -> int:
@@ -134,8 +148,8 @@ def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 10
             bad_nan |= bad & torch.isnan(loss)
             sums += torch.stack([loss, recon, kl], 1) * idx.shape[1]
             step += 1
-        test_nelbo, test_recon, test_kl = evaluate_elbo(fleet, data.x_test)
-        rows = torch.cat([sums / n, torch.stack([test_nelbo, test_recon, test_kl], 1)], 1).cpu()
+        val = evaluate_elbo(fleet, data.x_val) if data.x_val is not None else None
+        rows = torch.cat([sums / n, *([torch.stack(val, 1)] if val else [])], 1).cpu()
         first_bad, bad_nan = first_bad.cpu(), bad_nan.cpu()
         elapsed = time.perf_counter() - t0
         total_cost = sum(cost[k] for k in fleet.keys)
@@ -144,18 +158,15 @@ def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 10
             o = outcomes[key]
             o.epochs_run = epoch
             o.train_seconds += elapsed * cost[key] / total_cost
-            tr_loss, tr_recon, tr_kl, te_nelbo, te_recon, te_kl = rows[i].tolist()
-            record = {"epoch": epoch, "train_loss": tr_loss, "train_recon": tr_recon,
-                      "train_kl": tr_kl, "test_nelbo": te_nelbo, "test_recon": te_recon,
-                      "test_kl": te_kl if fleet.family == "vae" else float("nan")}
+            record = _record(epoch, rows[i].tolist(), fleet.family == "vae")
             o.history.append(record)
-            if first_bad[i] >= 0 or not math.isfinite(tr_loss):
+            if first_bad[i] >= 0 or not math.isfinite(record["train_loss"]):
                 kind = "NaN" if bad_nan[i] else "inf"
                 o.status, o.fail_epoch = "failed", epoch
                 o.reason = f"training loss became {kind} at epoch {epoch} (step {int(first_bad[i]) + 1})"
-            elif not math.isfinite(te_nelbo):
+            elif not math.isfinite(record.get("val_nelbo", 0.0)):
                 o.status, o.fail_epoch = "failed", epoch
-                o.reason = f"test ELBO became non-finite at epoch {epoch}"
+                o.reason = f"validation ELBO became non-finite at epoch {epoch}"
             else:
                 keep.add(key)
                 records[key] = record
@@ -186,9 +197,20 @@ def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 10
 
 @torch.no_grad()
 def evaluate_final(fleet: Fleet, data: DeviceData, iwae_samples: int) -> dict[str, dict]:
-    """Every metric of docs/architecture.md for each member on the test split, as {key: {metric: value}}."""
+    """Every metric the table evaluates (metrics.EVALUATED) for each member on the test split,
+    and on the validation split as its val_ twins: {key: {metric: value}}."""
+    results = _evaluate_split(fleet, data.x_test, data.y_test, data, iwae_samples)
+    if data.x_val is not None:
+        val = _evaluate_split(fleet, data.x_val, data.y_val, data, iwae_samples)
+        for key, row in val.items():
+            results[key].update({val_name(k): v for k, v in row.items() if k != "kl_per_dim"})
+    return results
+
+
+def _evaluate_split(fleet: Fleet, x: Tensor, y: np.ndarray | None, data: DeviceData,
+                    iwae_samples: int) -> dict[str, dict]:
+    """The metrics of one split (x, labels y); the probe is fitted on training images."""
     N, L, dev, vae = len(fleet), fleet.latent, fleet.device, fleet.family == "vae"
-    x = data.x_test
     n = len(x)
     budget = _budget(dev)
     real_latent = fleet.latent_mask[:, 0, :]  # (N, L)
@@ -227,7 +249,7 @@ def evaluate_final(fleet: Fleet, data: DeviceData, iwae_samples: int) -> dict[st
     else:
         out["test_kl"], out["test_nll"], out["mutual_info"] = nan, nan, nan
         out["kl_per_dim"] = torch.full((N, L), float("nan"), device=dev)
-    probe = _probe(fleet, data, mu)
+    probe = _probe(fleet, data, mu, y)
 
     results = {}
     for i, m in enumerate(fleet.members):
@@ -277,10 +299,11 @@ def _mutual_info(fleet: Fleet, mu: Tensor, logvar: Tensor, budget: int) -> Tenso
     return M.mutual_information(self_term, torch.cat(cross, 1), n)
 
 
-def _probe(fleet: Fleet, data: DeviceData, mu_test: Tensor) -> list[float]:
-    """Linear-probe accuracy on μ per member (NaN without labels)."""
+def _probe(fleet: Fleet, data: DeviceData, mu_test: Tensor, y_test: np.ndarray | None) -> list[float]:
+    """Linear-probe accuracy on μ per member, fitted on training images and scored on the
+    split whose latent means are `mu_test` (NaN without labels)."""
     N = len(fleet)
-    if data.y_train is None or data.y_test is None:
+    if data.y_train is None or y_test is None:
         return [float("nan")] * N
     x = data.x_train[:PROBE_MAX_TRAIN]
     c = _chunk(len(x), N, 2 * fleet.data_dim + 2 * sum(fleet.widths), _budget(fleet.device))
@@ -288,7 +311,7 @@ def _probe(fleet: Fleet, data: DeviceData, mu_test: Tensor) -> list[float]:
     y_train = data.y_train[:PROBE_MAX_TRAIN]
     train_np, test_np = mu_train.cpu().numpy(), mu_test.cpu().numpy()
     return [M.probe_accuracy(train_np[i, :, :m.config.latent_dim], y_train,
-                             test_np[i, :, :m.config.latent_dim], data.y_test)
+                             test_np[i, :, :m.config.latent_dim], y_test)
             for i, m in enumerate(fleet.members)]
 
 

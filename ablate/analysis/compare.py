@@ -13,7 +13,7 @@ import pandas as pd
 
 from ablate.analysis import plots, stats
 from ablate.analysis.document import Doc, ci
-from ablate.analysis.tables import runs_frame
+from ablate.analysis.tables import cell_axes, runs_frame
 from ablate.metrics import label, maximize as maximized
 from ablate.store import open_store
 from ablate.study import Study
@@ -57,7 +57,7 @@ def _study(study: Study, folder: Path, table: dict, ranks: dict) -> list[str]:
     store = open_store(study, folder, create=False)
     runs = runs_frame(store, study)
     metric, maximize = study.metric, maximized(study.metric)
-    cells = [k for k in study.space if k != "activation" and k in runs.columns]
+    cells = cell_axes(study, runs)
     data = store.user_attrs.get("data", {})
     lines = [f"{study.name}: dataset {study.dataset['name']} "
              f"({data.get('n_train', '?')} training / {data.get('n_test', '?')} test "

@@ -39,6 +39,11 @@ def where(axis: str, value) -> str:
     return f"{axis} = {value:g}" if isinstance(value, float) else f"{axis} = {value}"
 
 
+def upper(text: str) -> str:
+    """The text with its first letter capitalised (the rest as it is)."""
+    return text[:1].upper() + text[1:]
+
+
 def param(v):
     """A parameter value as a table shows it: floats to 3 significant digits."""
     return f"{v:.3g}" if isinstance(v, float) else v
@@ -63,6 +68,8 @@ class Doc:
         self.md += [text, ""]
 
     def bullets(self, items: list[str]) -> None:
+        if not items:
+            return
         self.html.append("<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in items) + "</ul>")
         self.md += [f"- {t}" for t in items] + [""]
 

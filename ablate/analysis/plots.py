@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from ablate.analysis.stats import summarize  # noqa: E402
+from ablate.analysis.stats import expected_best as expected_best_of, summarize  # noqa: E402
 from ablate.files import atomic_open  # noqa: E402
 from ablate.metrics import METRICS, label  # noqa: E402
 
@@ -41,13 +41,15 @@ def activation_order(runs: pd.DataFrame, metric: str, maximize: bool) -> list[st
     return list(means.index) + rest
 
 
-def heatmap_data(runs: pd.DataFrame, metric: str, order: list[str]) -> dict[float, pd.DataFrame]:
-    """Mean metric over seeds: for each kl_weight, a table activation × latent_dim."""
-    cells = summarize(runs, metric, ["kl_weight", "activation", "latent_dim"])
+def heatmap_data(runs: pd.DataFrame, metric: str, order: list[str],
+                 facet: str = "kl_weight") -> dict:
+    """Mean metric over seeds: for each value of `facet` (kl_weight, or the tuned protocol's
+    arm), a table activation × latent_dim."""
+    cells = summarize(runs, metric, [facet, "activation", "latent_dim"])
     out = {}
-    for beta, part in cells.groupby("kl_weight"):
+    for value, part in cells.groupby(facet):
         table = part.pivot(index="activation", columns="latent_dim", values="mean")
-        out[float(beta)] = table.reindex([a for a in order if a in table.index])
+        out[value] = table.reindex([a for a in order if a in table.index])
     return out
 
 
@@ -55,31 +57,33 @@ def heatmap_title(metric: str) -> str:
     return f"Mean {label(metric)} over seeds ({METRICS[metric].better} is better)"
 
 
-def heatmaps(runs: pd.DataFrame, metric: str, order: list[str], path: Path) -> Path:
-    data = heatmap_data(runs, metric, order)
+def heatmaps(runs: pd.DataFrame, metric: str, order: list[str], path: Path,
+             facet: str = "kl_weight") -> Path:
+    data = heatmap_data(runs, metric, order, facet)
     cmap = "viridis" if METRICS[metric].higher_is_better else "viridis_r"  # dark: better
     fig, axes = plt.subplots(1, len(data), figsize=(3.2 + 2.6 * len(data), 0.45 * len(order) + 1.6),
                              squeeze=False)
     vmin = min(np.nanmin(t.values) for t in data.values())
     vmax = max(np.nanmax(t.values) for t in data.values())
-    for ax, (beta, table) in zip(axes[0], data.items()):
+    for ax, (value, table) in zip(axes[0], data.items()):
         first = ax is axes[0][0]
         sns.heatmap(table, annot=True, fmt=".1f", cmap=cmap, vmin=vmin, vmax=vmax, ax=ax,
                     cbar=ax is axes[0][-1], cbar_kws={"label": label(metric)}, yticklabels=first)
-        ax.set_title(f"kl_weight = {beta:g}")
+        ax.set_title(f"{facet} = {value:g}" if isinstance(value, float) else f"{facet} = {value}")
         ax.set_xlabel("latent_dim")
         ax.set_ylabel("activation" if first else "")
     fig.suptitle(heatmap_title(metric), y=1.02)
     return _save(fig, path)
 
 
-def box_data(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+def box_data(runs: pd.DataFrame, metric: str, hue: str = "kl_weight") -> pd.DataFrame:
     """Per-member values of the finished members (one point per seed and cell)."""
-    return runs.loc[runs["status"] == "ok", ["activation", "latent_dim", "kl_weight", "seed", metric]]
+    return runs.loc[runs["status"] == "ok", list(dict.fromkeys(["activation", "latent_dim", hue, "seed", metric]))]
 
 
-def boxes(runs: pd.DataFrame, metric: str, order: list[str], path: Path) -> Path:
-    data = box_data(runs, metric)
+def boxes(runs: pd.DataFrame, metric: str, order: list[str], path: Path, hue: str = "kl_weight") -> Path:
+    """One panel per latent_dim: a box per activation, its members as points coloured by `hue`."""
+    data = box_data(runs, metric, hue)
     latents = sorted(data["latent_dim"].unique())
     fig, axes = plt.subplots(1, len(latents), figsize=(4.2 * len(latents), 0.42 * len(order) + 1.8),
                              sharey=True, squeeze=False)
@@ -87,23 +91,31 @@ def boxes(runs: pd.DataFrame, metric: str, order: list[str], path: Path) -> Path
         part = data[data["latent_dim"] == latent]
         sns.boxplot(part, x=metric, y="activation", order=order, ax=ax, color="#d9e6f2",
                     showfliers=False)
-        sns.stripplot(part, x=metric, y="activation", order=order, ax=ax, hue="kl_weight",
-                      palette="viridis", size=4, jitter=0.2, legend=ax is axes[0][-1])
+        sns.stripplot(part, x=metric, y="activation", order=order, ax=ax, hue=hue,
+                      palette="viridis" if hue == "kl_weight" else "Set1", size=4, jitter=0.2,
+                      legend=ax is axes[0][-1])
         ax.set_title(f"latent_dim = {latent}")
         ax.set_xlabel(label(metric))
     if axes[0][-1].get_legend() is not None:
-        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), title="kl_weight")
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), title=hue)
     return _save(fig, path)
 
 
-def curves_data(epochs: pd.DataFrame, column: str = "test_nelbo") -> pd.DataFrame:
+def curve_column(epochs: pd.DataFrame) -> str:
+    """What learning curves show: the validation −ELBO, or the training loss when the study
+    has no validation split (the test split is evaluated once, at the end)."""
+    return "val_nelbo" if "val_nelbo" in epochs.columns else "train_loss"
+
+
+def curves_data(epochs: pd.DataFrame, column: str) -> pd.DataFrame:
     """Mean and 95% CI over members of `column` per activation and epoch."""
     return summarize(epochs.assign(status="ok"), column, ["activation", "epoch"])
 
 
 def curves(epochs: pd.DataFrame, order: list[str], path: Path,
            title: str = "Learning curves: mean over cells and seeds, 95% CI band") -> Path:
-    data = curves_data(epochs)
+    column = curve_column(epochs)
+    data = curves_data(epochs, column)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     palette = _palette(order)
     for act in order:
@@ -113,7 +125,7 @@ def curves(epochs: pd.DataFrame, order: list[str], path: Path,
         ax.plot(part["epoch"], part["mean"], label=act, color=palette[act])
         ax.fill_between(part["epoch"], part["ci_low"], part["ci_high"], color=palette[act], alpha=0.15)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(label("test_nelbo"))
+    ax.set_ylabel(label(column))
     finite = data["mean"][np.isfinite(data["mean"])]
     if len(finite):
         ax.set_ylim(finite.min() - 1, np.quantile(finite, 0.9) + 2)
@@ -563,4 +575,45 @@ def slices(trials: pd.DataFrame, objective: str, maximize: bool, params: dict[st
     handles, labels_ = axes[0][0].get_legend_handles_labels()
     axes[0][-1].legend(handles, labels_, fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
     fig.suptitle("Objective against each searched parameter (complete trials)", y=1.02)
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------------------ the tuned protocol
+def expected_best_data(tuning: pd.DataFrame, objective: str, maximize: bool,
+                       cells: list[str]) -> pd.DataFrame:
+    """For each activation and cell: the expected best validation score after n = 1 … N tuning
+    trials (N = the trials that finished with a score), ± one standard deviation, clipped to the
+    scores seen."""
+    rows = []
+    done = tuning.dropna(subset=[objective])
+    for keys, part in done.groupby(["activation", *cells], sort=True):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        values = part[objective].to_numpy()
+        panel = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}"
+                          for k, v in zip(cells, keys[1:])) or "all"
+        for n in range(1, len(values) + 1):
+            mean, std = expected_best_of(values, n, maximize)
+            rows.append({"activation": keys[0], "panel": panel, "n": n, "mean": mean,
+                         "low": max(mean - std, values.min()), "high": min(mean + std, values.max())})
+    return pd.DataFrame(rows, columns=["activation", "panel", "n", "mean", "low", "high"])
+
+
+def expected_best(data: pd.DataFrame, order: list[str], objective: str, path: Path) -> Path:
+    """Draws `expected_best_data`: one panel per cell, one line and band per activation."""
+    panels = list(dict.fromkeys(data["panel"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.5, 4), squeeze=False,
+                             sharey=True)
+    pal = _palette(order or sorted(set(data["activation"])))
+    for ax, panel in zip(axes[0], panels):
+        part = data[data["panel"] == panel]
+        for act in pal:
+            line = part[part["activation"] == act]
+            if not line.empty:
+                ax.plot(line["n"], line["mean"], color=pal[act], marker="o", ms=3, label=act)
+                ax.fill_between(line["n"], line["low"], line["high"], color=pal[act], alpha=0.12)
+        ax.set_xlabel("tuning trials (budget)")
+        ax.set_title(panel if panel != "all" else "")
+    axes[0][0].set_ylabel(f"expected best {label(objective)}")
+    axes[0][-1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.suptitle("Expected best validation score against the tuning budget (Dodge et al. 2019)", y=1.02)
     return _save(fig, path)

@@ -15,12 +15,12 @@ from typing import Callable
 import optuna
 import pandas as pd
 
-from ablate.analysis import plots, search, sections, stats
+from ablate.analysis import plots, protocol, search, sections, stats
 from ablate.analysis.document import Doc
-from ablate.analysis.tables import epochs_frame, runs_frame, trials_frame, write_csv
+from ablate.analysis.tables import cell_axes, epochs_frame, runs_frame, trials_frame, tuning_frame, write_csv
 from ablate.metrics import maximize as maximized
-from ablate.store import open_store
-from ablate.study import Study
+from ablate.store import Backend, open_store
+from ablate.study import ARMS, Study
 
 
 @dataclass
@@ -52,6 +52,10 @@ class Context:
     ranking: pd.DataFrame | None = None
     health: pd.DataFrame | None = None
     cost: pd.DataFrame | None = None
+    arms: dict[str, stats.Comparison | None] = field(default_factory=dict)
+    """The tuned protocol: each arm's own comparison over its matched blocks."""
+    tuning: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """The tuned protocol's tuning trials (tuning.csv)."""
 
     @property
     def ok(self) -> pd.DataFrame:
@@ -71,20 +75,26 @@ class Context:
 
 
 def build_context(study: Study, out_dir: Path) -> Context:
-    """Read the store once, write runs.csv, epochs.csv and trials.csv, and derive the rest."""
-    store = open_store(study, out_dir, create=False)
+    """Read the store once, write runs.csv, epochs.csv, trials.csv (and the tuned protocol's
+    tuning.csv), and derive the rest."""
+    backend = Backend(study, out_dir)
+    store = open_store(study, out_dir, create=False, backend=backend)
     runs, epochs, trials = runs_frame(store, study), epochs_frame(store, study), trials_frame(store, study)
-    for frame, name in ((runs, "runs.csv"), (epochs, "epochs.csv"), (trials, "trials.csv")):
+    tuning = tuning_frame(backend.rdb(), study)
+    for frame, name in ((runs, "runs.csv"), (epochs, "epochs.csv"), (trials, "trials.csv"),
+                        *(((tuning, "tuning.csv"),) if study.protocol else ())):
         write_csv(frame, out_dir / name)
     (out_dir / "figures").mkdir(exist_ok=True)
     metric = study.metric
     maximize = maximized(metric)
     ok = runs[runs["status"] == "ok"]
+    cells = cell_axes(study, runs)
     ctx = Context(study=study, store=store, doc=Doc(f"ablate report: {study.name}", out_dir),
                   runs=runs, epochs=epochs, trials=trials, info=store.user_attrs, metric=metric,
-                  maximize=maximize, cells=[k for k in study.space if k != "activation" and k in runs.columns],
+                  maximize=maximize, cells=cells,
                   baseline=study.baseline if study.baseline in set(runs["activation"]) else None,
-                  order=plots.activation_order(runs, metric, maximize) if not ok.empty else [])
+                  order=plots.activation_order(runs, metric, maximize) if not ok.empty else [],
+                  tuning=tuning)
     if ok.empty:
         return ctx
     ctx.ranking = stats.ranking(runs, metric, maximize)
@@ -96,6 +106,9 @@ def build_context(study: Study, out_dir: Path) -> Context:
                         if runs[axis].nunique() > 1
                         and (c := stats.compare(runs[runs[axis] == v], metric, ctx.cells, maximize,
                                                 ctx.baseline)) is not None]
+    if study.protocol:
+        ctx.arms = {arm: stats.compare(runs[runs["arm"] == arm], metric, [c for c in cells if c != "arm"],
+                                       maximize, ctx.baseline) for arm in ARMS}
     return ctx
 
 
@@ -105,9 +118,14 @@ Section = Callable[[Context], None]
 def sections_of(ctx: Context) -> tuple[Section, ...]:
     """The report's sections, in order: the one place a grid's and a search's report differ.
 
-    A grid compares activations over matched blocks (results, statistics, per cell); a search
-    shows what it found and how (search, pruning, trials). Each section itself says nothing
-    when it has nothing to show (e.g. no finished member)."""
+    A grid compares activations over matched blocks (results, statistics, per cell); the tuned
+    protocol is a grid of both arms, led by whether its verdict survives tuning; a search shows
+    what it found and how (search, pruning, trials). Each section itself says nothing when it
+    has nothing to show (e.g. no finished member)."""
+    if ctx.study.protocol:
+        return (sections.grid_summary, sections.setup, protocol.section, sections.results,
+                sections.statistics, sections.collapse, sections.images, sections.cost,
+                sections.per_cell, sections.failures, sections.reproduce)
     if ctx.study.search.is_grid:
         return (sections.grid_summary, sections.setup, sections.results, sections.statistics,
                 sections.collapse, sections.images, sections.cost, sections.per_cell,

@@ -11,13 +11,15 @@ configurations, pruning, every trial). Does not own: the sections a search share
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from ablate.analysis import plots
-from ablate.analysis.document import ci, fmt, param
-from ablate.metrics import label
+from ablate.analysis.document import ci, fmt, param, upper
+from ablate.metrics import label, twin_on_test
+from ablate.study import Range
 
 if TYPE_CHECKING:
     from ablate.analysis.report import Context
@@ -56,14 +58,18 @@ def summary(ctx: Context) -> None:
     activation, said as what it is (not a matched comparison)."""
     doc, study, trials = ctx.doc, ctx.study, ctx.trials
     s, objective = study.search, study.search.objective
+    reported = twin_on_test(objective)
     doc.heading("Summary")
     counts = trials["state"].value_counts()
     pruned, ran, full, saved = _pruning(ctx)
     doc.para(f"{len(trials)} of {s.n_trials} trials finished ({counts.get('complete', 0)} complete, "
              f"{pruned} pruned, {counts.get('failed', 0)} failed), chosen by {s.strategy} "
              f"(sampler_seed {s.sampler_seed}), each trained with {len(study.seeds)} seeds. "
-             f"Objective: {label(objective)}, mean over a trial's seeds, {s.direction}d. "
-             f"Pruner: {s.pruner}"
+             f"Objective: {label(objective)}, mean over a trial's seeds, {s.direction}d; the "
+             "sampler and the pruner read only the validation split"
+             + (f", and each configuration's {reported} beside it is measured once on the test "
+                "split, never used to choose. " if reported != objective else ". ")
+             + f"Pruner: {s.pruner}"
              + (f"; it stopped {pruned} trials early, so {ran} of {full} member-epochs were "
                 f"trained ({saved:.0%} saved)." if s.pruner != "none" else "."))
     done = _ranked(ctx)
@@ -73,12 +79,14 @@ def summary(ctx: Context) -> None:
     best = done.iloc[0]
     params = ", ".join(f"{k} {param(best[k])}" for k in _keys(ctx))
     items = [f"Best configuration found (trial {best['trial']}): {params}; "
-             f"{objective} {ci(best.rename({objective: 'mean'}))} over {best['seeds_ok']} seeds."]
+             f"{objective} {ci(best.rename({objective: 'mean'}))} over {best['seeds_ok']} seeds"
+             + (f"; {reported} {fmt(best[reported])}." if reported != objective else ".")]
     per_act = done.groupby("activation", sort=False).head(1)
     if len(per_act) > 1:
         items.append("Best per activation: " + "; ".join(
             f"{r['activation']} {r[objective]:.2f}" for _, r in per_act.iterrows()) + ".")
-    doc.bullets(items)
+    doc.bullets(items + [edge_sentence(k, side, r, f"the search ({param(float(best[k]))})")
+                         for k, side, r in edge_hits({k: best[k] for k in study.ranges}, study.ranges)])
     doc.para("A search spends its trials where its sampler expects gains, so activations get "
              "unequal numbers of trials at different settings: these are the best "
              "configurations found, not a matched test. For a paired comparison, run a grid "
@@ -124,8 +132,9 @@ def _figures(ctx: Context) -> None:
     if not ctx.epochs.empty:
         ctx.figure(plots.curves(ctx.epochs, order, figs / "curves.png",
                                 "Learning curves: mean over trials and seeds, 95% CI band"),
-                   "Test negative ELBO per epoch, mean over every trial and seed of each "
-                   "activation, with a 95% CI band; pruned trials' curves end early.")
+                   f"{upper(label(plots.curve_column(ctx.epochs)))} per epoch, mean over "
+                   "every trial and seed of each activation, with a 95% CI band; pruned trials' "
+                   "curves end early.")
 
 
 def _best(ctx: Context) -> None:
@@ -136,9 +145,14 @@ def _best(ctx: Context) -> None:
     keys, others_keys = _keys(ctx), [k for k in _keys(ctx) if k != "activation"]
     doc.heading("Best configurations", 3)
     top = done.head(10)
+    reported = twin_on_test(objective)
     doc.para(f"The ten best complete trials by mean {label(objective)} over seeds, "
-             "with a 95% bootstrap confidence interval over the seeds.")
-    doc.table(_trial_view(top, keys, objective).assign(seeds=top["seeds_ok"].values))
+             "with a 95% bootstrap confidence interval over the seeds"
+             + (f"; {reported} is the same members' mean on the test split." if reported != objective else "."))
+    view = _trial_view(top, keys, objective).assign(seeds=top["seeds_ok"].values)
+    if reported != objective:
+        view[reported] = [fmt(v) for v in top[reported]]
+    doc.table(view)
     best = done.groupby("activation").head(1)
     others = sorted(set(ctx.study.activations()) - set(best["activation"]))
     view = _trial_view(best, others_keys, objective)
@@ -164,7 +178,7 @@ def _pruning_section(ctx: Context) -> None:
         return
     at = trials.loc[trials["state"] == "pruned", "epochs_run"]
     when = f" after {int(at.min())}–{int(at.max())} epochs" if len(at) else ""
-    doc.para(f"Pruner {s.pruner} compared each trial's per-epoch test −ELBO (mean over its "
+    doc.para(f"Pruner {s.pruner} compared each trial's per-epoch validation −ELBO (mean over its "
              "running seeds) with the other trials at the same epoch, every trial of a "
              f"cohort reported before any was judged. It pruned {pruned} of {len(trials)} "
              f"trials{when}. Members trained {ran} of the {full} member-epochs that full "
@@ -182,3 +196,29 @@ def _all_trials(ctx: Context) -> None:
     ctx.doc.table(view.assign(
         epochs=[f"{a}/{b}" for a, b in zip(trials["epochs_run"], trials["epochs"])],
         **{"train seconds": [fmt(v, 1) for v in trials["train_seconds"]]}))
+
+
+EDGE = 0.05
+"""A best value this close to an edge of its range (as a share of the range, on a log scale for
+a log range) may lie outside it."""
+
+
+def edge_hits(best: dict, ranges: dict[str, Range]) -> list[tuple[str, str, Range]]:
+    """(key, "low" or "high", its range) for each range whose best value lies at or within
+    EDGE of an edge: the optimum may lie outside the range."""
+    hits = []
+    for key, r in ranges.items():
+        if best.get(key) is None:
+            continue
+        scale = math.log if r.log else (lambda v: v)
+        share = (scale(best[key]) - scale(r.low)) / (scale(r.high) - scale(r.low))
+        if share <= EDGE or share >= 1 - EDGE:
+            hits.append((key, "low" if share <= EDGE else "high", r))
+    return hits
+
+
+def edge_sentence(key: str, side: str, r: Range, who: str) -> str:
+    """Says that `who`'s best `key` lies at the `side` edge of its range, and what to do."""
+    edge = r.low if side == "low" else r.high
+    return (f"The best {key} of {who} lies at the {side} edge of its range [{param(r.low)}, "
+            f"{param(r.high)}]; the optimum may lie beyond {param(edge)}: widen the range to find out.")

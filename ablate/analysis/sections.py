@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ablate.analysis import plots, stats
-from ablate.analysis.document import ci, fmt, where
+from ablate.analysis import plots, protocol, stats
+from ablate.analysis.document import ci, fmt, upper, where
 from ablate.metrics import METRICS, label
 
 if TYPE_CHECKING:
@@ -26,25 +26,30 @@ def grid_summary(ctx: Context) -> None:
     """A grid's summary: what finished, the means, and the claims the matched tests allow."""
     doc, runs, metric = ctx.doc, ctx.runs, ctx.metric
     doc.heading("Summary")
-    total = len(ctx.study.points()) * len(ctx.study.seeds)
+    total = len(ctx.study.points()) * len(ctx.study.seeds) * (2 if ctx.study.protocol else 1)
     n_failed = int((runs["status"] == "failed").sum())
     doc.para(f"{len(runs)} of {total} members finished ({len(ctx.ok)} trained to the end, "
-             f"{n_failed} failed). Metric: {label(metric)}, {METRICS[metric].better} is better; "
-             "intervals are 95% bootstrap confidence intervals over seeds; tests are paired over "
-             "matched blocks (one block = one cell and seed, where every activation saw the same "
-             f"data order and noise) at α = {stats.ALPHA:g}.")
+             f"{n_failed} failed). Metric: {label(metric)}, {METRICS[metric].better} is better, "
+             f"{split_of(ctx, metric)}; intervals are 95% bootstrap confidence intervals over "
+             "seeds; tests are paired over matched blocks (one block = one cell and seed, where "
+             "every activation saw the same data order and noise) at α = "
+             f"{stats.ALPHA:g}.")
     if ctx.ranking is not None:
         rank = ctx.ranking
         best = rank.iloc[0]
-        sentence = (f"{'Highest' if ctx.maximize else 'Lowest'} mean over all cells: "
+        sentence = (f"{'Highest' if ctx.maximize else 'Lowest'} mean over all cells"
+                    f"{' (both arms)' if ctx.study.protocol else ''}: "
                     f"{best['activation']}, {ci(best)}")
         if ctx.baseline and ctx.baseline != best["activation"] and ctx.baseline in set(rank["activation"]):
             b = rank[rank["activation"] == ctx.baseline].iloc[0]
             sentence += f"; the baseline {ctx.baseline}: {ci(b)}"
         doc.para(sentence + ". Means weigh large differences; the tests below count which "
                  "activation wins in each matched block.")
+    if ctx.study.protocol and (sentence := protocol.verdict_sentence(ctx)):
+        doc.para(f"Does the verdict survive tuning? {sentence} (Both arms on the test split; "
+                 "each activation was tuned on the validation split.)")
     if ctx.comparison is not None:
-        doc.bullets([s[0].upper() + s[1:] for s in stats.claims(ctx.comparison, "Overall")])
+        doc.bullets([upper(s) for s in stats.claims(ctx.comparison, "Overall")])
         axis_claims = [t for axis, v, c in ctx.per_axis
                        for t in stats.claims(c, "At " + where(axis, v))[:1]]
         if axis_claims:
@@ -55,17 +60,35 @@ def grid_summary(ctx: Context) -> None:
                  "activations with two matched blocks are needed).")
 
 
+def split_of(ctx: Context, metric: str) -> str:
+    """Which data a metric's numbers come from, as a clause of a sentence."""
+    data, split = ctx.info.get("data", {}), METRICS[metric].split
+    if split == "test":
+        return f"measured once, at the end, on the test split ({data.get('n_test', '?')} images), which nothing chose by"
+    if split == "validation":
+        return f"measured on the validation split ({data.get('n_val', '?')} images)"
+    return "a cost, not a split's measurement" if split == "none" else f"on the {split} split"
+
+
 def setup(ctx: Context) -> None:
     """Dataset sizes, device, seeds, wall time, package versions and the YAML as written."""
     doc, info, study = ctx.doc, ctx.info, ctx.study
     doc.heading("Setup")
     data, env, wall = info.get("data", {}), info.get("environment", {}), info.get("wall_seconds")
-    doc.para(f"Dataset {study.dataset['name']}: {data.get('n_train', '?')} training and "
-             f"{data.get('n_test', '?')} test images of {data.get('dim', '?')} pixels. "
+    val = f"{data['n_val']} validation and " if data.get("n_val") else "no validation and "
+    doc.para(f"Dataset {study.dataset['name']}: {data.get('n_train', '?')} training, "
+             f"{val if 'n_val' in data else ''}{data.get('n_test', '?')} test images of "
+             f"{data.get('dim', '?')} pixels. "
              f"Device: {info.get('device', '?')}. Seeds: {', '.join(map(str, study.seeds))}. "
              + (f"Wall time of the study: {wall / 60:.1f} min." if wall else ""))
     if env:
         doc.table(pd.DataFrame({"component": list(env), "version": list(env.values())}))
+    if not ctx.runs.empty:
+        doc.para("The weight initialisation of each activation's hidden layers"
+                 + (" in each arm" if ctx.study.protocol else "") + " (auto: the scheme the "
+                 "activation needs, Kaiming for the ReLU family, LeCun for SELU, Xavier for "
+                 "tanh and sigmoid; default: PyTorch's nn.Linear):")
+        doc.table(protocol.inits(ctx))
     doc.code(study.source)
 
 
@@ -82,14 +105,16 @@ def results(ctx: Context) -> None:
     doc.para("Each activation's metric averaged over every cell, then mean and 95% CI over "
              "seeds; avg_rank is its average rank within matched blocks (1 = best).")
     doc.table(view[cols].rename(columns={"n": "seeds"}))
-    ctx.figure(plots.boxes(ctx.runs, metric, order, figs / "ranking.png"),
+    split = "arm" if ctx.study.protocol else "kl_weight"  # the tuned protocol: arms apart
+    ctx.figure(plots.boxes(ctx.runs, metric, order, figs / "ranking.png", hue=split),
                f"{label(metric)} of every member (box over cells and seeds, points "
-               "coloured by kl_weight), activations ordered by mean, one panel per latent_dim.")
-    ctx.figure(plots.heatmaps(ctx.runs, metric, order, figs / "heatmap.png"),
-               f"Mean {label(metric)} per activation and latent_dim, one panel per kl_weight.")
+               f"coloured by {split}), activations ordered by mean, one panel per latent_dim.")
+    ctx.figure(plots.heatmaps(ctx.runs, metric, order, figs / "heatmap.png", facet=split),
+               f"Mean {label(metric)} per activation and latent_dim, one panel per {split}.")
     if not ctx.epochs.empty:
         ctx.figure(plots.curves(ctx.epochs, order, figs / "curves.png"),
-                   "Test negative ELBO per epoch, mean over cells and seeds with a 95% CI band.")
+                   f"{upper(label(plots.curve_column(ctx.epochs)))} per epoch, mean over "
+                   "cells and seeds with a 95% CI band.")
     if ctx.runs["test_kl"].notna().any():
         ctx.figure(plots.rate_distortion(ctx.runs, order, figs / "rate_distortion.png"),
                    "Rate–distortion plane (Alemi et al. 2018): mean test KL (rate) against mean "

@@ -220,3 +220,47 @@ def claims(c: Comparison, where: str = "") -> list[str]:
         out.append(f"{prefix}paired Wilcoxon tests (Holm-corrected, α = {c.alpha:g}) — "
                    + "; ".join(parts) + ".")
     return out
+
+
+# ----------------------------------------------------------------------------- the tuned protocol
+def expected_best(values, n: int, maximize: bool) -> tuple[float, float]:
+    """The expected best of n draws with replacement from `values` (the tuning trials' scores),
+    and its standard deviation: Dodge et al. (2019), "Show your work". With v sorted so that
+    the best is last, P(best of n = v_(i)) = (i/N)^n − ((i−1)/N)^n."""
+    v = np.sort(np.asarray(values, dtype=float)[np.isfinite(values)])
+    if not maximize:
+        v = v[::-1]  # best (smallest) last
+    big_n = len(v)
+    if big_n == 0:
+        return float("nan"), float("nan")
+    i = np.arange(1, big_n + 1)
+    p = (i / big_n) ** n - ((i - 1) / big_n) ** n
+    mean = float((p * v).sum())
+    return mean, float(np.sqrt(max(0.0, (p * v**2).sum() - mean**2)))
+
+
+def _verdict_of(c: Comparison) -> str:
+    if len(c.avg_ranks) >= 3 and c.separable and len(c.top_group) == 1:
+        return f"{c.top_group[0]} is best"
+    if len(c.avg_ranks) >= 3 and c.separable:
+        return f"the top group is {', '.join(sorted(c.top_group))}"
+    return "no activation is separable from the rest"
+
+
+def verdict(fixed: Comparison, tuned: Comparison) -> tuple[bool, str]:
+    """Whether tuning changed the verdict (the separable winner or the top group), and the
+    sentence that says so, with Kendall's τ between the two rankings' average ranks."""
+    from scipy.stats import kendalltau
+
+    common = [a for a in fixed.avg_ranks.index if a in tuned.avg_ranks.index]
+    tau = float(kendalltau(fixed.avg_ranks[common], tuned.avg_ranks[common]).statistic) \
+        if len(common) >= 2 else float("nan")
+    before, after = _verdict_of(fixed), _verdict_of(tuned)
+    changed = before != after
+    order = (f"Kendall's τ between the fixed and the tuned ranking = {tau:.2f}; best average "
+             f"rank {fixed.avg_ranks.index[0]} at fixed hyperparameters, "
+             f"{tuned.avg_ranks.index[0]} tuned.")
+    if changed:
+        return True, (f"Tuning changed the verdict: at the study's own hyperparameters {before}; "
+                      f"with each activation's own tuned hyperparameters {after}. {order}")
+    return False, f"The verdict survives tuning: in both arms {before}. {order}"

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
+from optuna.trial import FrozenTrial
 
 from ablate.analysis.stats import bootstrap_ci
 from ablate.files import atomic_open
-from ablate.metrics import FINAL, METRICS
-from ablate.store import decode_params
+from ablate.metrics import FINAL, METRICS, twin_on_test
+from ablate.sources import best_tuned, tuning_name
+from ablate.store import counted, decode_params
 from ablate.study import RunConfig, Study
 
 CONFIG_COLUMNS = list(RunConfig.__dataclass_fields__)
@@ -30,34 +33,51 @@ def _finished(store: optuna.Study):
             yield t
 
 
+def _decoded(study: Study, t: FrozenTrial) -> tuple[dict, RunConfig, dict]:
+    """A trial's decoded parameters, its configuration, and its arm as a column (the tuned
+    protocol's final arms; nothing otherwise)."""
+    params = decode_params(study, t.params)
+    arm = {"arm": params.pop("arm")} if "arm" in params else {}
+    return params, study.config(params), arm
+
+
 def runs_frame(store: optuna.Study, study: Study) -> pd.DataFrame:
     """One row per member: its configuration, seed, status and every metric."""
+    columns = ["trial", *(["arm"] if study.protocol else []), *RUN_COLUMNS[1:]]
     rows = []
     for t in _finished(store):
-        config = study.config(decode_params(study, t.params)).__dict__
+        _, config, arm = _decoded(study, t)
         for m in t.user_attrs["members"]:
-            row = {"trial": t.number, **config, **m}
-            row["hidden"] = "-".join(map(str, config["hidden"]))
+            row = {"trial": t.number, **arm, **config.__dict__, **m}
+            row["hidden"] = "-".join(map(str, config.hidden))
             rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
-        return pd.DataFrame(columns=RUN_COLUMNS + ["kl_per_dim"])
-    extra = [c for c in frame.columns if c not in RUN_COLUMNS]
-    return frame[RUN_COLUMNS + extra].sort_values(["trial", "seed"]).reset_index(drop=True)
+        return pd.DataFrame(columns=columns + ["kl_per_dim"])
+    frame = frame.reindex(columns=[*columns, *(c for c in frame.columns if c not in columns)])
+    return frame.sort_values(["trial", "seed"]).reset_index(drop=True)
 
 
 def epochs_frame(store: optuna.Study, study: Study) -> pd.DataFrame:
-    """One row per member and epoch: train loss, recon, KL and test negative ELBO."""
+    """One row per member and epoch: training loss, recon and KL, and the validation negative
+    ELBO and its parts."""
     rows = []
     for t in _finished(store):
-        params = decode_params(study, t.params)
-        config = study.config(params)
+        params, config, arm = _decoded(study, t)
+        params.update(arm)
         ident = {"trial": t.number, "activation": config.activation,
                  "latent_dim": config.latent_dim, "kl_weight": config.kl_weight,
                  **{k: v for k, v in params.items() if k not in ("activation", "latent_dim", "kl_weight")}}
         for seed, history in t.user_attrs["epochs"].items():
             rows.extend({**ident, "seed": int(seed), **rec} for rec in history)
     return pd.DataFrame(rows)
+
+
+def cell_axes(study: Study, runs: pd.DataFrame) -> list[str]:
+    """The runs' comparison axes other than activation (a matched block is one cell × seed):
+    the study's space keys, and the tuned protocol's arm."""
+    keys = [k for k in study.space if k != "activation" and k in runs.columns]
+    return keys + (["arm"] if study.protocol else [])
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -74,27 +94,60 @@ def trials_frame(store: optuna.Study, study: Study) -> pd.DataFrame:
     objective (mean over the seeds that trained to the end, with a 95% bootstrap CI over
     them), the epochs it ran and its members' train seconds. Pruned trials carry the last per-epoch
     value a pruner saw, in `value`; trials of dead workers (re-run elsewhere) are left out."""
-    objective = study.search.objective
-    keys = [*({"activation": None} if "activation" not in study.space else {}), *study.space, *study.ranges]
+    objective, reported = study.search.objective, twin_on_test(study.search.objective)
+    keys = [*({"activation": None} if "activation" not in study.space else {}), *study.space, *study.ranges,
+            *(study.protocol.keys if study.protocol else [])]
     rows = []
     for t in _finished(store):
         if t.user_attrs.get("interrupted"):
             continue
-        params = decode_params(study, t.params)
+        _, config, arm = _decoded(study, t)
         members = t.user_attrs["members"]
         ok = [m[objective] for m in members if m["status"] == "ok" and objective in m]
         mean, lo, hi = bootstrap_ci(ok)
-        config = study.config(params)
-        rows.append({"trial": t.number, **{k: getattr(config, k) for k in keys},
+        test = [m[reported] for m in members if m["status"] == "ok" and reported in m]
+        rows.append({"trial": t.number, **arm, **{k: getattr(config, k) for k in keys},
                      "state": TRIAL_STATES.get(t.state.name, t.state.name.lower()),
                      "value": t.value if t.value is not None else float("nan"),
                      objective: mean, "ci_low": lo, "ci_high": hi, "seeds_ok": len(ok),
+                     reported: float(np.mean(test)) if test else float("nan"),
                      "epochs_run": max((m.get("epochs_run") or 0) for m in members),
                      "epochs": config.epochs,
                      "train_seconds": sum(m.get("train_seconds") or 0.0 for m in members)})
-    columns = ["trial", *keys, "state", "value", objective, "ci_low", "ci_high", "seeds_ok",
+    columns = ["trial", *(["arm"] if study.protocol else []), *keys, "state", "value", objective,
+               "ci_low", "ci_high", "seeds_ok", *([reported] if reported != objective else []),
                "epochs_run", "epochs", "train_seconds"]
     frame = pd.DataFrame(rows, columns=columns)
     if "hidden" in frame:
         frame["hidden"] = frame["hidden"].map(lambda h: "-".join(map(str, h)))
     return frame.sort_values("trial").reset_index(drop=True)
+
+
+def tuning_frame(storage, study: Study) -> pd.DataFrame:
+    """The tuned protocol's tuning trials: one row per trial of every activation and cell's
+    search (its cell, the tuned values, state, validation objective, and whether it is its
+    search's best); empty for other studies."""
+    if study.protocol is None:
+        return pd.DataFrame()
+    keys, objective = study.protocol.keys, study.search.objective
+    rows = []
+    for group in study.points():
+        try:
+            store = optuna.load_study(study_name=tuning_name(study, group), storage=storage)
+        except KeyError:  # not started yet
+            continue
+        trials = store.get_trials(deepcopy=False)
+        found = best_tuned(study, trials)
+        best = found[1].number if found and found[1] is not None else None
+        for t in trials:
+            if not (t.state.is_finished() and counted(t)):
+                continue
+            config = study.config({**group, **decode_params(study, t.params)})
+            rows.append({**group, "tune_trial": t.number, **{k: getattr(config, k) for k in keys},
+                         "state": TRIAL_STATES.get(t.state.name, t.state.name.lower()),
+                         objective: t.value if t.state.name == "COMPLETE" else float("nan"),
+                         "best": t.number == best})
+    frame = pd.DataFrame(rows)
+    if "hidden" in frame:
+        frame["hidden"] = frame["hidden"].map(lambda h: "-".join(map(str, h)) if isinstance(h, tuple) else h)
+    return frame

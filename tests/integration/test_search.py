@@ -44,6 +44,12 @@ def test_search_with_median_pruner_counts_trials_and_reports_savings(tmp_path):
     assert f"Members trained {ran} of the {full} member-epochs" in report
     for fig in ("history.png", "importances.png", "slices.png"):
         assert (out / "figures" / fig).stat().st_size > 5000
+    # the objective is the validation NLL: each complete trial's value is its seeds' mean val_nll
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            mine = runs[(runs["trial"] == t.number) & (runs["status"] == "ok")]
+            assert t.value == pytest.approx(mine["val_nll"].mean(), rel=1e-9)
+            assert t.value != pytest.approx(mine["test_nll"].mean(), rel=1e-6)
     # a rerun has nothing left to do: the budget is spent
     again = ablate("run", str(study), "--no-progress", cwd=tmp_path)
     assert again.returncode == 0 and len(counted(load_store(_url(tmp_path, "pruned"), "pruned"))) == 10

@@ -31,7 +31,7 @@ def idx_root(tmp_path):
 def test_digits_is_scaled_stratified_and_fixed():
     a = load_dataset({"name": "digits"})
     b = load_dataset({"name": "digits"})
-    assert a.x_train.shape == (1437, 64) and a.x_test.shape == (360, 64)
+    assert a.x_train.shape == (1293, 64) and a.x_val.shape == (144, 64) and a.x_test.shape == (360, 64)
     assert 0.0 <= a.x_train.min() and a.x_train.max() == 1.0
     np.testing.assert_array_equal(a.x_test, b.x_test)
     counts = np.bincount(a.y_test)
@@ -43,8 +43,10 @@ def test_digits_is_scaled_stratified_and_fixed():
 def test_idx_loader_reads_the_standard_files(idx_root, name):
     root, arrays = idx_root
     data = load_dataset({"name": name, "root": str(root), "download": False})
-    assert data.x_train.shape == (20, 30) and data.image_shape == (6, 5)
-    np.testing.assert_allclose(data.x_train[3], arrays[0][3].reshape(-1) / 255.0, rtol=1e-6)
+    assert data.x_train.shape == (18, 30) and data.x_val.shape == (2, 30) and data.image_shape == (6, 5)
+    whole = load_dataset({"name": name, "root": str(root), "download": False, "val_fraction": 0})
+    assert whole.x_val is None
+    np.testing.assert_allclose(whole.x_train[3], arrays[0][3].reshape(-1) / 255.0, rtol=1e-6)
     np.testing.assert_array_equal(data.y_test, arrays[3])
 
 
@@ -74,7 +76,8 @@ def test_npz_and_caps(tmp_path):
     np.savez(path, x_train=rng.random((50, 4, 4)), x_test=rng.random((10, 4, 4)),
              y_train=np.arange(50) % 3, y_test=np.arange(10) % 3)
     data = load_dataset({"name": "npz", "path": str(path), "train_size": 20})
-    assert data.x_train.shape == (20, 16) and data.image_shape == (4, 4) and len(data.y_train) == 20
+    assert data.x_train.shape == (18, 16) and data.image_shape == (4, 4) and len(data.y_train) == 18
+    assert data.x_val.shape == (2, 16) and len(data.y_val) == 2
     np.savez(path, x_train=rng.random((5, 3)) * 2, x_test=rng.random((5, 3)))
     with pytest.raises(UserError, match=r"scale them to \[0, 1\]"):
         load_dataset({"name": "npz", "path": str(path)})
@@ -84,4 +87,30 @@ def test_synthetic_is_seeded():
     a = load_dataset({"name": "synthetic", "n_train": 30, "dim": 16})
     b = load_dataset({"name": "synthetic", "n_train": 30, "dim": 16})
     np.testing.assert_array_equal(a.x_train, b.x_train)
-    assert a.x_train.shape == (30, 16) and a.image_shape == (4, 4)
+    assert a.x_train.shape == (27, 16) and a.x_val.shape == (3, 16) and a.image_shape == (4, 4)
+
+
+def test_validation_split_is_fixed_stratified_and_disjoint():
+    a = load_dataset({"name": "digits", "val_fraction": 0.2})
+    b = load_dataset({"name": "digits", "val_fraction": 0.2})
+    np.testing.assert_array_equal(a.x_val, b.x_val)
+    whole = load_dataset({"name": "digits", "val_fraction": 0})
+    assert whole.x_val is None and len(whole.x_train) == len(a.x_train) + len(a.x_val) == 1437
+    # every validation image came out of the training split, none is still in it
+    rows = {r.tobytes() for r in whole.x_train}
+    assert {r.tobytes() for r in a.x_val} <= rows
+    assert not {r.tobytes() for r in a.x_val} & {r.tobytes() for r in a.x_train}
+    counts = np.bincount(a.y_val)
+    assert counts.max() - counts.min() <= 1  # stratified: ~29 of each digit
+
+
+def test_npz_brings_its_own_validation_split(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=rng.random((40, 6)), x_val=rng.random((7, 6)), x_test=rng.random((9, 6)),
+             y_train=np.arange(40) % 2, y_val=np.arange(7) % 2, y_test=np.arange(9) % 2)
+    data = load_dataset({"name": "npz", "path": str(path)})
+    assert len(data.x_train) == 40 and len(data.x_val) == 7 and list(data.y_val) == [0, 1, 0, 1, 0, 1, 0]
+    np.savez(path, x_train=rng.random((40, 6)), x_val=rng.random((7, 5)), x_test=rng.random((9, 6)))
+    with pytest.raises(UserError, match="different widths"):
+        load_dataset({"name": "npz", "path": str(path)})

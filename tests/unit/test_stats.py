@@ -120,3 +120,41 @@ def test_a_diverged_member_ranks_last_in_its_block():
     runs.loc[hit, ["status", "test_nll"]] = ["failed", float("nan")]
     wide = blocks(runs, "test_nll", ["latent_dim", "kl_weight"], maximize=False)
     assert len(wide) == 6 and np.isinf(wide.loc[(2, 0.5, 0), "a"])
+
+
+# ----------------------------------------------------------------------------- the tuned protocol
+from ablate.analysis.stats import expected_best, verdict  # noqa: E402
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_expected_best_equals_brute_force_over_every_draw(n, maximize):
+    import itertools
+
+    values = [3.0, 1.0, 4.0, 1.0, 5.0]  # a tie included
+    best = max if maximize else min
+    draws = [best(d) for d in itertools.product(values, repeat=n)]  # every draw with replacement
+    mean, std = expected_best(values, n, maximize)
+    assert mean == pytest.approx(np.mean(draws)) and std == pytest.approx(np.std(draws))
+
+
+def test_expected_best_improves_with_budget_and_ignores_failed_trials():
+    values = [10.0, 8.0, 12.0, float("nan"), 9.0]
+    curve = [expected_best(values, n, maximize=False)[0] for n in range(1, 5)]
+    assert curve[0] == pytest.approx(np.mean([10.0, 8.0, 12.0, 9.0]))
+    assert all(a > b for a, b in zip(curve, curve[1:])) and curve[-1] > 8.0
+
+
+def test_verdict_reports_a_change_when_tuning_flips_the_ranking():
+    cells = ["latent_dim", "kl_weight"]
+    fixed = compare(_grid({"relu": 0.0, "sigmoid": 4.0, "tanh": 2.0}), "test_nll", cells, False, "relu")
+    flipped = compare(_grid({"relu": 2.0, "sigmoid": -2.0, "tanh": 0.0}, seed=1), "test_nll", cells, False, "relu")
+    same = compare(_grid({"relu": -1.0, "sigmoid": 4.0, "tanh": 2.0}, seed=2), "test_nll", cells, False, "relu")
+    changed, text = verdict(fixed, flipped)
+    assert changed and text.startswith("Tuning changed the verdict: at the study's own hyperparameters "
+                                       "relu is best; with each activation's own tuned hyperparameters "
+                                       "sigmoid is best.")
+    assert "Kendall's τ between the fixed and the tuned ranking = -1.00" in text
+    changed, text = verdict(fixed, same)
+    assert not changed and text.startswith("The verdict survives tuning: in both arms relu is best.")
+    assert "= 1.00" in text

@@ -102,14 +102,14 @@ space:
 def test_search_section_ranges_and_inferred_direction():
     s = parse_study(SEARCH, "s.yaml")
     assert s.search.strategy == "tpe" and s.search.n_trials == 12 and s.search.pruner == "median"
-    assert s.search.objective == "test_nll" and s.search.direction == "minimize"
+    assert s.search.objective == "val_nll" and s.search.direction == "minimize"
     assert s.ranges["latent_dim"] == Range(2.0, 16.0, log=True, integer=True)
     assert s.ranges["lr"] == Range(1e-4, 3e-3, log=True, integer=False)
     assert s.space == {"activation": ("relu", "tanh"), "kl_weight": (0.5, 1.0)}
     assert s.corners() == [{"activation": a, "kl_weight": k, "latent_dim": 16, "lr": 3e-3}
                            for a in ("relu", "tanh") for k in (0.5, 1.0)]
     assert s.params({"latent_dim": 7.0, "lr": 0.001}) == {"latent_dim": 7, "lr": 0.001}
-    maxi = parse_study(SEARCH.replace("pruner: median", "objective: probe_accuracy"), "s.yaml")
+    maxi = parse_study(SEARCH.replace("pruner: median", "objective: val_probe_accuracy"), "s.yaml")
     assert maxi.search.direction == "maximize" and maxi.metric == "probe_accuracy"
     override = parse_study(SEARCH.replace("pruner: median", "direction: maximize"), "s.yaml")
     assert override.search.direction == "maximize"
@@ -131,7 +131,7 @@ SEARCH_BAD = [
     (SEARCH.replace("pruner: median", "objective: test_nlll"), r"search\.objective: must be one of .*Did you mean 'test_nll'\?"),
     (SEARCH.replace("n_trials: 12, ", ""), r"s\.yaml:6: search: strategy tpe needs n_trials"),
     (SEARCH.replace("n_trials: 12", "n_trials: 0"), r"search\.n_trials: must be at least 1"),
-    (SEARCH.replace("pruner: median", "pruner: median, objective: probe_accuracy"),
+    (SEARCH.replace("pruner: median", "pruner: median, objective: val_probe_accuracy"),
      r"search\.pruner: pruning needs an objective measured after every epoch"),
     (SEARCH.replace("high: 16", "high: 1"), r"space\.latent_dim: low \(2\) must be less than high \(1\)"),
     (SEARCH.replace("low: 2, high: 16", "low: 2"), r"space\.latent_dim: a range needs low and high"),
@@ -184,3 +184,51 @@ def test_schema_is_one_definition_per_field():
                                         r"latent_dim, family, hidden, likelihood, init\."):
         parse_study("model: {lr: 0.1}\n", "s.yaml")
     assert {"model", "train", "eval", "report", "search", "space", "seeds"} <= set(TOP_KEYS)
+
+
+PROTOCOL = GOOD.replace("seeds: 2\n", "") + """\
+protocol:
+  tune:
+    train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}
+    model.init: [auto, default]
+  budget: 6
+  final_seeds: 3
+"""
+
+
+def test_protocol_parses_tuned_keys_budget_and_final_seeds():
+    s = parse_study(PROTOCOL, "s.yaml")
+    assert s.protocol.space == {"init": ("auto", "default")}
+    assert s.protocol.ranges == {"lr": Range(1e-4, 1e-2, log=True, integer=False)}
+    assert s.protocol.budget == 6 and s.seeds == (0, 1, 2) and s.search.is_grid
+    assert s.search.objective == "val_nll" and s.metric == "test_nll"
+    assert s.fingerprint() != parse_study(PROTOCOL.replace("budget: 6", "budget: 7"), "s.yaml").fingerprint()
+    assert s.corners()[0]["lr"] == 1e-2  # cohorts are sized for the largest tuned value
+
+
+PROTOCOL_BAD = [
+    (PROTOCOL.replace("  budget: 6\n", "  budget: 6\n  budgett: 2\n"), r"protocol\.budgett: unknown key 'budgett'"),
+    (PROTOCOL.replace("budget: 6", "budget: 0"), r"protocol\.budget: must be at least 1"),
+    (PROTOCOL.replace("model.init", "activation"), r"protocol\.tune\.activation: 'activation' is compared"),
+    (PROTOCOL.replace("final_seeds: 3", "final_seeds: [1000003]"), r"protocol\.final_seeds: 1000003 is the tuning seed"),
+    (PROTOCOL + "seeds: 2\n", r"protocol\.final_seeds: and seeds both give the final seeds"),
+    (PROTOCOL.replace("dataset: {name: digits, train_size: 100}", "dataset: {name: digits, val_fraction: 0}"),
+     r"dataset\.val_fraction: is 0, but the tuned protocol chooses by the validation split"),
+    (PROTOCOL + "report: {metric: active_units}\nsearch: {objective: test_recon}\n",
+     r"search\.objective: test_recon is measured on the test split.*validation twin, val_recon"),
+]
+
+
+@pytest.mark.parametrize("text,pattern", PROTOCOL_BAD, ids=[p[:40] for _, p in PROTOCOL_BAD])
+def test_bad_protocol_input_message(text, pattern):
+    with pytest.raises(UserError, match=pattern):
+        parse_study(text, "s.yaml")
+
+
+def test_objective_defaults_to_the_validation_twin_of_the_report_metric():
+    s = parse_study(GOOD + "report: {metric: probe_accuracy}\n", "s.yaml")
+    assert s.search.objective == "val_probe_accuracy" and s.search.direction == "maximize"
+    s = parse_study(GOOD + "search: {objective: val_recon}\n", "s.yaml")
+    assert s.metric == "test_recon"  # the report ranks by the objective's test twin
+    s = parse_study(GOOD.replace("train_size: 100", "train_size: 100, val_fraction: 0"), "s.yaml")
+    assert s.search.objective == "test_nll"  # a grid without validation chooses nothing
