@@ -2,5 +2,5 @@
 
 Everything here reads the Optuna store, CSVs and saved image arrays, never a model: no module
 of this package imports torch (tests/integration/test_cli.py checks `ablate report` and
-`ablate compare`), so a report rebuilds on a machine without PyTorch's weight.
+`ablate compare`), so rebuilding a report or comparing studies never loads PyTorch.
 """
