@@ -133,11 +133,10 @@ def _list(args) -> int:
             print(f"{name:<12} init={act.init:<8} {act.description}{learn}")
         print("\nAlso: any package.module:Factory returning an elementwise torch module.")
     else:
-        from ablate.data import DATASET_OPTIONS
+        from ablate.data import COMMON_OPTIONS, DATASET_OPTIONS
 
         for name, options in DATASET_OPTIONS.items():
-            keys = ", ".join(options) or "-"
-            print(f"{name:<14} options: {keys}, train_size, test_size")
+            print(f"{name:<14} options: {', '.join([*options, *COMMON_OPTIONS])}")
     return 0
 
 

@@ -1,7 +1,8 @@
-"""Datasets: the bundled digits, MNIST-format IDX files, a user's npz arrays, synthetic data.
+"""Datasets: the bundled digits, MNIST-format IDX files, CIFAR-10's python pickles, CelebA's
+aligned images, a user's npz arrays, synthetic data.
 
-Owns: reading, scaling to [0, 1], the fixed train / validation / test splits, optional size
-caps, labels.
+Owns: reading, scaling to [0, 1], each dataset's image shape (C, H, W), the fixed train /
+validation / test splits, optional size caps, labels.
 Does not own: batching (the fleet gathers batches by index on the device) or validation of
 YAML keys (study.py checks them against `DATASET_OPTIONS`).
 """
@@ -13,6 +14,7 @@ import hashlib
 import os
 import shutil
 import struct
+import tarfile
 import tempfile
 import urllib.request
 from dataclasses import dataclass, replace
@@ -34,7 +36,7 @@ class Dataset:
     x_test: np.ndarray  # (n_test, D)
     y_train: np.ndarray | None  # (n_train,) int labels, or None
     y_test: np.ndarray | None
-    image_shape: tuple[int, int] | None  # (H, W) when the rows are images
+    image_shape: tuple[int, int, int] | None  # (C, H, W) when the rows are images
     x_val: np.ndarray | None = None  # (n_val, D); None: no validation split
     y_val: np.ndarray | None = None
 
@@ -49,14 +51,16 @@ VAL_SEED = 3
 """The validation split's own seed: fixed, independent of member seeds, the same for a study."""
 
 # Keys each dataset accepts besides `name` (study.py rejects others with a suggestion);
-# "fraction" is a number in [0, 1).
+# "fraction" is a number in [0, 1), "shape" a list [C, H, W] of positive whole numbers.
 COMMON_OPTIONS = {"train_size": int, "test_size": int, "val_fraction": "fraction"}
-DATASET_OPTIONS: dict[str, dict[str, type]] = {
+DATASET_OPTIONS: dict[str, dict[str, type | str]] = {
     "digits": {"test_fraction": float},
     "mnist": {"root": str, "download": bool},
     "fashion_mnist": {"root": str, "download": bool},
     "kmnist": {"root": str, "download": bool},
-    "npz": {"path": str},
+    "cifar10": {"root": str, "download": bool},
+    "celeba": {"root": str},
+    "npz": {"path": str, "shape": "shape"},
     "synthetic": {"n_train": int, "n_test": int, "dim": int, "classes": int, "seed": int},
 }
 
@@ -93,16 +97,25 @@ def split_validation(data: Dataset, fraction: float) -> Dataset:
                    x_val=data.x_train[val], y_val=pick(y, val))
 
 
+def keep(total: int, size: int | None, seed: int) -> np.ndarray:
+    """The indices of a fixed, seeded random subset of `size` out of `total` (all when None)."""
+    if size is None or size >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).permutation(total)[:size])
+
+
+CAP_SEEDS = {"train": 1, "test": 2}
+"""The seeds of the train_size and test_size subsets."""
+
+
 def _cap(data: Dataset, train_size: int | None, test_size: int | None) -> Dataset:
     """Keep a fixed, seeded random subset of each split (for quick studies and tests)."""
     def take(x, y, n, seed):
-        if n is None or n >= len(x):
-            return x, y
-        idx = np.sort(np.random.default_rng(seed).permutation(len(x))[:n])
+        idx = keep(len(x), n, seed)
         return x[idx], (None if y is None else y[idx])
 
-    x_tr, y_tr = take(data.x_train, data.y_train, train_size, 1)
-    x_te, y_te = take(data.x_test, data.y_test, test_size, 2)
+    x_tr, y_tr = take(data.x_train, data.y_train, train_size, CAP_SEEDS["train"])
+    x_te, y_te = take(data.x_test, data.y_test, test_size, CAP_SEEDS["test"])
     return replace(data, x_train=x_tr, x_test=x_te, y_train=y_tr, y_test=y_te)
 
 
@@ -117,7 +130,7 @@ def _digits(options: dict[str, Any]) -> Dataset:
     x = (digits.data / 16.0).astype(np.float32)  # pixel values 0..16 → [0, 1]
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, digits.target, test_size=fraction, stratify=digits.target, random_state=0)
-    return Dataset("digits", x_tr, x_te, y_tr.astype(np.int64), y_te.astype(np.int64), (8, 8))
+    return Dataset("digits", x_tr, x_te, y_tr.astype(np.int64), y_te.astype(np.int64), (1, 8, 8))
 
 
 # The four standard files of every MNIST-format dataset, and where each dataset publishes them.
@@ -159,6 +172,16 @@ def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+def _fetch(url: str, md5: str, into: Path) -> Path:
+    """Download `url` into the folder `into` and check its MD5; raises OSError on a failure."""
+    path = into / url.rpartition("/")[2]
+    with urllib.request.urlopen(url, timeout=20) as resp, open(path, "wb") as out:
+        shutil.copyfileobj(resp, out)
+    if _md5(path) != md5:
+        raise OSError(f"checksum mismatch for {path.name}")
+    return path
+
+
 def _download_idx(name: str, root: Path, missing: list[str]) -> None:
     """Fetch the missing files with a checksum check; on any failure leave nothing behind."""
     base, sums = IDX_SOURCES[name]
@@ -166,11 +189,7 @@ def _download_idx(name: str, root: Path, missing: list[str]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f"ablate-{name}-"))
     try:
         for fname in missing:
-            with urllib.request.urlopen(base + fname, timeout=20) as resp, \
-                    open(tmp / fname, "wb") as out:
-                shutil.copyfileobj(resp, out)
-            if _md5(tmp / fname) != md5[fname]:
-                raise OSError(f"checksum mismatch for {fname}")
+            _fetch(base + fname, md5[fname], tmp)
         root.mkdir(parents=True, exist_ok=True)
         for fname in missing:
             shutil.move(str(tmp / fname), root / fname)
@@ -180,10 +199,7 @@ def _download_idx(name: str, root: Path, missing: list[str]) -> None:
 
 def _idx_loader(name: str) -> Callable[[dict[str, Any]], Dataset]:
     def load(options: dict[str, Any]) -> Dataset:
-        if "root" not in options:
-            raise UserError(f"dataset.root is required for {name}: the folder holding "
-                            f"{', '.join(IDX_FILES)}.")
-        root = Path(os.path.expanduser(options["root"]))
+        root = _root(options, name, ", ".join(IDX_FILES))
         missing = [f for f in IDX_FILES if not (root / f).is_file()]
         if missing and options.get("download", True):
             try:
@@ -205,7 +221,7 @@ def _idx_loader(name: str) -> Callable[[dict[str, Any]], Dataset]:
                             "equally sized images.")
         if len(x_tr) != len(y_tr) or len(x_te) != len(y_te):
             raise UserError(f"dataset.root: image and label counts differ in {root}.")
-        shape = (int(x_tr.shape[1]), int(x_tr.shape[2]))
+        shape = (1, int(x_tr.shape[1]), int(x_tr.shape[2]))
         scale = lambda a: (a.reshape(len(a), -1).astype(np.float32) / 255.0)  # noqa: E731
         return Dataset(name, scale(x_tr), scale(x_te), y_tr.astype(np.int64),
                        y_te.astype(np.int64), shape)
@@ -225,11 +241,11 @@ def _npz(options: dict[str, Any]) -> Dataset:
         if key not in arrays:
             raise UserError(f"dataset.path: {path} has no array '{key}' "
                             f"(it has {', '.join(sorted(arrays)) or 'none'}).")
-    shape = tuple(int(s) for s in arrays["x_train"].shape[1:3]) if arrays["x_train"].ndim == 3 else None
     xs = {k: arrays[k].reshape(len(arrays[k]), -1).astype(np.float32)
           for k in ("x_train", "x_val", "x_test") if k in arrays}
     if len({x.shape[1] for x in xs.values()}) > 1:
         raise UserError(f"dataset.path: {', '.join(xs)} in {path} have different widths.")
+    shape = _npz_shape(options.get("shape"), arrays["x_train"], xs["x_train"].shape[1], path)
     lo, hi = min(x.min() for x in xs.values()), max(x.max() for x in xs.values())
     if lo < 0.0 or hi > 1.0:
         raise UserError(f"dataset.path: values in {path} span [{lo:g}, {hi:g}]; scale them to "
@@ -238,6 +254,123 @@ def _npz(options: dict[str, Any]) -> Dataset:
     y = {k: arrays[k].astype(np.int64) if labels and k in arrays else None for k in ("y_train", "y_val", "y_test")}
     return Dataset("npz", xs["x_train"], xs["x_test"], y["y_train"], y["y_test"], shape,
                    xs.get("x_val"), y["y_val"])
+
+
+# CIFAR-10's python version: five training batches and a test batch, each a pickled dict with
+# b"data" (N, 3072) uint8 — the red, green and blue 32×32 planes of each image — and b"labels".
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR_DIR = "cifar-10-batches-py"
+CIFAR_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+
+
+def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled CIFAR-10 batch → (images (N, 3072) in [0, 1], labels (N,))."""
+    import pickle
+
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        x, y = np.asarray(batch[b"data"], dtype=np.uint8), np.asarray(batch[b"labels"], dtype=np.int64)
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"dataset.root: {path} is not a CIFAR-10 python batch ({exc}).") from None
+    if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or len(x) != len(y):
+        raise UserError(f"dataset.root: {path} holds {x.shape} images and {len(y)} labels; a CIFAR-10 "
+                        "batch holds N rows of 3072 values and N labels.")
+    return x.astype(np.float32) / 255.0, y
+
+
+def _cifar10(options: dict[str, Any]) -> Dataset:
+    root = _root(options, "cifar10", f"{CIFAR_DIR}/ with {', '.join(CIFAR_FILES)}")
+    folder = root / CIFAR_DIR if not (root / CIFAR_FILES[0]).is_file() else root
+    missing = [f for f in CIFAR_FILES if not (folder / f).is_file()]
+    if missing and options.get("download", True):
+        tmp = Path(tempfile.mkdtemp(prefix="ablate-cifar10-"))
+        try:
+            with tarfile.open(_fetch(CIFAR_URL, CIFAR_MD5, tmp)) as tar:
+                tar.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(tmp / CIFAR_DIR), root / CIFAR_DIR)
+        except (OSError, tarfile.TarError) as exc:
+            raise UserError(f"dataset.root: {folder} lacks {', '.join(missing)} and the download "
+                            f"failed ({exc}). Unpack {CIFAR_URL} into {root}.") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        folder, missing = root / CIFAR_DIR, []
+    if missing:
+        where = "does not exist" if not folder.is_dir() else f"lacks {', '.join(missing)}"
+        raise UserError(f"dataset.root: {folder} {where}. Unpack {CIFAR_URL} into {root}, or set "
+                        "download: true.")
+    train = [_cifar_batch(folder / f) for f in CIFAR_FILES[:-1]]
+    x_te, y_te = _cifar_batch(folder / CIFAR_FILES[-1])
+    return Dataset("cifar10", np.concatenate([x for x, _ in train]), x_te,
+                   np.concatenate([y for _, y in train]), y_te, (3, 32, 32))
+
+
+# CelebA, as the common VAE baselines use it: the aligned 178×218 images, centre-cropped to
+# 148×148 and resized to 64×64, split by the authors' list_eval_partition.txt (0 train,
+# 1 validation, 2 test). Its files come from a sharing service without a fixed address, so
+# they are put in place by hand.
+CELEBA_IMAGES, CELEBA_PARTITION = "img_align_celeba", "list_eval_partition.txt"
+CELEBA_CROP, CELEBA_SIDE = 148, 64
+
+
+def _celeba_image(path: Path) -> np.ndarray:
+    """One image → (3·64·64,) in [0, 1]: centre crop, resize, channels first."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise UserError(f"dataset.root: cannot read the image {path} ({exc}).") from None
+    w, h = rgb.size
+    side = min(CELEBA_CROP, w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    rgb = rgb.crop((left, top, left + side, top + side)).resize((CELEBA_SIDE, CELEBA_SIDE),
+                                                                 Image.Resampling.BILINEAR)
+    return (np.asarray(rgb, dtype=np.float32) / 255.0).transpose(2, 0, 1).reshape(-1)
+
+
+def _celeba(options: dict[str, Any]) -> Dataset:
+    root = _root(options, "celeba", f"{CELEBA_IMAGES}/ and {CELEBA_PARTITION}")
+    for need in (CELEBA_IMAGES, CELEBA_PARTITION):
+        if not (root / need).exists():
+            raise UserError(f"dataset.root: {root / need} does not exist. Put CelebA's aligned images "
+                            f"({CELEBA_IMAGES}/) and {CELEBA_PARTITION} from its authors' page in {root}.")
+    splits: dict[int, list[str]] = {0: [], 1: [], 2: []}
+    for line in (root / CELEBA_PARTITION).read_text().split("\n"):
+        parts = line.split()
+        if len(parts) == 2 and parts[1] in ("0", "1", "2"):
+            splits[int(parts[1])].append(parts[0])
+    train, val, test = splits[0], splits[1], splits[2]
+    if not train or not test:
+        raise UserError(f"dataset.root: {root / CELEBA_PARTITION} names no training or no test image.")
+    kept = keep(len(train), options.get("train_size"), CAP_SEEDS["train"])
+    # decode only what the study keeps; the validation split shrinks with the training split
+    val_size = max(1, round(len(val) * len(kept) / len(train))) if val else 0
+    load = lambda names, idx: np.stack([_celeba_image(root / CELEBA_IMAGES / names[i]) for i in idx])  # noqa: E731
+    x_val = load(val, keep(len(val), val_size, CAP_SEEDS["train"])) if val else None
+    x_te = load(test, keep(len(test), options.get("test_size"), CAP_SEEDS["test"]))
+    return Dataset("celeba", load(train, kept), x_te, None, None, (3, CELEBA_SIDE, CELEBA_SIDE), x_val)
+
+
+def _root(options: dict[str, Any], name: str, holds: str) -> Path:
+    """The dataset's `root:` folder, required."""
+    if "root" not in options:
+        raise UserError(f"dataset.root is required for {name}: the folder holding {holds}.")
+    return Path(os.path.expanduser(options["root"]))
+
+
+def _npz_shape(given: list[int] | None, x: np.ndarray, width: int, path: Path) -> tuple | None:
+    """An npz's image shape (C, H, W): `shape:` when given (it must hold each row's values),
+    else (1, H, W) for arrays of 2-d images, else none."""
+    if given is not None:
+        if int(np.prod(given)) != width:
+            raise UserError(f"dataset.shape: {list(given)} holds {int(np.prod(given))} values, but "
+                            f"each image in {path} has {width}; give [C, H, W] with C·H·W = {width}.")
+        return tuple(int(v) for v in given)
+    return (1, int(x.shape[1]), int(x.shape[2])) if x.ndim == 3 else None
 
 
 def _synthetic(options: dict[str, Any]) -> Dataset:
@@ -256,11 +389,13 @@ def _synthetic(options: dict[str, Any]) -> Dataset:
     x_tr, y_tr = draw(n_train)
     x_te, y_te = draw(n_test)
     side = int(round(dim ** 0.5))
-    return Dataset("synthetic", x_tr, x_te, y_tr, y_te, (side, side) if side * side == dim else None)
+    return Dataset("synthetic", x_tr, x_te, y_tr, y_te, (1, side, side) if side * side == dim else None)
 
 
 DATASETS.register("digits", _digits)
 for _name in ("mnist", "fashion_mnist", "kmnist"):
     DATASETS.register(_name, _idx_loader(_name))
+DATASETS.register("cifar10", _cifar10)
+DATASETS.register("celeba", _celeba)
 DATASETS.register("npz", _npz)
 DATASETS.register("synthetic", _synthetic)

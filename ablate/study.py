@@ -120,6 +120,13 @@ def _fraction(v):
     return v
 
 
+def _shape(v):
+    """An image shape [C, H, W]."""
+    if not isinstance(v, list) or len(v) != 3:
+        raise _Bad(f"must be an image shape [C, H, W] such as [3, 32, 32], got {v!r}")
+    return tuple(_int(1)(d) for d in v)
+
+
 def _seeds(v):
     """A count (3 → seeds 0, 1, 2) or an explicit list of distinct seeds."""
     if not isinstance(v, list):
@@ -478,7 +485,8 @@ def _dataset(ld: _Loader, ds) -> dict[str, Any]:
                                       f"Known: {', '.join(DATASETS.names())}.")
     options = {**DATASET_OPTIONS[name], **COMMON_OPTIONS}
     ld.mapping("dataset", ds, ("name", *options))
-    kinds = {int: _int(1), float: _float(positive=True), str: _str, bool: _bool, "fraction": _fraction}
+    kinds = {int: _int(1), float: _float(positive=True), str: _str, bool: _bool, "fraction": _fraction,
+             "shape": _shape}
     return {"name": name, **{k: ld.check(f"dataset.{k}", v, kinds[options[k]])
                              for k, v in ds.items() if k != "name"}}
 

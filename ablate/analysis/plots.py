@@ -400,18 +400,28 @@ def showcase_members(runs: pd.DataFrame, metric: str, maximize: bool,
 
 
 GAP = 40  # gap between tiled images: light grey on the white (0) background of gray_r
+COLOUR_GAP = 255  # between colour images: white
 
 
-def _tile(images: np.ndarray, shape: tuple[int, int], cols: int) -> np.ndarray:
-    """(n, H·W) uint8 → one mosaic image with `cols` columns and 1-pixel gaps."""
-    h, w = shape
-    n = len(images)
-    rows = math.ceil(n / cols)
-    out = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), GAP, dtype=np.uint8)
+def _tile(images: np.ndarray, shape: tuple[int, ...], cols: int) -> np.ndarray:
+    """(n, C·H·W) uint8 → one mosaic with `cols` columns and 1-pixel gaps: (H', W') for one
+    channel, (H', W', 3) for colour. `shape` is (C, H, W), or (H, W) for one channel."""
+    ch, h, w = shape if len(shape) == 3 else (1, *shape)
+    rows = math.ceil(len(images) / cols)
+    out = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1, ch), GAP if ch == 1 else COLOUR_GAP,
+                  dtype=np.uint8)
     for i, img in enumerate(images):
         r, c = divmod(i, cols)
-        out[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = img.reshape(h, w)
-    return out
+        out[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = img.reshape(ch, h, w).transpose(1, 2, 0)
+    return out[..., 0] if ch == 1 else out
+
+
+def _show(ax, mosaic: np.ndarray) -> None:
+    """One channel as ink on paper (gray_r); colour as it is."""
+    if mosaic.ndim == 2:
+        ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(mosaic, interpolation="nearest")
 
 
 def load_images(samples: Path, trial: int, seed: int) -> dict[str, np.ndarray]:
@@ -435,18 +445,18 @@ def image_rows(samples: Path, members: pd.DataFrame, kind: str, order: list[str]
     return rows
 
 
-def image_table(rows: list[tuple[str, np.ndarray]], shape: tuple[int, int], title: str,
+def image_table(rows: list[tuple[str, np.ndarray]], shape: tuple[int, int, int], title: str,
                 path: Path, originals: np.ndarray | None = None) -> Path:
     """One row of images per activation (first row: the originals, when given)."""
     if originals is not None:
         rows = [("original", originals)] + rows
     cols = max(len(imgs) for _, imgs in rows)
-    h, w = shape
+    h, w = shape[-2:]
     fig, axes = plt.subplots(len(rows), 1, squeeze=False,
                              figsize=(cols * 0.7 + 1.6, len(rows) * 0.7 * h / w + 0.5),
                              gridspec_kw={"hspace": 0.08})
     for ax, (name, imgs) in zip(axes[:, 0], rows):
-        ax.imshow(_tile(imgs, shape, cols), cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+        _show(ax, _tile(imgs, shape, cols))
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
@@ -461,7 +471,7 @@ def manifold_side(rows: list[tuple[str, np.ndarray]]) -> int:
     return int(round(math.sqrt(len(rows[0][1]))))
 
 
-def manifolds(rows: list[tuple[str, np.ndarray]], shape: tuple[int, int], title: str,
+def manifolds(rows: list[tuple[str, np.ndarray]], shape: tuple[int, int, int], title: str,
               path: Path) -> Path:
     side = manifold_side(rows)
     cols = min(5, len(rows))
@@ -470,7 +480,7 @@ def manifolds(rows: list[tuple[str, np.ndarray]], shape: tuple[int, int], title:
     for ax in axes.flat:
         ax.axis("off")
     for ax, (name, imgs) in zip(axes.flat, rows):
-        ax.imshow(_tile(imgs, shape, side), cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+        _show(ax, _tile(imgs, shape, side))
         ax.set_title(name, fontsize=9)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)

@@ -204,7 +204,8 @@ def images(ctx: Context) -> None:
     shape, samples = ctx.info.get("data", {}).get("image_shape"), ctx.out_dir / "samples"
     if ctx.health is None or not shape or not samples.exists():
         return
-    shape, order, figs = tuple(shape), ctx.order, ctx.fig_dir
+    shape = tuple(shape) if len(shape) == 3 else (1, *shape)  # (C, H, W); stores before it was (H, W)
+    order, figs = ctx.order, ctx.fig_dir
     cell, members = plots.showcase_members(ctx.runs, ctx.metric, ctx.maximize, ctx.cells)
     at = ", ".join(where(k, v) for k, v in cell.items()) or "each activation's best configuration"
     ctx.doc.heading("Images")
@@ -244,7 +245,10 @@ def cost(ctx: Context) -> None:
              "costs, not what an activation costs. What differs between activations is the "
              "activation itself, measured before training on the same device. Total: "
              f"{ctx.runs['train_seconds'].sum():.0f} member-seconds"
-             + (f" in {wall:.0f} s of wall time." if wall else "."))
+             + (f" in the final arms and {ctx.tuning['train_seconds'].sum():.0f} in the tuning"
+                if "train_seconds" in ctx.tuning else "")
+             + (f"{',' if 'train_seconds' in ctx.tuning else ''} in {wall:.0f} s of wall time."
+                if wall else "."))
     if act_ns:
         ctx.figure(plots.cost(ctx.cost, ctx.order, ctx.fig_dir / "cost.png"),
                    "Forward + backward time of each activation per element (best of 5 on "

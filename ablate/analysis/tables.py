@@ -146,7 +146,8 @@ def tuning_frame(storage, study: Study) -> pd.DataFrame:
             rows.append({**group, "tune_trial": t.number, **{k: getattr(config, k) for k in keys},
                          "state": TRIAL_STATES.get(t.state.name, t.state.name.lower()),
                          objective: t.value if t.state.name == "COMPLETE" else float("nan"),
-                         "best": t.number == best})
+                         "best": t.number == best,
+                         "train_seconds": sum(m.get("train_seconds") or 0.0 for m in t.user_attrs.get("members", []))})
     frame = pd.DataFrame(rows)
     if "hidden" in frame:
         frame["hidden"] = frame["hidden"].map(lambda h: "-".join(map(str, h)) if isinstance(h, tuple) else h)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,14 +37,14 @@ def test_digits_is_scaled_stratified_and_fixed():
     np.testing.assert_array_equal(a.x_test, b.x_test)
     counts = np.bincount(a.y_test)
     assert counts.min() >= 35 and counts.max() <= 37  # stratified: ~36 of each digit
-    assert a.image_shape == (8, 8)
+    assert a.image_shape == (1, 8, 8)
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "kmnist"])
 def test_idx_loader_reads_the_standard_files(idx_root, name):
     root, arrays = idx_root
     data = load_dataset({"name": name, "root": str(root), "download": False})
-    assert data.x_train.shape == (18, 30) and data.x_val.shape == (2, 30) and data.image_shape == (6, 5)
+    assert data.x_train.shape == (18, 30) and data.x_val.shape == (2, 30) and data.image_shape == (1, 6, 5)
     whole = load_dataset({"name": name, "root": str(root), "download": False, "val_fraction": 0})
     assert whole.x_val is None
     np.testing.assert_allclose(whole.x_train[3], arrays[0][3].reshape(-1) / 255.0, rtol=1e-6)
@@ -76,7 +77,7 @@ def test_npz_and_caps(tmp_path):
     np.savez(path, x_train=rng.random((50, 4, 4)), x_test=rng.random((10, 4, 4)),
              y_train=np.arange(50) % 3, y_test=np.arange(10) % 3)
     data = load_dataset({"name": "npz", "path": str(path), "train_size": 20})
-    assert data.x_train.shape == (18, 16) and data.image_shape == (4, 4) and len(data.y_train) == 18
+    assert data.x_train.shape == (18, 16) and data.image_shape == (1, 4, 4) and len(data.y_train) == 18
     assert data.x_val.shape == (2, 16) and len(data.y_val) == 2
     np.savez(path, x_train=rng.random((5, 3)) * 2, x_test=rng.random((5, 3)))
     with pytest.raises(UserError, match=r"scale them to \[0, 1\]"):
@@ -87,7 +88,7 @@ def test_synthetic_is_seeded():
     a = load_dataset({"name": "synthetic", "n_train": 30, "dim": 16})
     b = load_dataset({"name": "synthetic", "n_train": 30, "dim": 16})
     np.testing.assert_array_equal(a.x_train, b.x_train)
-    assert a.x_train.shape == (27, 16) and a.x_val.shape == (3, 16) and a.image_shape == (4, 4)
+    assert a.x_train.shape == (27, 16) and a.x_val.shape == (3, 16) and a.image_shape == (1, 4, 4)
 
 
 def test_validation_split_is_fixed_stratified_and_disjoint():
@@ -114,3 +115,65 @@ def test_npz_brings_its_own_validation_split(tmp_path):
     np.savez(path, x_train=rng.random((40, 6)), x_val=rng.random((7, 5)), x_test=rng.random((9, 6)))
     with pytest.raises(UserError, match="different widths"):
         load_dataset({"name": "npz", "path": str(path)})
+
+
+def test_npz_shape_names_the_channels(tmp_path):
+    path = tmp_path / "c.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x_train=rng.random((30, 3 * 4 * 2)), x_test=rng.random((5, 24)))
+    assert load_dataset({"name": "npz", "path": str(path), "shape": [3, 4, 2]}).image_shape == (3, 4, 2)
+    assert load_dataset({"name": "npz", "path": str(path)}).image_shape is None
+    with pytest.raises(UserError, match=r"dataset\.shape: \[3, 4, 4\] holds 48 values, but each image .* has 24"):
+        load_dataset({"name": "npz", "path": str(path), "shape": [3, 4, 4]})
+
+
+def _cifar_batch(path: Path, images: np.ndarray, labels: list[int]) -> None:
+    import pickle
+
+    with open(path, "wb") as f:  # the format of CIFAR-10's python batches
+        pickle.dump({b"batch_label": b"x", b"labels": labels, b"data": images,
+                     b"filenames": [b"f"] * len(labels)}, f)
+
+
+def test_cifar10_reads_the_python_batches(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    batches = [rng.integers(0, 256, (4, 3072), dtype=np.uint8) for _ in range(6)]
+    for i, images in enumerate(batches[:5]):
+        _cifar_batch(folder / f"data_batch_{i + 1}", images, [i, 9 - i, 1, 2])
+    _cifar_batch(folder / "test_batch", batches[5], [3, 3, 3, 3])
+    data = load_dataset({"name": "cifar10", "root": str(tmp_path), "download": False, "val_fraction": 0})
+    assert data.x_train.shape == (20, 3072) and data.x_test.shape == (4, 3072)
+    assert data.image_shape == (3, 32, 32) and list(data.y_test) == [3, 3, 3, 3]
+    # rows keep CIFAR's channel-first layout: the red plane, then green, then blue
+    np.testing.assert_allclose(data.x_train[5], batches[1][1] / 255.0, rtol=1e-6)
+    assert list(data.y_train[:8]) == [0, 9, 1, 2, 1, 8, 1, 2]
+    (folder / "test_batch").unlink()
+    with pytest.raises(UserError, match=r"dataset\.root: .*cifar-10-batches-py lacks test_batch\. Unpack"):
+        load_dataset({"name": "cifar10", "root": str(tmp_path), "download": False})
+
+
+def test_celeba_crops_the_centre_resizes_and_keeps_its_partition(tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "img_align_celeba"
+    images.mkdir()
+    lines = []
+    for i in range(9):  # CelebA's aligned size: 178 wide, 218 high; white inside the centre crop
+        pixels = np.zeros((218, 178, 3), dtype=np.uint8)
+        pixels[35:183, 15:163] = (255, 128 + i, 0)
+        Image.fromarray(pixels).save(images / f"{i:06d}.png")
+        lines.append(f"{i:06d}.png {0 if i < 5 else 1 if i < 7 else 2}")
+    (tmp_path / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+    data = load_dataset({"name": "celeba", "root": str(tmp_path)})
+    assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (5, 2, 2)
+    assert data.image_shape == (3, 64, 64) and data.y_train is None
+    red, green, blue = data.x_train[0].reshape(3, 64, 64)
+    assert red.min() == 1.0 and blue.max() == 0.0  # nothing of the black border survives
+    assert green.mean() == pytest.approx(128 / 255, abs=1e-6)
+    capped = load_dataset({"name": "celeba", "root": str(tmp_path), "train_size": 2})
+    assert len(capped.x_train) == 2 and len(capped.x_val) == 1
+    (tmp_path / "list_eval_partition.txt").unlink()
+    with pytest.raises(UserError, match=r"list_eval_partition\.txt does not exist\. Put CelebA's aligned"):
+        load_dataset({"name": "celeba", "root": str(tmp_path)})

@@ -95,3 +95,11 @@ def test_heatmap_title_says_which_way_is_better(metric, tmp_path, monkeypatch):
     plots.heatmaps(runs, metric, ["relu", "gelu", "tanh"], tmp_path / "h.png")
     better = "higher" if metric != "test_nll" else "lower"
     assert titles == [f"Mean {label(metric)} over seeds ({better} is better)"]
+
+
+def test_tile_keeps_colour_channels_in_place():
+    img = np.zeros((3, 2, 2), dtype=np.uint8)
+    img[0] = 200  # a red image, stored channel-first like every dataset's rows
+    out = plots._tile(np.stack([img.reshape(-1)] * 2), (3, 2, 2), cols=2)
+    assert out.shape == (2, 5, 3)
+    assert (out[:, :2] == [200, 0, 0]).all() and (out[:, 2] == plots.COLOUR_GAP).all()
