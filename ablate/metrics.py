@@ -86,8 +86,6 @@ METRICS: dict[str, Metric] = {m.name: m for m in _TABLE}
 FINAL: tuple[str, ...] = tuple(m.name for m in _TABLE if m.final)
 """The runs.csv metrics, in table order: what search.objective and report.metric may name."""
 PRUNABLE: tuple[str, ...] = tuple(m.name for m in _TABLE if m.final and m.per_epoch)
-EVALUATED: tuple[str, ...] = tuple(m.name for m in _TEST)
-"""The metrics the final evaluation computes on a split (prefixed val_ on validation)."""
 
 
 def label(name: str) -> str:

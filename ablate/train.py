@@ -197,8 +197,8 @@ def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 10
 
 @torch.no_grad()
 def evaluate_final(fleet: Fleet, data: DeviceData, iwae_samples: int) -> dict[str, dict]:
-    """Every metric the table evaluates (metrics.EVALUATED) for each member on the test split,
-    and on the validation split as its val_ twins: {key: {metric: value}}."""
+    """Every test metric of the metric table for each member on the test split, and on the
+    validation split as its val_ twins: {key: {metric: value}}."""
     results = _evaluate_split(fleet, data.x_test, data.y_test, data, iwae_samples)
     if data.x_val is not None:
         val = _evaluate_split(fleet, data.x_val, data.y_val, data, iwae_samples)

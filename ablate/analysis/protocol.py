@@ -2,9 +2,9 @@
 
 Owns: the rankings of the fixed and the tuned arm side by side with Kendall's τ, the generated
 verdict sentence, the tuned values each activation found in each cell (with a warning when one
-lies at the edge of its range), the expected best validation score against the tuning budget
-(Dodge et al. 2019), and the weight init each activation got in each arm. Does not own: the
-tests and the expected maximum (stats.py), figures (plots.py), or which sections a report has
+lies at the edge of its range), and the expected best validation score against the tuning
+budget (Dodge et al. 2019). Does not own: the tests and the expected maximum (stats.py),
+figures (plots.py), the inits per arm (sections.setup), or which sections a report has
 (report.py).
 """
 
@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from ablate.activations import ACTIVATIONS
 from ablate.analysis import plots, stats
 from ablate.analysis.document import ci, fmt, param, where
 from ablate.analysis.search import edge_hits, edge_sentence
@@ -103,21 +102,3 @@ def _tuned_values(ctx: Context) -> None:
     doc.bullets([edge_sentence(key, side, p.ranges[key], f"{len(who)} of the {len(best)} tuning "
                                f"searches ({', '.join(who)})")
                  for (key, side), who in hits.items()])
-
-
-def inits(ctx: Context) -> pd.DataFrame:
-    """The weight init each activation's hidden layers got, per arm (auto resolved to the
-    activation's own scheme)."""
-    def resolved(act: str, init: str) -> str:
-        if init != "auto":
-            return init
-        return f"auto ({ACTIVATIONS.get(act).init})" if act in ACTIVATIONS else "auto (the plugin's own)"
-
-    arms = ARMS if "arm" in ctx.runs.columns else (None,)
-    out = {"activation": ctx.order or sorted(set(ctx.runs["activation"]))}
-    for arm in arms:
-        part = ctx.runs if arm is None else ctx.runs[ctx.runs["arm"] == arm]
-        used = part.groupby("activation")["init"].agg(lambda s: sorted(set(s)))
-        out["init" if arm is None else f"{arm}: init"] = [
-            ", ".join(resolved(a, i) for i in used.get(a, [])) or "–" for a in out["activation"]]
-    return pd.DataFrame(out)

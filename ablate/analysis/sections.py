@@ -1,6 +1,7 @@
 """The report's sections, each a function of the report's `Context` that writes into its document.
 
-Owns: the wording, tables and figure captions of the summary, setup, results, statistics,
+Owns: the wording, tables and figure captions of the summary, setup (with the weight init each
+activation got, per arm), results, statistics,
 collapse, images, cost, per-cell, failures and reproduce sections. Does not own: which
 sections a report has (report.py), a search's sections (search.py), the statistics
 (stats.py) or how figures look (plots.py).
@@ -14,9 +15,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ablate.activations import ACTIVATIONS
 from ablate.analysis import plots, protocol, stats
 from ablate.analysis.document import ci, fmt, upper, where
 from ablate.metrics import METRICS, label
+from ablate.study import ARMS
 
 if TYPE_CHECKING:
     from ablate.analysis.report import Context
@@ -88,8 +91,26 @@ def setup(ctx: Context) -> None:
                  + (" in each arm" if ctx.study.protocol else "") + " (auto: the scheme the "
                  "activation needs, Kaiming for the ReLU family, LeCun for SELU, Xavier for "
                  "tanh and sigmoid; default: PyTorch's nn.Linear):")
-        doc.table(protocol.inits(ctx))
+        doc.table(inits(ctx))
     doc.code(study.source)
+
+
+def inits(ctx: Context) -> pd.DataFrame:
+    """The weight init each activation's hidden layers got, per arm (auto resolved to the
+    activation's own scheme)."""
+    def resolved(act: str, init: str) -> str:
+        if init != "auto":
+            return init
+        return f"auto ({ACTIVATIONS.get(act).init})" if act in ACTIVATIONS else "auto (the plugin's own)"
+
+    arms = ARMS if "arm" in ctx.runs.columns else (None,)
+    out = {"activation": ctx.order or sorted(set(ctx.runs["activation"]))}
+    for arm in arms:
+        part = ctx.runs if arm is None else ctx.runs[ctx.runs["arm"] == arm]
+        used = part.groupby("activation")["init"].agg(lambda s: sorted(set(s)))
+        out["init" if arm is None else f"{arm}: init"] = [
+            ", ".join(resolved(a, i) for i in used.get(a, [])) or "–" for a in out["activation"]]
+    return pd.DataFrame(out)
 
 
 def results(ctx: Context) -> None:
