@@ -61,14 +61,22 @@ def dead_fraction(h_min: Tensor, h_max: Tensor, real: Tensor, tol: float = 1e-6)
 def probe_accuracy(train_features: np.ndarray, train_labels: np.ndarray,
                    test_features: np.ndarray, test_labels: np.ndarray) -> float:
     """Test accuracy of a logistic regression fitted on standardised latent means."""
+    return probe_accuracies(train_features, train_labels, [(test_features, test_labels)])[0]
+
+
+def probe_accuracies(train_features: np.ndarray, train_labels: np.ndarray,
+                     evaluations: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+    """One logistic regression fitted on standardised latent means, scored on each (features,
+    labels) set; NaN where a set has no labels, features are not finite, or the training
+    labels have one class."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if not (np.isfinite(train_features).all() and np.isfinite(test_features).all()):
-        return float("nan")
-    if len(np.unique(train_labels)) < 2:
-        return float("nan")
+    nan = [float("nan")] * len(evaluations)
+    if not np.isfinite(train_features).all() or len(np.unique(train_labels)) < 2:
+        return nan
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     model.fit(train_features, train_labels)
-    return float(model.score(test_features, test_labels))
+    return [float(model.score(f, y)) if y is not None and np.isfinite(f).all() else float("nan")
+            for f, y in evaluations]

@@ -198,18 +198,23 @@ def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 10
 @torch.no_grad()
 def evaluate_final(fleet: Fleet, data: DeviceData, iwae_samples: int) -> dict[str, dict]:
     """Every test metric of the metric table for each member on the test split, and on the
-    validation split as its val_ twins: {key: {metric: value}}."""
-    results = _evaluate_split(fleet, data.x_test, data.y_test, data, iwae_samples)
+    validation split as its val_ twins: {key: {metric: value}}. The linear probe is fitted
+    once per member and scored on both splits."""
+    results, mu_test = _evaluate_split(fleet, data.x_test, iwae_samples)
+    scored = [("probe_accuracy", mu_test, data.y_test)]
     if data.x_val is not None:
-        val = _evaluate_split(fleet, data.x_val, data.y_val, data, iwae_samples)
+        val, mu_val = _evaluate_split(fleet, data.x_val, iwae_samples)
         for key, row in val.items():
             results[key].update({val_name(k): v for k, v in row.items() if k != "kl_per_dim"})
+        scored.append(("val_probe_accuracy", mu_val, data.y_val))
+    probes = _probe(fleet, data, [(mu, y) for _, mu, y in scored])
+    for m, accuracies in zip(fleet.members, probes):
+        results[m.key].update({name: a for (name, _, _), a in zip(scored, accuracies)})
     return results
 
 
-def _evaluate_split(fleet: Fleet, x: Tensor, y: np.ndarray | None, data: DeviceData,
-                    iwae_samples: int) -> dict[str, dict]:
-    """The metrics of one split (x, labels y); the probe is fitted on training images."""
+def _evaluate_split(fleet: Fleet, x: Tensor, iwae_samples: int) -> tuple[dict[str, dict], Tensor]:
+    """The metrics of one split but the probe, and its posterior means μ (N, n, L)."""
     N, L, dev, vae = len(fleet), fleet.latent, fleet.device, fleet.family == "vae"
     n = len(x)
     budget = _budget(dev)
@@ -249,16 +254,14 @@ def _evaluate_split(fleet: Fleet, x: Tensor, y: np.ndarray | None, data: DeviceD
     else:
         out["test_kl"], out["test_nll"], out["mutual_info"] = nan, nan, nan
         out["kl_per_dim"] = torch.full((N, L), float("nan"), device=dev)
-    probe = _probe(fleet, data, mu, y)
 
     results = {}
     for i, m in enumerate(fleet.members):
         Lm = m.config.latent_dim
         row = {k: float(v[i]) for k, v in out.items() if k != "kl_per_dim"}
         row["kl_per_dim"] = [float(v) for v in out["kl_per_dim"][i, :Lm]]
-        row["probe_accuracy"] = probe[i]
         results[m.key] = row
-    return results
+    return results, mu
 
 
 def _iwae(fleet: Fleet, x: Tensor, mu: Tensor, logvar: Tensor, k: int, budget: int) -> Tensor:
@@ -299,19 +302,19 @@ def _mutual_info(fleet: Fleet, mu: Tensor, logvar: Tensor, budget: int) -> Tenso
     return M.mutual_information(self_term, torch.cat(cross, 1), n)
 
 
-def _probe(fleet: Fleet, data: DeviceData, mu_test: Tensor, y_test: np.ndarray | None) -> list[float]:
-    """Linear-probe accuracy on μ per member, fitted on training images and scored on the
-    split whose latent means are `mu_test` (NaN without labels)."""
+def _probe(fleet: Fleet, data: DeviceData, splits: list[tuple[Tensor, np.ndarray | None]]) -> list[list[float]]:
+    """Per member: the linear-probe accuracy on μ of each split (μ (N, n, L), labels), from one
+    probe fitted on training images (NaN without labels)."""
     N = len(fleet)
-    if data.y_train is None or y_test is None:
-        return [float("nan")] * N
+    if data.y_train is None or all(y is None for _, y in splits):
+        return [[float("nan")] * len(splits) for _ in range(N)]
     x = data.x_train[:PROBE_MAX_TRAIN]
     c = _chunk(len(x), N, 2 * fleet.data_dim + 2 * sum(fleet.widths), _budget(fleet.device))
-    mu_train = torch.cat([fleet.encode(x[s:s + c])[0] for s in range(0, len(x), c)], 1)
+    mu_train = torch.cat([fleet.encode(x[s:s + c])[0] for s in range(0, len(x), c)], 1).cpu().numpy()
     y_train = data.y_train[:PROBE_MAX_TRAIN]
-    train_np, test_np = mu_train.cpu().numpy(), mu_test.cpu().numpy()
-    return [M.probe_accuracy(train_np[i, :, :m.config.latent_dim], y_train,
-                             test_np[i, :, :m.config.latent_dim], y_test)
+    evals = [(mu.cpu().numpy(), y) for mu, y in splits]
+    return [M.probe_accuracies(mu_train[i, :, :m.config.latent_dim], y_train,
+                               [(f[i, :, :m.config.latent_dim], y) for f, y in evals])
             for i, m in enumerate(fleet.members)]
 
 
