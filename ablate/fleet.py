@@ -1,17 +1,17 @@
-"""The fleet: a cohort of independent MLP VAEs (or AEs) stored and trained as one batched model.
+"""The fleet: a cohort of independent models (MLP or conv VAEs and AEs) trained as one.
 Its invariants and their tests: docs/architecture.md, "The fleet".
 
-Owns: stacked parameters (N, in, out) and their padding masks, the per-member activations,
-per-member random generators, the loss, and a stacked Adam that is N independent Adams.
-Does not own: the epoch loop, evaluation metrics or bookkeeping of results (train.py).
+Owns: the members (sorted by activation, so each activation acts on one contiguous slice),
+their random generators, the loss, the stacked Adam that is N independent Adams, and members
+leaving (failure, pruning). Does not own: the layers (layers.py), the model built from them
+(models.py), the epoch loop, evaluation metrics or bookkeeping of results (train.py).
 
-Invariants (tested):
+Invariants (tested for MLP and conv models):
 - A member's numbers do not depend on the other members: it draws its init, data order and
   noise from generators seeded by its own seed only; members share no parameter, the loss is
   a sum over members, and Adam is elementwise.
 - Members narrower than the widest (hidden width, latent size) are zero-padded; outputs of
   padded units are masked to zero, so padded weights get exactly zero gradient and stay zero.
-- Members are kept sorted by activation, so each activation applies to one contiguous slice.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ablate.nonlinear import Activation, get_activation, init_weight
+from ablate.layers import Groups, regroup
+from ablate.models import build_model, flat_shape
+from ablate.nonlinear import get_activation
 from ablate.study import RunConfig
 
-LOG_2PI = math.log(2.0 * math.pi)
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 FUSED_ADAM = hasattr(torch, "_fused_adam_")
@@ -52,138 +53,39 @@ def stream_seed(seed: int, stream: int) -> int:
     return (x ^ (x >> 29)) & (2**63 - 1)
 
 
-def member_param_count(config: RunConfig, data_dim: int) -> int:
-    """Trainable weights of one member (for memory estimates and cost shares)."""
-    h, latent = list(config.hidden), config.latent_dim
-    heads = 2 if config.family == "vae" else 1
-    enc = sum((a + 1) * b for a, b in zip([data_dim] + h[:-1], h))
-    dec = sum((a + 1) * b for a, b in zip([latent] + h[::-1][:-1], h[::-1]))
-    return enc + (h[-1] + 1) * latent * heads + dec + (h[0] + 1) * data_dim
-
-
-class _Slot:
-    """One stacked parameter: rows belong to fleet members `owners`; carries its Adam state."""
-
-    def __init__(self, tensor: Tensor, owners: list[int]):
-        self.tensor = tensor.requires_grad_(True)
-        self.owners = owners
-        self.exp_avg = torch.zeros_like(tensor)
-        self.exp_avg_sq = torch.zeros_like(tensor)
-        self.step = torch.zeros((), device=tensor.device)  # Adam steps taken (same for all rows)
-
-    def select(self, new_position: dict[int, int]) -> "_Slot | None":
-        rows = [i for i, o in enumerate(self.owners) if o in new_position]
-        if not rows:
-            return None
-        index = torch.tensor(rows, device=self.tensor.device)
-        slot = _Slot(self.tensor.detach().index_select(0, index), [new_position[self.owners[i]] for i in rows])
-        slot.exp_avg = self.exp_avg.index_select(0, index)
-        slot.exp_avg_sq = self.exp_avg_sq.index_select(0, index)
-        slot.step = self.step.clone()
-        return slot
-
-
-class _BernoulliNLL(torch.autograd.Function):
-    """−log Bernoulli(x | sigmoid(logits)) summed over pixels: softplus(l) − x·l, (..., D) → (...).
-
-    The same value as binary_cross_entropy_with_logits(...).sum(-1), in three passes over the
-    (N, B, D) logits instead of about nine (its forward and backward make several temporaries);
-    the gradient is sigmoid(l) − x."""
-
-    @staticmethod
-    def forward(ctx, logits: Tensor, x: Tensor) -> Tensor:
-        ctx.save_for_backward(logits, x)
-        return torch.nn.functional.softplus(logits).sum(-1) - torch.linalg.vecdot(logits, x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        logits, x = ctx.saved_tensors
-        return torch.sigmoid(logits).sub_(x).mul_(grad.unsqueeze(-1)), None
-
-
 class Fleet:
     """N members of one cohort key, trained together on one device."""
 
-    def __init__(self, members: list[Member], data_dim: int, device: torch.device | str = "cpu"):
+    def __init__(self, members: list[Member], shape: tuple[int, ...] | int,
+                 device: torch.device | str = "cpu"):
         if not members:
             raise ValueError("a fleet needs at least one member")
         keys = {m.config.cohort_key for m in members}
         if len(keys) != 1:
             raise ValueError(f"members of different cohorts in one fleet: {keys}")
         self.device = torch.device(device)
-        self.data_dim = data_dim
+        self.shape = flat_shape(shape)  # one example: (C, H, W) images, or (D,) flat data
+        self.data_dim = math.prod(self.shape)
         self.members = sorted(members, key=lambda m: m.config.activation)  # stable: groups contiguous
         c0 = self.members[0].config
-        self.family, self.likelihood, self.depth = c0.family, c0.likelihood, len(c0.hidden)
-        self.slots: dict[str, _Slot] = {}
+        self.family, self.likelihood = c0.family, c0.likelihood
         self._build()
-
-    # ----------------------------------------------------------------------------- construction
-    def _layer_dims(self, config: RunConfig) -> list[tuple[str, int, int, str]]:
-        """(name, fan_in, fan_out, init-from) of one member's layers, in init draw order."""
-        h, L, D = list(config.hidden), config.latent_dim, self.data_dim
-        layers = [(f"enc.{i}", a, b, "act") for i, (a, b) in enumerate(zip([D] + h[:-1], h))]
-        layers.append(("head.mu", h[-1], L, "default"))
-        if self.family == "vae":
-            layers.append(("head.logvar", h[-1], L, "default"))
-        rh = h[::-1]
-        layers += [(f"dec.{i}", a, b, "act") for i, (a, b) in enumerate(zip([L] + rh[:-1], rh))]
-        layers.append(("out", h[0], D, "default"))
-        return layers
 
     def _build(self) -> None:
         members, dev = self.members, self.device
-        n = len(members)
-        cfgs = [m.config for m in members]
-        self.widths = [max(c.hidden[i] for c in cfgs) for i in range(self.depth)]
-        self.latent = max(c.latent_dim for c in cfgs)
-        self.acts: list[Activation] = []
-        self.groups: list[tuple[Activation, int, int]] = []
+        self.groups: Groups = []
         for i, m in enumerate(members):
             if self.groups and self.groups[-1][0].name == m.config.activation:
                 act, s, _ = self.groups[-1]
                 self.groups[-1] = (act, s, i + 1)
             else:
                 self.groups.append((get_activation(m.config.activation), i, i + 1))
-
-        # Padded shapes of every stacked layer.
-        L, D, W = self.latent, self.data_dim, self.widths
-        rw = W[::-1]
-        shapes = {f"enc.{i}": (a, b) for i, (a, b) in enumerate(zip([D] + W[:-1], W))}
-        shapes["head"] = (W[-1], 2 * L if self.family == "vae" else L)
-        shapes.update({f"dec.{i}": (a, b) for i, (a, b) in enumerate(zip([L] + rw[:-1], rw))})
-        shapes["out"] = (W[0], D)
-        weights = {k: torch.zeros(n, a, b) for k, (a, b) in shapes.items()}
-        biases = {k: torch.zeros(n, 1, b) for k, (a, b) in shapes.items()}
-
-        for m_i, m in enumerate(members):
-            gen = torch.Generator().manual_seed(stream_seed(m.seed, 1))
-            act = get_activation(m.config.activation)
-            for name, fan_in, fan_out, src in self._layer_dims(m.config):
-                scheme, gain = (act.init, act.gain) if src == "act" else ("default", 1.0)
-                if src == "act" and m.config.init != "auto":
-                    scheme = m.config.init
-                w, b = init_weight(scheme, gain, fan_in, fan_out, gen)
-                if name.startswith("head."):
-                    col = 0 if name == "head.mu" else L
-                    weights["head"][m_i, :fan_in, col:col + fan_out] = w
-                    biases["head"][m_i, 0, col:col + fan_out] = b
-                else:
-                    weights[name][m_i, :fan_in, :fan_out] = w
-                    biases[name][m_i, 0, :fan_out] = b
-
-        everyone = list(range(n))
-        for k in shapes:
-            self.slots[f"{k}.w"] = _Slot(weights[k].to(dev), everyone)
-            self.slots[f"{k}.b"] = _Slot(biases[k].to(dev), everyone)
-        if self.likelihood == "gaussian":  # learned shared observation noise (σ-VAE), log σ = 0
-            self.slots["log_sigma"] = _Slot(torch.zeros(n, 1, 1, device=dev), everyone)
-        for layer in range(2 * self.depth):
-            for act, s, e in self.groups:
-                for pname, value in act.params.items():
-                    init = value.detach().to(dev).expand(e - s, *value.shape).clone()
-                    self.slots[f"act.{layer}.{act.name}.{pname}"] = _Slot(init, list(range(s, e)))
-        self.steps = torch.zeros(n, dtype=torch.float64, device=dev)  # Adam steps per member
+        gens = [torch.Generator().manual_seed(stream_seed(m.seed, 1)) for m in members]
+        self.model = build_model([(m.config, g) for m, g in zip(members, gens)], self.shape,
+                                 self.groups, dev)
+        self.latent = self.model.latent
+        self.slots = self.model.slots()
+        self.steps = torch.zeros(len(members), dtype=torch.float64, device=dev)  # Adam steps per member
         self.train_gens = [torch.Generator(device=dev).manual_seed(stream_seed(m.seed, 2))
                            for m in members]
         self._derive()
@@ -195,34 +97,17 @@ class Fleet:
         self.lr = torch.tensor([c.lr for c in cfgs], dtype=torch.float64, device=dev)
         self.shared_lr = cfgs[0].lr if all(c.lr == cfgs[0].lr for c in cfgs) else None
         self.warmup_epochs = torch.tensor([c.kl_warmup_epochs for c in cfgs], dtype=torch.float64)
-        hid = [c.hidden for c in cfgs]
-        masks = []
-        for layer in range(2 * self.depth):
-            i = layer if layer < self.depth else 2 * self.depth - 1 - layer
-            real = torch.tensor([h[i] for h in hid], device=dev)
-            full = bool((real == self.widths[i]).all())
-            cols = torch.arange(self.widths[i], device=dev)
-            masks.append(None if full else (cols < real[:, None]).float().unsqueeze(1))
-        self.hidden_masks = masks
-        real = torch.tensor([c.latent_dim for c in cfgs], device=dev)
-        cols = torch.arange(self.latent, device=dev)
-        self.latent_mask = (cols < real[:, None]).float().unsqueeze(1)  # (N, 1, L)
-        self._latent_full = bool((real == self.latent).all())
 
     def select(self, keys: set[str]) -> None:
         """Keep only the members whose key is in `keys`; the rest leave the computation."""
         keep = [i for i, m in enumerate(self.members) if m.key in keys]
         new_position = {old: new for new, old in enumerate(keep)}
-        self.slots = {k: s2 for k, s in self.slots.items() if (s2 := s.select(new_position))}
+        self.model.select(new_position)
+        self.slots = self.model.slots()
         self.members = [self.members[i] for i in keep]
         self.steps = self.steps[keep]
         self.train_gens = [self.train_gens[i] for i in keep]
-        groups = []
-        for act, s, e in self.groups:
-            inside = [new_position[i] for i in range(s, e) if i in new_position]
-            if inside:
-                groups.append((act, inside[0], inside[-1] + 1))
-        self.groups = groups
+        self.groups = regroup(self.groups, new_position)
         self._derive()
 
     def __len__(self) -> int:
@@ -236,58 +121,23 @@ class Fleet:
         return [s.tensor for s in self.slots.values()]
 
     # ----------------------------------------------------------------------------- forward
-    def _linear(self, name: str, x: Tensor) -> Tensor:
-        """x (N, B, in), or (B, in) shared by every member → (N, B, out)."""
-        w, b = self.slots[f"{name}.w"].tensor, self.slots[f"{name}.b"].tensor
-        if x.dim() == 2:
-            return torch.matmul(x, w) + b
-        return torch.baddbmm(b, x, w)
-
-    def _activate(self, layer: int, pre: Tensor) -> Tensor:
-        """Each activation on its contiguous slice of members; padded units masked to zero."""
-        if len(self.groups) == 1:
-            pieces = [pre]
-        else:  # one split (its backward is one cat), not slices (each backward a full zeros+add)
-            pieces = torch.split(pre, [e - s for _, s, e in self.groups], 0)
-        parts = []
-        for (act, _, _), piece in zip(self.groups, pieces):
-            params = {p: self.slots[f"act.{layer}.{act.name}.{p}"].tensor for p in act.params}
-            parts.append(act.apply(piece, params))
-        h = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
-        mask = self.hidden_masks[layer]
-        return h if mask is None else h * mask
+    @property
+    def latent_mask(self) -> Tensor:
+        """(N, 1, L): 1 on each member's real latent dims, 0 on padding."""
+        return self.model.latent_mask
 
     def encode(self, x: Tensor, hidden: list | None = None) -> tuple[Tensor, Tensor | None]:
-        """x (N, B, D) or shared (B, D) → μ, log σ² (N, B, L), zero on padded latent dims."""
-        h = x
-        for i in range(self.depth):
-            h = self._activate(i, self._linear(f"enc.{i}", h))  # (N, B, W_i)
-            if hidden is not None:
-                hidden.append(h)
-        stats = self._linear("head", h)  # (N, B, 2L) for a VAE, (N, B, L) for an AE
-        L = self.latent
-        mu, logvar = (stats[..., :L], stats[..., L:]) if self.family == "vae" else (stats, None)
-        if not self._latent_full:
-            mu = mu * self.latent_mask
-            logvar = None if logvar is None else logvar * self.latent_mask
-        return mu, logvar
+        """x (N, B, D) or shared (B, D) → μ, log σ² (N, B, L), zero on padded latent dims;
+        `hidden` collects every activation's output as (N, observations, units)."""
+        return self.model.encode(x, hidden)
 
     def decode(self, z: Tensor, hidden: list | None = None) -> Tensor:
         """z (N, B, L) → decoder output (N, B, D): Bernoulli logits or Gaussian means."""
-        h = z
-        for i in range(self.depth):
-            h = self._activate(self.depth + i, self._linear(f"dec.{i}", h))
-            if hidden is not None:
-                hidden.append(h)
-        return self._linear("out", h)
+        return self.model.decode(z, hidden)
 
     def log_likelihood(self, x: Tensor, out: Tensor) -> Tensor:
         """log p(x | z) summed over pixels: x (N, B, D) or (B, D), out (N, B, D) → (N, B)."""
-        if self.likelihood == "bernoulli":
-            return -_BernoulliNLL.apply(out, x)
-        log_sigma = self.slots["log_sigma"].tensor  # (N, 1, 1)
-        sq = ((x - out) * torch.exp(-log_sigma)) ** 2
-        return -0.5 * (sq + 2.0 * log_sigma + LOG_2PI).sum(-1)
+        return self.model.log_likelihood(x, out)
 
     def loss(self, x: Tensor, eps: Tensor, beta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Per-member mean loss, recon and KL over the batch: x (N, B, D), eps (N, B, L) → (N,)."""

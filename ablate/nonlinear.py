@@ -1,18 +1,17 @@
-"""Activations as training uses them: the functions, plugins, and weight initialisation.
+"""Activations as training uses them: the functions and plugins.
 
 Owns: resolving a catalogue entry (activations.py) or a user's `package.module:Factory` into
-an `Activation` that acts on a group of fleet members at once, the functions the catalogue
-names in this module, and `init_weight`. Does not own: which names exist, their init scheme
-and description (activations.py), or where activations sit in a model (fleet.py).
+an `Activation` that acts on a group of fleet members at once, and the functions the catalogue
+names in this module. Does not own: which names exist, their init scheme and description
+(activations.py), weight init (layers.py), or where activations sit in a model (models.py).
 
-`apply(x, params)` takes hidden values `x` of shape (G, B, H) and, for learnable activations,
-`params[name]` of shape (G, *shape) — one independent copy per member — and returns a tensor
-shaped like `x`.
+`apply(x, params)` takes hidden values `x` of shape (G, B, H), or feature maps (G, B, C, H, W),
+and, for learnable activations, `params[name]` of shape (G, *shape) — one independent copy per
+member — and returns a tensor shaped like `x`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -37,9 +36,10 @@ class Activation:
     """Learnable parameters of one member, with their initial values."""
 
 
-def _scalar(p: Tensor) -> Tensor:
-    """A per-member scalar parameter (G,) viewed to broadcast over (G, B, H)."""
-    return p.view(-1, 1, 1)
+def _scalar(p: Tensor, x: Tensor) -> Tensor:
+    """A per-member scalar parameter (G,) viewed to broadcast over x: (G, B, H) hidden units
+    or (G, B, C, H, W) feature maps."""
+    return p.view(-1, *(1,) * (x.dim() - 1))
 
 
 def identity(x: Tensor) -> Tensor:
@@ -51,11 +51,11 @@ def leaky_relu(x: Tensor) -> Tensor:
 
 
 def prelu(x: Tensor, p: dict[str, Tensor]) -> Tensor:
-    return torch.where(x >= 0, x, _scalar(p["slope"]) * x)
+    return torch.where(x >= 0, x, _scalar(p["slope"], x) * x)
 
 
 def swish(x: Tensor, p: dict[str, Tensor]) -> Tensor:
-    return x * torch.sigmoid(_scalar(p["beta"]) * x)
+    return x * torch.sigmoid(_scalar(p["beta"], x) * x)
 
 
 def _from_spec(spec: ActivationSpec) -> Activation:
@@ -92,23 +92,3 @@ def get_activation(name: str) -> Activation:
     if name not in ACTIVATIONS and ":" in name:
         return _from_plugin(name)
     return _from_spec(ACTIVATIONS.get(name))
-
-
-def init_weight(scheme: str, gain: float, fan_in: int, fan_out: int,
-                generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Weight (fan_in, fan_out) and bias (fan_out,) of one member's layer, drawn on the CPU."""
-    if scheme == "default":  # torch.nn.Linear: kaiming_uniform(a=√5) ⇒ U(±1/√fan_in), same for bias
-        bound = 1.0 / math.sqrt(fan_in)
-        w = torch.empty(fan_in, fan_out).uniform_(-bound, bound, generator=generator)
-        b = torch.empty(fan_out).uniform_(-bound, bound, generator=generator)
-        return w, b
-    if scheme == "kaiming":
-        w = torch.empty(fan_in, fan_out).normal_(0.0, gain / math.sqrt(fan_in), generator=generator)
-    elif scheme == "xavier":
-        bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
-        w = torch.empty(fan_in, fan_out).uniform_(-bound, bound, generator=generator)
-    elif scheme == "lecun":
-        w = torch.empty(fan_in, fan_out).normal_(0.0, 1.0 / math.sqrt(fan_in), generator=generator)
-    else:
-        raise ValueError(f"unknown init scheme {scheme!r}")
-    return w, torch.zeros(fan_out)

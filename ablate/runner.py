@@ -28,7 +28,8 @@ from tqdm import tqdm
 from ablate.data import Dataset, load_dataset
 from ablate.errors import UserError
 from ablate.files import atomic_open
-from ablate.fleet import Member, member_param_count
+from ablate.fleet import Member
+from ablate.models import activation_floats, conv_sizes, param_count
 from ablate.metrics import METRICS
 from ablate.sources import Source, claim, make_pruner, make_sampler, plan, sources
 from ablate.store import WORKER, Backend, Heartbeat, check_results_dir, is_running, open_store, trial_id
@@ -49,17 +50,34 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def check_architecture(study: Study, data: Dataset) -> None:
+    """A conv model needs images, large enough to halve once per channels entry."""
+    for config in {study.config(p) for p in study.points()}:
+        if config.arch != "conv":
+            continue
+        if data.image_shape is None:
+            raise UserError(f"{study.path}: model.arch: conv needs images, but dataset "
+                            f"'{data.name}' has flat rows of {data.dim} values and no image shape; "
+                            "give the npz a shape: [C, H, W] or use arch: mlp.")
+        try:
+            conv_sizes(data.image_shape, config.channels)
+        except ValueError as exc:
+            raise UserError(f"{study.path}: model.channels: {exc}; use fewer channels entries "
+                            "or larger images.") from None
+
+
 def cohort_capacity(study: Study, data: Dataset, device: torch.device) -> int:
     """Members per cohort: what fits in half the free device memory, capped by cohort_size."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
     else:
         free = _available_ram()
-    worst = max((study.config(p) for p in study.corners()),
-                key=lambda c: member_param_count(c, data.dim))
+    shape = data.image_shape or data.dim
+    configs = [study.config(p) for p in study.corners()]
+    worst = max(configs, key=lambda c: param_count(c, shape))
     n = len(data.x_train)
-    params = member_param_count(worst, data.dim)
-    widest = sum(worst.hidden) * 2 + data.dim * 3 + worst.latent_dim * 6
+    params = param_count(worst, shape)
+    widest = max(activation_floats(c, shape) for c in configs) + data.dim * 3 + worst.latent_dim * 6
     per_member = 4 * (4 * params + 4 * worst.batch_size * widest + n * (worst.latent_dim + 2))
     cap = max(1, int(free * 0.5) // per_member)
     return min(cap, study.cohort_size) if study.cohort_size else cap
@@ -116,6 +134,7 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
         data = load_dataset(study.dataset)
     except UserError as exc:
         raise UserError(f"{study.path}: {exc}") from None
+    check_architecture(study, data)
     device = resolve_device(study.device)
     out_dir = Path(results_root) / study.name
     backend = Backend(study, out_dir)

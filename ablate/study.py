@@ -84,10 +84,19 @@ def _choice(*options):
     return check
 
 
+ARCHS = ("mlp", "conv")
+
+
 def _hidden(v):
-    if not isinstance(v, list) or not v:
-        raise _Bad(f"must be a non-empty list of layer widths such as [256], got {v!r}")
+    if not isinstance(v, list):
+        raise _Bad(f"must be a list of layer widths such as [256] ([] for none: arch conv), got {v!r}")
     return tuple(_int(1)(w) for w in v)
+
+
+def _channels(v):
+    if not isinstance(v, list) or not v:
+        raise _Bad(f"must be a non-empty list of channel counts such as [32, 64], got {v!r}")
+    return tuple(_int(1)(c) for c in v)
 
 
 def _device(v):
@@ -171,8 +180,14 @@ class RunConfig:
     """β: loss per image = recon + kl_weight · KL, in nats."""
     family: str = setting("vae", _choice(*FAMILIES), "model", axis=True)
     """vae (Gaussian encoder, reparameterised) or ae (deterministic autoencoder baseline)."""
+    arch: str = setting("mlp", _choice(*ARCHS), "model", axis=True)
+    """mlp (fully connected) or conv (convolutions before the fully connected layers)."""
+    channels: tuple[int, ...] = setting((32, 64), _channels, "model", axis=True)
+    """arch conv: output channels of each 4×4 stride-2 convolution (each halves H and W); the
+    decoder mirrors them with transposed convolutions. Not used by arch mlp."""
     hidden: tuple[int, ...] = setting((256,), _hidden, "model", axis=True)
-    """Hidden widths of the encoder; the decoder mirrors them."""
+    """Hidden widths of the fully connected encoder (after the convolutions for arch conv,
+    where it may be []); the decoder mirrors them."""
     likelihood: str = setting("bernoulli", _choice("bernoulli", "gaussian"), "model", axis=True)
     """bernoulli (pixels in [0,1] as probabilities) or gaussian (learned shared variance)."""
     epochs: int = setting(30, _int(1), "train", axis=True, range=int)
@@ -189,8 +204,11 @@ class RunConfig:
 
     @property
     def cohort_key(self) -> tuple:
-        """Members with equal keys can share a fleet (same family, likelihood, depth, schedule)."""
-        return (self.family, self.likelihood, len(self.hidden), self.batch_size, self.epochs)
+        """Members with equal keys can share a fleet (same family, likelihood, architecture —
+        for conv the same channels —, depth, schedule)."""
+        channels = self.channels if self.arch == "conv" else ()
+        return (self.family, self.likelihood, self.arch, channels, len(self.hidden),
+                self.batch_size, self.epochs)
 
 
 @dataclass(frozen=True)
@@ -438,6 +456,7 @@ def parse_study(text: str, path: str = "<study>") -> Study:
                      "test_nll" if "vae" in families else "test_recon", top["dataset"])
     top["metric"] = top.get("metric", twin_on_test(search.objective))
     _needs_validation(ld, top["dataset"], search, protocol)
+    _architecture(ld, base, space)
     return Study(**top, base=RunConfig(**base), space=space, ranges=ranges, search=search,
                  protocol=protocol, source=text, path=path)
 
@@ -587,6 +606,20 @@ def _search(ld: _Loader, sr: dict, values: dict, metric: str | None, fallback: s
                                        f"({', '.join(PRUNABLE)}); {objective} is measured only at "
                                        "the end. Use pruner: none or one of those objectives.")
     return Search(**values)
+
+
+def _architecture(ld: _Loader, base: dict, space: dict) -> None:
+    """An mlp needs a hidden layer; channels only shape a conv model."""
+    archs = space.get("arch", (base.get("arch", default(RunConfig, "arch")),))
+    hiddens = space.get("hidden", (base.get("hidden", default(RunConfig, "hidden")),))
+    if "mlp" in archs and () in hiddens:
+        key = "space.hidden" if "hidden" in space else "model.hidden"
+        raise ld.fail(key, "is [], which leaves an mlp without a hidden layer; give widths such "
+                           "as [256] ([] is for arch: conv, whose convolutions come first).")
+    if "conv" not in archs and ("channels" in space or "channels" in base):
+        key = "space.channels" if "channels" in space else "model.channels"
+        raise ld.fail(key, "gives the channels of convolutions, which arch mlp does not have; "
+                           "set model.arch: conv or remove it.")
 
 
 def _needs_validation(ld: _Loader, dataset: dict, search: Search, protocol: Protocol | None) -> None:

@@ -19,7 +19,8 @@ from torch import Tensor
 
 from ablate import estimators as M
 from ablate.data import Dataset
-from ablate.fleet import Fleet, Member, member_param_count, stream_seed
+from ablate.fleet import Fleet, Member, stream_seed
+from ablate.models import activation_floats, param_count
 from ablate.metrics import val_name
 
 PROBE_MAX_TRAIN = 5000  # latent means of at most this many training images fit the probe
@@ -37,12 +38,14 @@ class DeviceData:
     x_val: Tensor | None = None
     """None: the study has no validation split (then epochs record training numbers only)."""
     y_val: np.ndarray | None = None
+    shape: tuple[int, ...] | None = None
+    """One example's shape: (C, H, W) for images; None: flat rows of x_train.shape[1] values."""
 
     @classmethod
     def put(cls, data: Dataset, device: torch.device) -> "DeviceData":
         as_t = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
         return cls(as_t(data.x_train), as_t(data.x_test), data.y_train, data.y_test,
-                   as_t(data.x_val), data.y_val)
+                   as_t(data.x_val), data.y_val, data.image_shape)
 
 
 @dataclass
@@ -85,6 +88,11 @@ def _chunk(n: int, members: int, per_item_floats: int, budget: int) -> int:
     return max(1, min(n, budget // max(1, members * per_item_floats * 4)))
 
 
+def _hidden_floats(fleet: Fleet) -> int:
+    """Hidden values per example of the cohort's widest member (evaluation chunk sizes)."""
+    return max(activation_floats(m.config, fleet.shape) for m in fleet.members)
+
+
 def _member_noise(fleet: Fleet, gens: list[torch.Generator], *lead: int) -> Tensor:
     """Standard normal noise (N, *lead, L) from each member's own generator; zero on padding."""
     eps = torch.zeros(len(fleet), *lead, fleet.latent, device=fleet.device)
@@ -104,7 +112,7 @@ def _eval_gens(fleet: Fleet) -> list[torch.Generator]:
 def evaluate_elbo(fleet: Fleet, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Single-sample negative ELBO, recon and KL per image on `x`, each (N,)."""
     n, N = len(x), len(fleet)
-    per_item = 3 * fleet.data_dim + 4 * sum(fleet.widths) + 6 * fleet.latent
+    per_item = 3 * fleet.data_dim + 2 * _hidden_floats(fleet) + 6 * fleet.latent
     c = _chunk(n, N, per_item, _budget(fleet.device))
     gens = _eval_gens(fleet)
     recon = torch.zeros(N, device=fleet.device)
@@ -126,12 +134,12 @@ def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 10
                  on_epoch: EpochHook | None = None) -> dict[str, Outcome]:
     """Train every member for its epochs; returns each member's Outcome by key."""
     device = data.x_train.device
-    fleet = Fleet(members, data.x_train.shape[1], device)
+    fleet = Fleet(members, data.shape or data.x_train.shape[1], device)
     outcomes = {m.key: Outcome(m.key) for m in members}
     cfg = fleet.members[0].config
     n, bs = len(data.x_train), cfg.batch_size
     steps = math.ceil(n / bs)
-    cost = {m.key: member_param_count(m.config, fleet.data_dim) for m in members}
+    cost = {m.key: param_count(m.config, fleet.shape) for m in members}
     step = 0
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -221,26 +229,22 @@ def _evaluate_split(fleet: Fleet, x: Tensor, iwae_samples: int) -> tuple[dict[st
     real_latent = fleet.latent_mask[:, 0, :]  # (N, L)
 
     # Pass 1: posterior moments and hidden-unit ranges (encoder on x, decoder on z = μ).
-    per_item = 2 * fleet.data_dim + 4 * sum(fleet.widths) + 4 * L
+    per_item = 2 * fleet.data_dim + 2 * _hidden_floats(fleet) + 4 * L
     c = _chunk(n, N, per_item, budget)
     mus, logvars, lo, hi = [], [], None, None
     for s in range(0, n, c):
-        hidden: list[Tensor] = []
+        hidden: list[Tensor] = []  # (N, observations, units) per activation
         mu, logvar = fleet.encode(x[s:s + c], hidden)
         fleet.decode(mu, hidden)
-        h = torch.cat(hidden, -1)  # (N, c, U) every hidden unit of every layer
-        lo = h.amin(1) if lo is None else torch.minimum(lo, h.amin(1))
-        hi = h.amax(1) if hi is None else torch.maximum(hi, h.amax(1))
+        low = torch.cat([h.amin(1) for h in hidden], -1)  # (N, U) every unit of every layer
+        high = torch.cat([h.amax(1) for h in hidden], -1)
+        lo = low if lo is None else torch.minimum(lo, low)
+        hi = high if hi is None else torch.maximum(hi, high)
         mus.append(mu)
         logvars.append(logvar)
     mu = torch.cat(mus, 1)  # (N, n, L)
     logvar = torch.cat(logvars, 1) if vae else None
-    widths = fleet.widths + fleet.widths[::-1]
-    real_units = torch.cat([
-        torch.arange(w, device=dev)[None, :] < torch.tensor(
-            [m.config.hidden[i if i < fleet.depth else 2 * fleet.depth - 1 - i]
-             for m in fleet.members], device=dev)[:, None]
-        for i, w in enumerate(widths)], -1)  # (N, U)
+    real_units = fleet.model.real_units()  # (N, U)
 
     out = {"test_nelbo": None}
     out["test_nelbo"], out["test_recon"], out["test_kl"] = evaluate_elbo(fleet, x)
@@ -267,7 +271,7 @@ def _evaluate_split(fleet: Fleet, x: Tensor, iwae_samples: int) -> tuple[dict[st
 def _iwae(fleet: Fleet, x: Tensor, mu: Tensor, logvar: Tensor, k: int, budget: int) -> Tensor:
     """IWAE lower bound on log p(x) with k importance samples, mean over x: (N,)."""
     N, n = mu.shape[:2]
-    per_item = k * (3 * fleet.data_dim + 2 * sum(fleet.widths) + 4 * fleet.latent)
+    per_item = k * (3 * fleet.data_dim + _hidden_floats(fleet) + 4 * fleet.latent)
     c = _chunk(n, N, per_item, budget)
     gens = _eval_gens(fleet)
     mask = fleet.latent_mask.unsqueeze(1)  # (N, 1, 1, L)
@@ -309,7 +313,7 @@ def _probe(fleet: Fleet, data: DeviceData, splits: list[tuple[Tensor, np.ndarray
     if data.y_train is None or all(y is None for _, y in splits):
         return [[float("nan")] * len(splits) for _ in range(N)]
     x = data.x_train[:PROBE_MAX_TRAIN]
-    c = _chunk(len(x), N, 2 * fleet.data_dim + 2 * sum(fleet.widths), _budget(fleet.device))
+    c = _chunk(len(x), N, 2 * fleet.data_dim + _hidden_floats(fleet), _budget(fleet.device))
     mu_train = torch.cat([fleet.encode(x[s:s + c])[0] for s in range(0, len(x), c)], 1).cpu().numpy()
     y_train = data.y_train[:PROBE_MAX_TRAIN]
     evals = [(mu.cpu().numpy(), y) for mu, y in splits]

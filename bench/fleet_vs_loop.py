@@ -10,9 +10,13 @@ Workloads:
   1. mnist: 784-400-20 VAEs, batch 128, 16 members (4 activations × 4 seeds), on synthetic
      784-pixel data; N_TRAIN images per epoch (MNIST has 60 000; --fraction sets the share).
   2. quick: the studies/quick.yaml grid on the bundled digits.
+  3. conv: conv VAEs on 28×28 images (channels [32, 64], latent 16, batch 128), 16 members
+     (4 activations × 4 seeds), --conv-images synthetic images per epoch. Also times one conv
+     layer of the fleet two ways — grouped convolution (what the fleet uses) and
+     torch.func.vmap over F.conv2d — forward and backward.
 
-Usage: python bench/fleet_vs_loop.py [--workload mnist|quick|all] [--device cpu|cuda]
-       [--members 64] [--fraction 0.1] [--epochs 2] [--repeats 3]
+Usage: python bench/fleet_vs_loop.py [--workload mnist|quick|conv|all] [--device cpu|cuda]
+       [--members 64] [--fraction 0.1] [--conv-images 1024] [--epochs 2] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -27,10 +31,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ablate.nonlinear import get_activation
 from ablate.data import load_dataset
 from ablate.fleet import Fleet, Member
+from ablate.layers import KERNEL, PADDING, STRIDE, Conv
+from ablate.models import conv_sizes
+from ablate.nonlinear import get_activation
 from ablate.study import RunConfig, load_study
+
+CONV_SHAPE = (1, 28, 28)
 
 
 class LoopVAE(nn.Module):
@@ -65,12 +73,53 @@ class LoopVAE(nn.Module):
         return self.out(h), mu, logvar
 
 
+class LoopConvVAE(nn.Module):
+    """A textbook conv VAE (nn.Conv2d / nn.ConvTranspose2d, k=4, s=2, p=1) as ablate builds it."""
+
+    def __init__(self, shape: tuple[int, int, int], config: RunConfig):
+        super().__init__()
+        self.act, self.shape = get_activation(config.activation), shape
+        ch, L = [shape[0], *config.channels], config.latent_dim
+        sizes = conv_sizes(shape, config.channels)
+        self.maps = (ch[-1], *sizes[-1])
+        flat = ch[-1] * sizes[-1][0] * sizes[-1][1]
+        conv = lambda a, b: nn.Conv2d(a, b, KERNEL, STRIDE, PADDING)  # noqa: E731
+        self.enc = nn.ModuleList(conv(a, b) for a, b in zip(ch[:-1], ch[1:]))
+        self.mu, self.logvar = nn.Linear(flat, L), nn.Linear(flat, L)
+        self.proj = nn.Linear(L, flat)
+        self.dec = nn.ModuleList(
+            nn.ConvTranspose2d(ch[i + 1], ch[i], KERNEL, STRIDE, PADDING,
+                               (sizes[i][0] - 2 * sizes[i + 1][0], sizes[i][1] - 2 * sizes[i + 1][1]))
+            for i in reversed(range(len(ch) - 1)))
+        self.act_params = nn.ParameterList(
+            nn.ParameterDict({k: nn.Parameter(v.clone().view(1)) for k, v in self.act.params.items()})
+            for _ in range(2 * len(self.enc)))
+
+    def _a(self, i, x):
+        return self.act.apply(x.unsqueeze(0), dict(self.act_params[i])).squeeze(0)
+
+    def forward(self, x):
+        h = x.view(-1, *self.shape)
+        for i, layer in enumerate(self.enc):
+            h = self._a(i, layer(h))
+        h = h.flatten(1)
+        mu, logvar = self.mu(h), self.logvar(h)
+        h = self._a(len(self.enc), self.proj(mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)))
+        h = h.view(-1, *self.maps)
+        for i, layer in enumerate(self.dec):
+            h = layer(h)
+            if i < len(self.dec) - 1:
+                h = self._a(len(self.enc) + 1 + i, h)
+        return h.flatten(1), mu, logvar
+
+
 def loop_train(members, x: torch.Tensor, epochs: int) -> float:
     """Seconds to train every member one at a time, textbook style."""
     start = time.perf_counter()
     for m in members:
         torch.manual_seed(m.seed)
-        model = LoopVAE(x.shape[1], m.config).to(x.device)
+        model = (LoopConvVAE(CONV_SHAPE, m.config) if m.config.arch == "conv"
+                 else LoopVAE(x.shape[1], m.config)).to(x.device)
         opt = torch.optim.Adam(model.parameters(), lr=m.config.lr)
         loader = DataLoader(TensorDataset(x), batch_size=m.config.batch_size, shuffle=True)
         for _ in range(epochs):
@@ -87,7 +136,7 @@ def loop_train(members, x: torch.Tensor, epochs: int) -> float:
 
 def fleet_train(members, x: torch.Tensor, epochs: int) -> float:
     """Seconds to train every member together as one fleet (training epochs only)."""
-    fleet = Fleet(members, x.shape[1], x.device)
+    fleet = Fleet(members, CONV_SHAPE if members[0].config.arch == "conv" else x.shape[1], x.device)
     bs = members[0].config.batch_size
     n, steps = len(x), math.ceil(len(x) / bs)
     _sync(x.device)
@@ -123,10 +172,15 @@ def matmul_peak(device: torch.device, size: int = 2048, reps: int = 10) -> float
 
 
 def train_flops(config: RunConfig, dim: int, n: int) -> float:
-    """Matmul FLOPs of one member-epoch: forward 2·MACs, backward 4·MACs."""
-    h, L = list(config.hidden), config.latent_dim
-    macs = sum(a * b for a, b in zip([dim] + h[:-1], h)) + h[-1] * 2 * L
-    macs += sum(a * b for a, b in zip([L] + h[::-1][:-1], h[::-1])) + h[0] * dim
+    """Matmul and convolution FLOPs of one member-epoch: forward 2·MACs, backward 4·MACs."""
+    macs, flat = 0, dim
+    if config.arch == "conv":
+        ch, sizes = [CONV_SHAPE[0], *config.channels], conv_sizes(CONV_SHAPE, config.channels)
+        flat = ch[-1] * sizes[-1][0] * sizes[-1][1]
+        # a conv and its transposed mirror each do c_in·c_out·k² MACs per output (input) pixel
+        macs = sum(2 * a * b * KERNEL**2 * hw[0] * hw[1] for a, b, hw in zip(ch[:-1], ch[1:], sizes[1:]))
+    widths = [flat, *config.hidden]  # encoder and mirrored decoder, μ and log σ² heads, z → decoder
+    macs += 2 * sum(a * b for a, b in zip(widths[:-1], widths[1:])) + 3 * widths[-1] * config.latent_dim
     return 6.0 * macs * n
 
 
@@ -154,12 +208,37 @@ def report(name: str, members, x: torch.Tensor, epochs: int, peak: float, repeat
           f"so no fleet can beat the loop by more than {peak / loop_gflops:.1f}x here")
 
 
+def grouped_vs_vmap(device: torch.device, members: int, repeats: int) -> None:
+    """One conv layer of `members` members (32 → 64 channels, 14×14 → 7×7, batch 128), forward
+    and backward: the fleet's grouped convolution against torch.func.vmap over F.conv2d."""
+    layer = Conv(members, 32, 64)
+    for i in range(members):
+        layer.init_member(i, torch.Generator().manual_seed(i), "kaiming", math.sqrt(2))
+    layer.place(device)
+    w, b = layer.slots["w"].tensor, layer.slots["b"].tensor
+    x = torch.randn(members, 128, 32, 14, 14, device=device)
+    vmapped = torch.func.vmap(lambda xm, wm, bm: F.conv2d(xm, wm, bm, STRIDE, PADDING))
+    ways = {"grouped conv (groups=N)": layer, "vmap(F.conv2d)": lambda h: vmapped(h, w, b)}
+    times = {k: [] for k in ways}
+    for _ in range(repeats + 1):  # the first round warms up
+        for name, fn in ways.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn(x).square().sum().backward()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    print(f"\n[conv layer] {members} members, 32→64 channels, 14×14→7×7, batch 128, fwd+bwd")
+    for name, ts in times.items():
+        print(f"  {name:24s}: {min(ts[1:]) * 1e3:9.1f} ms (best of {repeats})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workload", choices=["mnist", "quick", "all"], default="all")
+    ap.add_argument("--workload", choices=["mnist", "quick", "conv", "all"], default="all")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--members", type=int, default=16, help="mnist workload: 4 activations × members/4 seeds")
     ap.add_argument("--fraction", type=float, default=0.1, help="share of MNIST's 60 000 images")
+    ap.add_argument("--conv-images", type=int, default=1024, help="conv workload: images per epoch")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each; the best counts")
     args = ap.parse_args()
@@ -183,6 +262,16 @@ def main() -> None:
         members = [Member(f"{i}-{s}", replace(study.config(p), epochs=args.epochs), s)
                    for i, p in enumerate(study.points()) for s in study.seeds]
         report("workload 2: studies/quick.yaml grid on digits", members, x, args.epochs, peak, args.repeats)
+    if args.workload in ("conv", "all"):
+        x = torch.rand(args.conv_images, 784, generator=torch.Generator().manual_seed(0)).to(device)
+        config = RunConfig(arch="conv", channels=(32, 64), hidden=(), latent_dim=16, batch_size=128,
+                           epochs=args.epochs)
+        acts = ("relu", "gelu", "tanh", "silu")
+        members = [Member(f"{a}-{s}", replace(config, activation=a), s)
+                   for a in acts for s in range(args.members // len(acts))]
+        report("workload 3: conv 28×28, channels [32, 64], latent 16", members, x, args.epochs,
+               peak, args.repeats)
+        grouped_vs_vmap(device, args.members, args.repeats)
 
 
 if __name__ == "__main__":

@@ -79,9 +79,11 @@ def setup(ctx: Context) -> None:
     doc.heading("Setup")
     data, env, wall = info.get("data", {}), info.get("environment", {}), info.get("wall_seconds")
     val = f"{data['n_val']} validation and " if data.get("n_val") else "no validation and "
+    shape = data.get("image_shape")
+    pixels = f"{'×'.join(map(str, shape))} = {data.get('dim')}" if shape else data.get("dim", "?")
     doc.para(f"Dataset {study.dataset['name']}: {data.get('n_train', '?')} training, "
              f"{val if 'n_val' in data else ''}{data.get('n_test', '?')} test images of "
-             f"{data.get('dim', '?')} pixels. "
+             f"{pixels} pixels. {model_sentence(study)} "
              f"Device: {info.get('device', '?')}. Seeds: {', '.join(map(str, study.seeds))}. "
              + (f"Wall time of the study: {wall / 60:.1f} min." if wall else ""))
     if env:
@@ -90,9 +92,28 @@ def setup(ctx: Context) -> None:
         doc.para("The weight initialisation of each activation's hidden layers"
                  + (" in each arm" if ctx.study.protocol else "") + " (auto: the scheme the "
                  "activation needs, Kaiming for the ReLU family, LeCun for SELU, Xavier for "
-                 "tanh and sigmoid; default: PyTorch's nn.Linear):")
+                 "tanh and sigmoid; default: PyTorch's own nn.Linear, nn.Conv2d init):")
         doc.table(inits(ctx))
     doc.code(study.source)
+
+
+def model_sentence(study) -> str:
+    """The architecture in words: each arch the study trains, its layers, and the likelihood."""
+    values = lambda key: study.space.get(key, (getattr(study.base, key),))  # noqa: E731
+    sizes = lambda vs: " or ".join("[" + ", ".join(map(str, v)) + "]" for v in vs)  # noqa: E731
+    parts = []
+    for arch in values("arch"):
+        hidden = values("hidden")
+        fc = ("no fully connected hidden layer" if hidden == ((),)
+              else f"fully connected hidden layers {sizes(hidden)}")
+        if arch == "conv":
+            parts.append(f"conv (4×4 stride-2 convolutions with channels {sizes(values('channels'))}, "
+                         f"{fc}, transposed convolutions back)")
+        else:
+            parts.append(f"mlp ({fc})")
+    families = "/".join(f.upper() for f in values("family"))
+    return (f"Model: {families}, {' and '.join(parts)}, "
+            f"{'/'.join(values('likelihood'))} likelihood.")
 
 
 def inits(ctx: Context) -> pd.DataFrame:
@@ -206,7 +227,8 @@ def collapse(ctx: Context) -> None:
                    "activation; dimensions under the dotted line (0.01 nats) carry almost "
                    "nothing.")
     ctx.figure(plots.health(ctx.health, order, figs / "dead_units.png"),
-               "Fraction of hidden units that are constant over the test set (dead), and "
+               "Fraction of hidden units that are constant over the test set (dead; in a conv "
+               "layer a unit is a channel, constant over every image and position), and "
                "share of members that diverged, per activation.")
     h = ctx.health.set_index("activation").reindex(order).reset_index()
     au = stats.summarize(runs, "active_units", ["activation"]).set_index("activation")

@@ -33,6 +33,25 @@ def _finished(store: optuna.Study):
             yield t
 
 
+LAYER_COLUMNS = ("hidden", "channels")
+"""Config columns that hold layer sizes: shown as text, 256-128 (and channels empty for an
+mlp, which has none)."""
+
+
+def layer_columns(config: RunConfig) -> dict[str, str]:
+    """A configuration's layer sizes as runs.csv shows them."""
+    return {"hidden": "-".join(map(str, config.hidden)),
+            "channels": "-".join(map(str, config.channels)) if config.arch == "conv" else ""}
+
+
+def _joined(frame: pd.DataFrame) -> pd.DataFrame:
+    """Layer-size columns of a trials table as text (tuples → 256-128)."""
+    for c in LAYER_COLUMNS:
+        if c in frame:
+            frame[c] = frame[c].map(lambda v: "-".join(map(str, v)) if isinstance(v, tuple) else v)
+    return frame
+
+
 def _decoded(study: Study, t: FrozenTrial) -> tuple[dict, RunConfig, dict]:
     """A trial's decoded parameters, its configuration, and its arm as a column (the tuned
     protocol's final arms; nothing otherwise)."""
@@ -48,9 +67,7 @@ def runs_frame(store: optuna.Study, study: Study) -> pd.DataFrame:
     for t in _finished(store):
         _, config, arm = _decoded(study, t)
         for m in t.user_attrs["members"]:
-            row = {"trial": t.number, **arm, **config.__dict__, **m}
-            row["hidden"] = "-".join(map(str, config.hidden))
-            rows.append(row)
+            rows.append({"trial": t.number, **arm, **config.__dict__, **m, **layer_columns(config)})
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=columns + ["kl_per_dim"])
@@ -117,9 +134,7 @@ def trials_frame(store: optuna.Study, study: Study) -> pd.DataFrame:
     columns = ["trial", *(["arm"] if study.protocol else []), *keys, "state", "value", objective,
                "ci_low", "ci_high", "seeds_ok", *([reported] if reported != objective else []),
                "epochs_run", "epochs", "train_seconds"]
-    frame = pd.DataFrame(rows, columns=columns)
-    if "hidden" in frame:
-        frame["hidden"] = frame["hidden"].map(lambda h: "-".join(map(str, h)))
+    frame = _joined(pd.DataFrame(rows, columns=columns))
     return frame.sort_values("trial").reset_index(drop=True)
 
 
@@ -148,7 +163,4 @@ def tuning_frame(storage, study: Study) -> pd.DataFrame:
                          objective: t.value if t.state.name == "COMPLETE" else float("nan"),
                          "best": t.number == best,
                          "train_seconds": sum(m.get("train_seconds") or 0.0 for m in t.user_attrs.get("members", []))})
-    frame = pd.DataFrame(rows)
-    if "hidden" in frame:
-        frame["hidden"] = frame["hidden"].map(lambda h: "-".join(map(str, h)) if isinstance(h, tuple) else h)
-    return frame
+    return _joined(pd.DataFrame(rows))

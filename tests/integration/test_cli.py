@@ -233,6 +233,11 @@ BAD_INPUTS = {
                           "storage: 'db.example.org' is not a database URL"),
     "storage unsupported": ("name: x\nstorage: mysql://me:hunter2@db/x\n",
                             "storage: 'mysql' databases are not supported"),
+    # conv models (issue 13)
+    "conv deeper than the image": ("name: x\nmodel: {arch: conv, channels: [8, 8, 8, 8]}\n",
+                                   "model.channels: a 8×8 image halves to 1×1 after 3 convolutions"),
+    "mlp without hidden layers": ("name: x\nmodel: {hidden: []}\n",
+                                  "model.hidden: is [], which leaves an mlp without a hidden layer"),
 }
 
 
@@ -283,3 +288,35 @@ def test_changed_study_is_refused_and_keeps_results(finished, tmp_path):
     proc = ablate("run", str(changed), "--results", str(tmp / "results"), cwd=tmp)
     assert proc.returncode == 2 and "other settings" in proc.stderr
     assert db.stat().st_mtime_ns == stamp
+
+
+def test_conv_on_data_without_an_image_shape_is_refused(tmp_path):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "flat.npz", x_train=rng.random((40, 12)), x_test=rng.random((10, 12)))
+    (tmp_path / "s.yaml").write_text("name: x\ndataset: {name: npz, path: flat.npz}\n"
+                                     "model: {arch: conv}\n")
+    proc = ablate("run", "s.yaml", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert ("s.yaml: model.arch: conv needs images, but dataset 'npz' has flat rows of 12 values "
+            "and no image shape; give the npz a shape: [C, H, W]") in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_conv_study_runs_and_reports_images(tmp_path):
+    """A tiny conv study end to end: runs.csv names the architecture, the report draws images."""
+    (tmp_path / "c.yaml").write_text(
+        "name: c\ndataset: {name: digits, train_size: 200, test_size: 50}\n"
+        "model: {arch: conv, channels: [4, 8], hidden: []}\ntrain: {epochs: 2, batch_size: 64}\n"
+        "eval: {iwae_samples: 4}\nseeds: 1\nspace: {activation: [relu, tanh], latent_dim: [2]}\n")
+    proc = ablate("run", "c.yaml", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "results" / "c"
+    runs = pd.read_csv(out / "runs.csv")
+    assert (runs["arch"] == "conv").all() and (runs["channels"] == "4-8").all()
+    assert (runs["status"] == "ok").all() and runs["test_nll"].notna().all()
+    for name in ("reconstructions", "samples", "manifold"):
+        assert (out / "figures" / f"{name}.png").is_file(), name
+    report = (out / "report.md").read_text()
+    assert "1×8×8 = 64 pixels" in report
+    assert "conv (4×4 stride-2 convolutions with channels [4, 8], no fully connected hidden layer" in report

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ablate.activations import ACTIVATIONS, INIT_SCHEMES
-from ablate.nonlinear import get_activation, init_weight
+from ablate.layers import init_weight
+from ablate.nonlinear import get_activation
 from ablate.errors import UserError
 
 
@@ -92,11 +93,11 @@ def test_bad_plugin_paths():
 
 @pytest.mark.parametrize("scheme,expected_std", [("kaiming", 2 ** 0.5 / 20), ("lecun", 1 / 20)])
 def test_init_scales(scheme, expected_std):
-    w, b = init_weight(scheme, 2 ** 0.5, 400, 300, torch.Generator().manual_seed(0))
+    w, b = init_weight(scheme, 2 ** 0.5, (400, 300), 400, 300, 300, torch.Generator().manual_seed(0))
     assert w.std().item() == pytest.approx(expected_std, rel=0.02)
     assert torch.count_nonzero(b) == 0
 
 
 def test_default_init_is_torch_linear():
-    w, b = init_weight("default", 1.0, 100, 50, torch.Generator().manual_seed(0))
+    w, b = init_weight("default", 1.0, (100, 50), 100, 50, 50, torch.Generator().manual_seed(0))
     assert w.abs().max() <= 0.1 and b.abs().max() <= 0.1 and w.abs().max() > 0.09

@@ -65,7 +65,11 @@ BAD = [
     (GOOD.replace("latent_dim: [2, 4]", "latent_dim: 4"), r"space\.latent_dim: must be a list"),
     (GOOD.replace("latent_dim: [2, 4]", "latent_dim: [0]"), r"space\.latent_dim: must be at least 1"),
     (GOOD.replace("latent_dim: [2, 4]", "dropout: [0.1]"), r"space\.dropout: unknown key 'dropout'"),
-    (GOOD.replace("model: {hidden: [32]}", "model: {hidden: 32}"), r"model\.hidden: must be a non-empty list"),
+    (GOOD.replace("model: {hidden: [32]}", "model: {hidden: 32}"), r"model\.hidden: must be a list of layer widths"),
+    (GOOD.replace("model: {hidden: [32]}", "model: {hidden: []}"), r"s\.yaml:3: model\.hidden: is \[\], which leaves an mlp without a hidden layer"),
+    (GOOD.replace("model: {hidden: [32]}", "model: {hidden: [32], channels: [8]}"), r"model\.channels: gives the channels of convolutions, which arch mlp does not have"),
+    (GOOD.replace("model: {hidden: [32]}", "model: {arch: conv, channels: []}"), r"model\.channels: must be a non-empty list of channel counts"),
+    (GOOD.replace("model: {hidden: [32]}", "model: {arch: cnn}"), r"model\.arch: must be one of mlp, conv, got 'cnn'"),
     (GOOD + "device: gpu\n", r"device: must be auto, cpu, cuda or cuda:N"),
     (GOOD + "report: {baseline: gelu}\n", r"report\.baseline: 'gelu' is not among"),
     (GOOD + "report: {metric: accuracy}\n", r"report\.metric: must be one of"),
@@ -181,7 +185,7 @@ def test_schema_is_one_definition_per_field():
     assert {k for k, f in AXES.items() if f.metadata["range"]} == {
         "latent_dim", "kl_weight", "epochs", "batch_size", "lr", "kl_warmup_epochs"}
     with pytest.raises(UserError, match=r"model\.lr: unknown key 'lr'\. Allowed here: activation, "
-                                        r"latent_dim, family, hidden, likelihood, init\."):
+                                        r"latent_dim, family, arch, channels, hidden, likelihood, init\."):
         parse_study("model: {lr: 0.1}\n", "s.yaml")
     assert {"model", "train", "eval", "report", "search", "space", "seeds"} <= set(TOP_KEYS)
 

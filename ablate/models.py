@@ -1,0 +1,314 @@
+"""Models composed of stacked layers: the MLP and the convolutional autoencoder (VAE or AE).
+
+Owns: each architecture's layers and their order (`build_model`), the init draw order of one
+member, encode / decode of N members at once, the observation likelihood, which hidden units
+are real (not padding), and the sizes a memory estimate needs (`param_count`,
+`activation_floats`). Does not own: the stacked layers (layers.py), members, training or
+Adam (fleet.py).
+
+- `mlp`: x → [Linear, activation] per `hidden` width → μ, log σ² heads; the decoder mirrors it
+  (z → [Linear, activation] per reversed width → Linear to the pixels).
+- `conv`: x (C, H, W) → [Conv2d(k=4, s=2, p=1), activation] per `channels` → flatten →
+  [Linear, activation] per `hidden` → heads. Decoder: [Linear, activation] per reversed
+  `hidden` → Linear to channels[-1]·h·w, activation → [ConvTranspose2d(k=4, s=2, p=1),
+  activation] back through the channels → a last ConvTranspose2d to C channels (output
+  padding where a size was odd), the Bernoulli logits or Gaussian means.
+The hidden layers take the member's init scheme (its activation's with `init: auto`); the
+heads and the output layer PyTorch's default.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from ablate.layers import Conv, Groups, Linear, Nonlinear, Slot, Stacked
+from ablate.nonlinear import get_activation
+from ablate.study import RunConfig
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def conv_sizes(shape: Sequence[int], channels: Sequence[int]) -> list[tuple[int, int]]:
+    """(H, W) before the first and after every convolution: each halves, rounding down.
+    Raises ValueError when a size reaches zero (too many channels for the image)."""
+    sizes = [(int(shape[-2]), int(shape[-1]))]
+    for _ in channels:
+        h, w = sizes[-1]
+        if h < 2 or w < 2:
+            raise ValueError(f"a {shape[-2]}×{shape[-1]} image halves to {h}×{w} after "
+                             f"{len(sizes) - 1} convolutions; {len(channels)} channels entries "
+                             "need it to halve that often")
+        sizes.append((h // 2, w // 2))
+    return sizes
+
+
+def flat_shape(shape: Sequence[int] | int) -> tuple[int, ...]:
+    """The shape of one example: an int is flat data of that many values."""
+    return (shape,) if isinstance(shape, int) else tuple(shape)
+
+
+def param_count(config: RunConfig, shape: Sequence[int] | int) -> int:
+    """Trainable weights of one member (memory estimates and cost shares)."""
+    shape = flat_shape(shape)
+    heads = 2 if config.family == "vae" else 1
+    h, latent, k2 = list(config.hidden), config.latent_dim, 16
+    if config.arch == "conv":
+        sizes, ch = conv_sizes(shape, config.channels), [shape[0], *config.channels]
+        convs = sum((a * k2 + 1) * b + (b * k2 + 1) * a for a, b in zip(ch[:-1], ch[1:]))
+        flat = ch[-1] * sizes[-1][0] * sizes[-1][1]
+    else:
+        convs, flat = 0, math.prod(shape)
+    widths = [flat, *h]
+    fc = sum((a + 1) * b + (b + 1) * a for a, b in zip(widths[:-1], widths[1:]))
+    return convs + fc + (widths[-1] + 1) * latent * heads + (latent + 1) * widths[-1]
+
+
+def activation_floats(config: RunConfig, shape: Sequence[int] | int) -> int:
+    """Hidden values of one member for one example, encoder and decoder together."""
+    if config.arch == "conv":
+        sizes = conv_sizes(flat_shape(shape), config.channels)
+        maps = sum(c * h * w for c, (h, w) in zip(config.channels, sizes[1:]))
+        return 2 * (maps + sum(config.hidden))
+    return 2 * sum(config.hidden)
+
+
+class _BernoulliNLL(torch.autograd.Function):
+    """−log Bernoulli(x | sigmoid(logits)) summed over pixels: softplus(l) − x·l, (..., D) → (...).
+
+    The same value as binary_cross_entropy_with_logits(...).sum(-1), in three passes over the
+    (N, B, D) logits instead of about nine (its forward and backward make several temporaries);
+    the gradient is sigmoid(l) − x."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, x: Tensor) -> Tensor:
+        ctx.save_for_backward(logits, x)
+        return torch.nn.functional.softplus(logits).sum(-1) - torch.linalg.vecdot(logits, x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        logits, x = ctx.saved_tensors
+        return torch.sigmoid(logits).sub_(x).mul_(grad.unsqueeze(-1)), None
+
+
+class Autoencoder:
+    """N members' encoders and decoders over stacked layers (`layers`, in init draw order);
+    `acts` are the activations in forward order, encoder then decoder."""
+
+    def __init__(self, configs: list[RunConfig], shape: tuple[int, ...], groups: Groups):
+        c0 = configs[0]
+        self.family, self.likelihood, self.shape = c0.family, c0.likelihood, shape
+        self.data_dim = math.prod(shape)
+        self.latent = max(c.latent_dim for c in configs)
+        self.depth = len(c0.hidden)
+        self._groups = groups  # as built; each Nonlinear keeps its own up to date after a select
+        self.layers: dict[str, Stacked] = {}
+        self.acts: list[Nonlinear] = []
+        self.extra: dict[str, Slot] = {}
+        self.real_latent = torch.tensor([c.latent_dim for c in configs])
+
+    # ---------------------------------------------------------------------- construction
+    def _nonlinear(self, width: int, real: list[int] | None = None) -> None:
+        act = Nonlinear(self._groups, width, real)
+        self.layers[f"act.{len(self.acts)}"] = act
+        self.acts.append(act)
+
+    def _fc_stack(self, configs: list[RunConfig], prefix: str, fan_in: int, reverse: bool) -> None:
+        """Linear + activation per hidden layer (padded to the widest member's widths)."""
+        order = range(self.depth - 1, -1, -1) if reverse else range(self.depth)
+        for i, k in enumerate(order):
+            width = max(c.hidden[k] for c in configs)
+            self.layers[f"{prefix}.{i}"] = Linear(len(configs), fan_in, width)
+            self._nonlinear(width, [c.hidden[k] for c in configs])
+            fan_in = width
+
+    def _fc_draws(self, first: int) -> list[tuple]:
+        """Init draws of the encoder's fully connected layers, the heads and the decoder's."""
+        d = self.depth
+        draws = [(f"enc.{i}", _width(i - 1, first), _width(i, 0), True) for i in range(d)]
+        draws.append(("head", _width(d - 1, first), _latent, False))
+        return draws + [(f"dec.{i}", _width(d - i, 0, latent=i == 0), _width(d - 1 - i, 0), True)
+                        for i in range(d)]
+
+    def _init(self, members: list[tuple[RunConfig, torch.Generator]], draws: list[tuple]) -> None:
+        """Each member's layers from its own generator, in `draws` order: (layer, fan_in(config),
+        fan_out(config), whether an activation follows — then the member's init scheme)."""
+        for i, (config, gen) in enumerate(members):
+            act = get_activation(config.activation)
+            scheme = act.init if config.init == "auto" else config.init
+            for name, fan_in, fan_out, hidden in draws:
+                s, gain = (scheme, act.gain) if hidden else ("default", 1.0)
+                layer = self.layers[name]
+                if isinstance(layer, Conv):
+                    layer.init_member(i, gen, s, gain)
+                else:
+                    layer.init_member(i, gen, s, gain, fan_in(config), fan_out(config))
+
+    def place(self, device: torch.device) -> None:
+        for layer in self.layers.values():
+            layer.place(device)
+        n = len(self.real_latent)
+        if self.likelihood == "gaussian":  # learned shared observation noise (σ-VAE), log σ = 0
+            self.extra["log_sigma"] = Slot(torch.zeros(n, 1, 1, device=device), list(range(n)))
+        self.real_latent = self.real_latent.to(device)
+        self._derive_latent()
+
+    def _derive_latent(self) -> None:
+        cols = torch.arange(self.latent, device=self.real_latent.device)
+        self.latent_mask = (cols < self.real_latent[:, None]).float().unsqueeze(1)  # (N, 1, L)
+        self._latent_full = bool((self.real_latent == self.latent).all())
+
+    def select(self, new_position: dict[int, int]) -> None:
+        for layer in self.layers.values():
+            layer.select(new_position)
+        self.extra = {k: s2 for k, s in self.extra.items() if (s2 := s.select(new_position))}
+        keep = sorted(new_position, key=new_position.get)
+        self.real_latent = self.real_latent[torch.tensor(keep, device=self.real_latent.device)]
+        self._derive_latent()
+
+    def slots(self) -> dict[str, Slot]:
+        """Every stacked parameter, by `layer.parameter` name."""
+        out = {f"{ln}.{sn}": s for ln, layer in self.layers.items() for sn, s in layer.slots.items()}
+        return {**out, **self.extra}
+
+    # ---------------------------------------------------------------------- forward
+    def _act(self, k: int, pre: Tensor, hidden: list | None) -> Tensor:
+        """Activation k; its output joins `hidden` as (N, observations, units): a unit is a
+        hidden unit, or a channel of feature maps (observed at every position)."""
+        h = self.acts[k](pre)
+        if hidden is not None:
+            hidden.append(h if h.dim() == 3 else h.movedim(2, -1).flatten(1, -2))
+        return h
+
+    def _fc(self, prefix: str, first_act: int, h: Tensor, hidden: list | None) -> Tensor:
+        for i in range(self.depth):
+            h = self._act(first_act + i, self.layers[f"{prefix}.{i}"](h), hidden)
+        return h
+
+    def _heads(self, h: Tensor) -> tuple[Tensor, Tensor | None]:
+        stats = self.layers["head"](h)  # (N, B, 2L) for a VAE, (N, B, L) for an AE
+        L = self.latent
+        mu, logvar = (stats[..., :L], stats[..., L:]) if self.family == "vae" else (stats, None)
+        if not self._latent_full:
+            mu = mu * self.latent_mask
+            logvar = None if logvar is None else logvar * self.latent_mask
+        return mu, logvar
+
+    def log_likelihood(self, x: Tensor, out: Tensor) -> Tensor:
+        """log p(x | z) summed over pixels: x (N, B, D) or (B, D), out (N, B, D) → (N, B)."""
+        if self.likelihood == "bernoulli":
+            return -_BernoulliNLL.apply(out, x)
+        log_sigma = self.extra["log_sigma"].tensor  # (N, 1, 1)
+        sq = ((x - out) * torch.exp(-log_sigma)) ** 2
+        return -0.5 * (sq + 2.0 * log_sigma + LOG_2PI).sum(-1)
+
+    def real_units(self) -> Tensor:
+        """(N, U) bool: which units of `hidden` (encode then decode) are real, not padding."""
+        n, dev = len(self.real_latent), self.real_latent.device
+        return torch.cat([torch.ones(n, a.width, dtype=torch.bool, device=dev) if a.real is None
+                          else torch.arange(a.width, device=dev)[None, :] < a.real[:, None]
+                          for a in self.acts], -1)
+
+
+class MLP(Autoencoder):
+    """The fully connected VAE / AE (the layers and draw order ablate has always had)."""
+
+    def __init__(self, members: list[tuple[RunConfig, torch.Generator]], shape: tuple[int, ...],
+                 groups: Groups):
+        configs = [c for c, _ in members]
+        super().__init__(configs, shape, groups)
+        n, D = len(configs), self.data_dim
+        self._fc_stack(configs, "enc", D, reverse=False)
+        self.layers["head"] = Linear(n, self.acts[-1].width, self.latent, 2 if self.family == "vae" else 1)
+        self._fc_stack(configs, "dec", self.latent, reverse=True)
+        self.layers["out"] = Linear(n, self.acts[-1].width, D)
+        self._init(members, self._fc_draws(D) + [("out", _width(0, 0), lambda c: D, False)])
+
+    def encode(self, x: Tensor, hidden: list | None = None) -> tuple[Tensor, Tensor | None]:
+        """x (N, B, D) or shared (B, D) → μ, log σ² (N, B, L), zero on padded latent dims."""
+        return self._heads(self._fc("enc", 0, x, hidden))
+
+    def decode(self, z: Tensor, hidden: list | None = None) -> Tensor:
+        """z (N, B, L) → decoder output (N, B, D): Bernoulli logits or Gaussian means."""
+        return self.layers["out"](self._fc("dec", self.depth, z, hidden))
+
+
+class ConvNet(Autoencoder):
+    """The convolutional VAE / AE: conv stacks around the MLP's fully connected middle.
+    Activations: one per conv, the encoder's fc layers, the decoder's, the projection, one
+    between consecutive transposed convs."""
+
+    def __init__(self, members: list[tuple[RunConfig, torch.Generator]], shape: tuple[int, ...],
+                 groups: Groups):
+        configs = [c for c, _ in members]
+        super().__init__(configs, shape, groups)
+        n, channels = len(configs), list(configs[0].channels)
+        sizes = conv_sizes(shape, channels)
+        chans = [shape[0], *channels]
+        self.n_conv = len(channels)
+        self.maps = (channels[-1], *sizes[-1])  # the last feature maps (C, h, w)
+        flat = math.prod(self.maps)
+        for i in range(self.n_conv):
+            self.layers[f"conv.{i}"] = Conv(n, chans[i], chans[i + 1])
+            self._nonlinear(chans[i + 1])
+        self._fc_stack(configs, "enc", flat, reverse=False)
+        last = self.acts[-1].width if self.depth else flat
+        self.layers["head"] = Linear(n, last, self.latent, 2 if self.family == "vae" else 1)
+        self._fc_stack(configs, "dec", self.latent, reverse=True)
+        self.layers["proj"] = Linear(n, self.acts[-1].width if self.depth else self.latent, flat)
+        self._nonlinear(channels[-1])
+        for j in range(self.n_conv):  # back through the channels, to the image's
+            i = self.n_conv - 1 - j
+            (h, w), (h2, w2) = sizes[i], sizes[i + 1]
+            self.layers[f"deconv.{j}"] = Conv(n, chans[i + 1], chans[i], True, (h - 2 * h2, w - 2 * w2))
+            if i > 0:
+                self._nonlinear(chans[i])
+        draws = [(f"conv.{i}", None, None, True) for i in range(self.n_conv)]
+        draws += self._fc_draws(flat)
+        draws.append(("proj", _width(0, 0, latent=self.depth == 0), lambda c: flat, True))
+        draws += [(f"deconv.{j}", None, None, j < self.n_conv - 1) for j in range(self.n_conv)]
+        self._init(members, draws)
+
+    def encode(self, x: Tensor, hidden: list | None = None) -> tuple[Tensor, Tensor | None]:
+        """x (N, B, D) or shared (B, D) → μ, log σ² (N, B, L), zero on padded latent dims."""
+        h = x.unflatten(-1, self.shape)
+        for j in range(self.n_conv):
+            h = self._act(j, self.layers[f"conv.{j}"](h), hidden)
+        return self._heads(self._fc("enc", self.n_conv, h.flatten(-3), hidden))
+
+    def decode(self, z: Tensor, hidden: list | None = None) -> Tensor:
+        """z (N, B, L) → decoder output (N, B, D): Bernoulli logits or Gaussian means."""
+        k = self.n_conv + self.depth
+        h = self._fc("dec", k, z, hidden)
+        h = self._act(k + self.depth, self.layers["proj"](h).unflatten(-1, self.maps), hidden)
+        for j in range(self.n_conv):
+            h = self.layers[f"deconv.{j}"](h)
+            if j < self.n_conv - 1:
+                h = self._act(k + self.depth + 1 + j, h, hidden)
+        return h.flatten(-3)
+
+
+def _width(k: int, first: int, latent: bool = False):
+    """A member's width before a layer: hidden[k], or `first` (k < 0), or its latent size."""
+    if latent:
+        return _latent
+    return (lambda c: first) if k < 0 else (lambda c: c.hidden[k])
+
+
+def _latent(c: RunConfig) -> int:
+    return c.latent_dim
+
+
+def build_model(members: list[tuple[RunConfig, torch.Generator]], shape: tuple[int, ...],
+                groups: Groups, device: torch.device) -> Autoencoder:
+    """The model of one cohort (members sorted by activation, as `groups` says; each with its
+    init generator), placed on `device`."""
+    arch = members[0][0].arch
+    if arch == "conv" and len(shape) != 3:
+        raise ValueError(f"a conv model needs images (C, H, W), got data of shape {shape}")
+    model = (ConvNet if arch == "conv" else MLP)(members, shape, groups)
+    model.place(device)
+    return model

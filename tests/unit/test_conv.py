@@ -1,0 +1,143 @@
+"""The conv model in the fleet: shapes, init, and the fleet's invariants for convolutions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ablate.fleet import Fleet, Member
+from ablate.layers import Conv
+from ablate.models import conv_sizes, param_count
+from ablate.study import RunConfig
+from ablate.train import _evaluate_split, train_cohort
+
+RTOL = 1e-4  # as test_fleet.py: a member alone vs in a cohort, after a few epochs
+METRICS = ("test_nelbo", "test_recon", "test_kl", "test_nll", "mutual_info", "active_units",
+           "dead_units")
+SHAPE = (1, 8, 8)
+
+
+def member(key, seed=0, **kw) -> Member:
+    base = {"arch": "conv", "channels": (8, 16), "hidden": (), "epochs": 3, "batch_size": 64}
+    return Member(key, RunConfig(**{**base, **kw}), seed)
+
+
+@pytest.mark.parametrize("size,channels", [((28, 28), (32, 64)), ((7, 7), (4, 4)),
+                                           ((8, 6), (3,)), ((32, 32), (4, 4, 4))])
+def test_decoder_output_has_exactly_the_input_size(size, channels):
+    shape = (3, *size)
+    fleet = Fleet([member("a", channels=channels, hidden=(12,))], shape)
+    x = torch.rand(5, math.prod(shape))
+    mu, logvar = fleet.encode(x)
+    assert fleet.decode(mu).shape == (1, 5, math.prod(shape))
+    assert conv_sizes(shape, channels)[0] == size
+    n_params = sum(s.tensor[0].numel() for s in fleet.slots.values())
+    assert param_count(fleet.members[0].config, shape) == n_params
+
+
+def test_too_many_convolutions_for_the_image_is_an_error():
+    with pytest.raises(ValueError, match="halves to 1×1 after 3 convolutions"):
+        conv_sizes((1, 8, 8), (4, 4, 4, 4))
+
+
+def test_default_init_is_pytorchs_conv_init():
+    """init: default draws from PyTorch's own bounds: U(±1/√(c_in·k²)) for Conv2d and
+    U(±1/√(c_out·k²)) for ConvTranspose2d (PyTorch's fan-in of its (in, out, k, k) weight)."""
+    gen = torch.Generator().manual_seed(0)
+    for layer, ref in ((Conv(1, 16, 32), nn.Conv2d(16, 32, 4, 2, 1)),
+                       (Conv(1, 32, 16, transposed=True), nn.ConvTranspose2d(32, 16, 4, 2, 1))):
+        layer.init_member(0, gen, "default", 1.0)
+        w, b = layer.values["w"][0], layer.values["b"][0]
+        assert w.shape == ref.weight.shape and b.shape == ref.bias.shape
+        bound = 1 / math.sqrt(ref.weight[0].numel() if isinstance(ref, nn.Conv2d)
+                              else ref.weight.shape[1] * 16)
+        assert w.abs().max() <= bound and w.abs().max() > 0.95 * bound
+        assert b.abs().max() <= bound
+
+
+def test_auto_init_uses_the_convolutions_fan_in():
+    """kaiming (ReLU): std √2/√fan_in with fan_in c_in·k² (conv), c_in·k²/4 (stride-2 transposed)."""
+    gen = torch.Generator().manual_seed(0)
+    conv, deconv = Conv(1, 32, 64), Conv(1, 64, 32, transposed=True)
+    conv.init_member(0, gen, "kaiming", math.sqrt(2))
+    deconv.init_member(0, gen, "kaiming", math.sqrt(2))
+    assert conv.values["w"].std().item() == pytest.approx(math.sqrt(2 / (32 * 16)), rel=0.03)
+    assert deconv.values["w"].std().item() == pytest.approx(math.sqrt(2 / (64 * 4)), rel=0.03)
+
+
+def test_conv_member_alone_equals_member_in_heterogeneous_cohort(tiny_data):
+    target = member("target", seed=1, activation="gelu", latent_dim=4, kl_weight=1.0, hidden=(16,))
+    others = [member("o1", seed=0, activation="relu", latent_dim=8, kl_weight=0.5, hidden=(16,)),
+              member("o2", seed=2, activation="tanh", latent_dim=2, kl_weight=4.0, hidden=(24,)),
+              member("o3", seed=1, activation="prelu", latent_dim=6, hidden=(8,), lr=3e-3),
+              member("o4", seed=3, activation="swish", latent_dim=4, kl_weight=2.0, hidden=(16,))]
+    alone = train_cohort([target], tiny_data, iwae_samples=10)["target"]
+    crowd = train_cohort(others + [target], tiny_data, iwae_samples=10)["target"]
+    assert alone.status == crowd.status == "ok"
+    for m in METRICS:
+        assert crowd.metrics[m] == pytest.approx(alone.metrics[m], rel=RTOL, abs=1e-6), m
+    for ra, rc in zip(alone.history, crowd.history):
+        assert rc["train_loss"] == pytest.approx(ra["train_loss"], rel=RTOL)
+
+
+def test_conv_padded_latent_and_hidden_get_zero_gradient_and_stay_zero(tiny_data):
+    small = member("small", latent_dim=2, hidden=(8,), activation="sigmoid")
+    big = member("big", seed=1, latent_dim=6, hidden=(16,), activation="sigmoid")
+    fleet = Fleet([small, big], SHAPE)
+    i, L = fleet.keys.index("small"), fleet.latent
+
+    def padded(t):
+        return [t["enc.0.w"][i, :, 8:], t["enc.0.b"][i, :, 8:], t["head.w"][i, 8:, :],
+                t["head.w"][i, :, 2:L], t["head.w"][i, :, L + 2:], t["head.b"][i, :, 2:L],
+                t["dec.0.w"][i, 2:, :], t["dec.0.w"][i, :, 8:], t["dec.0.b"][i, :, 8:],
+                t["proj.w"][i, 8:, :]]
+
+    perms, eps = fleet.epoch_draws(len(tiny_data.x_train))
+    for step in range(5):
+        idx = perms[:, step * 32:(step + 1) * 32]
+        loss, _, _ = fleet.loss(tiny_data.x_train[idx], eps[:, step * 32:(step + 1) * 32],
+                                fleet.beta(step, 10))
+        for p in fleet.parameters():
+            p.grad = None
+        loss.sum().backward()
+        values = {k: s.tensor for k, s in fleet.slots.items()}
+        grads = {k: s.tensor.grad for k, s in fleet.slots.items()}
+        for part, grad in zip(padded(values), padded(grads)):
+            assert torch.count_nonzero(grad) == 0 and torch.count_nonzero(part) == 0
+        fleet.adam_step()
+    assert all(torch.count_nonzero(p) == 0 for p in padded({k: s.tensor for k, s in fleet.slots.items()}))
+
+
+def test_conv_nan_member_fails_alone_and_others_keep_their_numbers(tiny_data):
+    healthy = [member("h1", activation="relu"), member("h2", seed=1, activation="tanh")]
+    doomed = member("doomed", seed=2, activation="exponential", lr=50.0)
+    without = train_cohort(healthy, tiny_data, iwae_samples=10)
+    together = train_cohort(healthy + [doomed], tiny_data, iwae_samples=10)
+    assert together["doomed"].status == "failed" and together["doomed"].fail_epoch is not None
+    for key in ("h1", "h2"):
+        assert together[key].status == "ok"
+        for m in METRICS:
+            assert together[key].metrics[m] == pytest.approx(without[key].metrics[m], rel=RTOL, abs=1e-6)
+
+
+def test_conv_dead_units_are_channels(tiny_data):
+    """A channel whose maps are constant over every test image and position is dead: a conv
+    whose filters are zeroed (with a negative bias, under ReLU) kills its channels."""
+    fleet = Fleet([member("r", activation="relu", channels=(4, 8))], SHAPE)
+    with torch.no_grad():
+        fleet.slots["conv.1.w"].tensor[0, :2].zero_()
+        fleet.slots["conv.1.b"].tensor[0, :2] = -1.0
+    with torch.no_grad():
+        row = _evaluate_split(fleet, tiny_data.x_test, 2)[0]["r"]
+    units = 4 + 8 + 8 + 4  # conv channels, projection's channels, between the transposed convs
+    assert row["dead_units"] == pytest.approx(2 / units)
+
+
+def test_cohorts_split_by_arch_and_channels():
+    conv = RunConfig(arch="conv", channels=(8, 16))
+    assert conv.cohort_key != RunConfig(arch="conv", channels=(8, 32)).cohort_key
+    assert conv.cohort_key != RunConfig(arch="mlp").cohort_key
+    assert RunConfig(channels=(8,)).cohort_key == RunConfig().cohort_key  # mlp: channels unused
