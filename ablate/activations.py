@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from ablate.errors import UserError
 from ablate.registry import Registry, import_object
 
-INIT_SCHEMES = ("default", "kaiming", "xavier", "lecun")
-"""default: PyTorch's nn.Linear init; the others as torch.nn.init names them."""
+INIT_SCHEMES = ("default", "kaiming", "xavier", "lecun", "siren")
+"""default: PyTorch's own layer init; kaiming, xavier, lecun as torch.nn.init names them;
+siren: Sitzmann et al. 2020 (first layer U(±1/fan_in), the others U(±√(6/fan_in)/ω₀))."""
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,15 @@ class ActivationSpec:
     """Weight init of the layer before it: default (PyTorch Linear), kaiming, xavier or lecun."""
     gain: float = 1.0
     """Gain for kaiming / xavier init (torch.nn.init.calculate_gain)."""
-    params: dict[str, float] = field(default_factory=dict)
-    """Learnable parameters (one scalar per layer and member) and their initial values."""
+    params: dict[str, float | tuple[float, ...]] = field(default_factory=dict)
+    """Learnable parameters, one copy per layer and member, and their initial values."""
+    unit_params: dict[str, float | tuple[float, ...]] = field(default_factory=dict)
+    """Learnable parameters, one copy per hidden unit (a channel in a conv layer) and member."""
     description: str = ""
+
+    @property
+    def learnable(self) -> bool:
+        return bool(self.params or self.unit_params)
 
 
 def kaiming_gain(slope: float = 0.0) -> float:
@@ -43,8 +50,10 @@ ACTIVATIONS: Registry[ActivationSpec] = Registry("activation")
 _F, _OWN = "torch.nn.functional", "ablate.nonlinear"
 
 
-def _add(name: str, function: str, init: str, gain: float = 1.0, params=None, description: str = ""):
-    ACTIVATIONS.register(name, ActivationSpec(name, function, init, gain, params or {}, description))
+def _add(name: str, function: str, init: str, gain: float = 1.0, params=None, description: str = "",
+         unit_params=None):
+    ACTIVATIONS.register(name, ActivationSpec(name, function, init, gain, params or {},
+                                              unit_params or {}, description))
 
 
 _add("identity", f"{_OWN}:identity", "xavier", 1.0, description="no nonlinearity (a linear VAE)")
@@ -65,6 +74,20 @@ _add("swish", f"{_OWN}:swish", "kaiming", kaiming_gain(), {"beta": 1.0},
      description="x·sigmoid(βx) with learnable β (init 1), one per layer")
 _add("mish", f"{_F}:mish", "kaiming", kaiming_gain(), description="x·tanh(softplus(x))")
 _add("softplus", f"{_F}:softplus", "kaiming", kaiming_gain(), description="log(1+e^x)")
+RATIONAL_INIT = {"p": (0.015193, 0.505, 2.528227, 3.983959, 2.160664, 0.388511),
+                 "q": (0.0, 7.889028, 0.0, 0.769328)}
+"""Padé coefficients fitting leaky ReLU (slope 0.01) on [−3, 3], largest error 0.0152: a
+least-squares fit refined to an L16 fit (LBFGS on 2 001 points), as Molina et al. 2020
+initialise their PAUs from a fit to the activation they replace."""
+_add("rational", f"{_OWN}:rational", "kaiming", kaiming_gain(0.01), dict(RATIONAL_INIT),
+     description="Padé unit P(x)/(1+|Σ b_k x^k|), degrees 5/4, learnable per layer (Molina et al. "
+                 "2020), initialised to fit leaky ReLU")
+_add("apl", f"{_OWN}:apl", "kaiming", kaiming_gain(), unit_params={"a": (0.0, 0.0), "b": (-0.5, 0.5)},
+     description="adaptive piecewise linear max(0,x)+Σ a_s·max(0,−x+b_s), S=2 hinges learnable "
+                 "per unit (Agostinelli et al. 2015)")
+_add("snake", f"{_OWN}:snake", "kaiming", kaiming_gain(), unit_params={"alpha": 1.0},
+     description="x + sin²(αx)/α, α learnable per unit, init 1 (Ziyin et al. 2020)")
+_add("sine", f"{_OWN}:sine", "siren", description="sin(30x) with the SIREN init (Sitzmann et al. 2020)")
 
 
 def plugin_factory(path: str):

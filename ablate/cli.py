@@ -129,7 +129,7 @@ def _list(args) -> int:
 
         for name in ACTIVATIONS:
             act = ACTIVATIONS.get(name)
-            learn = " (learnable)" if act.params else ""
+            learn = " (learnable)" if act.learnable else ""
             print(f"{name:<12} init={act.init:<8} {act.description}{learn}")
         print("\nAlso: any package.module:Factory returning an elementwise torch module.")
     else:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ablate.nonlinear import Activation
+from ablate.nonlinear import SIREN_OMEGA, Activation
 
 KERNEL, STRIDE, PADDING = 4, 2, 1
 """Every convolution: Conv2d(k=4, stride=2, padding=1), which halves H and W (DCGAN's)."""
@@ -70,16 +70,23 @@ def regroup(groups: Groups, new_position: dict[int, int]) -> Groups:
 
 
 def init_weight(scheme: str, gain: float, shape: tuple[int, ...], fan_in: float, fan_out: float,
-                bias: int, generator: torch.Generator, default_fan: float | None = None) -> tuple[Tensor, Tensor]:
+                bias: int, generator: torch.Generator, default_fan: float | None = None,
+                first: bool = False) -> tuple[Tensor, Tensor]:
     """One member's weight (`shape`) and bias (`bias`,), drawn on the CPU from its generator.
 
     `default`: PyTorch's own layer init, kaiming_uniform(a=√5) ⇒ U(±1/√fan) for weight and
     bias, where fan is what PyTorch takes as fan-in (`default_fan`, else `fan_in`; for a
     transposed convolution PyTorch uses out_channels·k², and so do we). The other schemes use
-    the true forward `fan_in` and backward `fan_out`, with a zero bias."""
-    if scheme == "default":
+    the true forward `fan_in` and backward `fan_out`, with a zero bias. `siren` (Sitzmann et al.
+    2020): U(±1/fan_in) for a network's `first` layer, U(±√(6/fan_in)/30) after it, and
+    PyTorch's default bias."""
+    if scheme in ("default", "siren"):
         bound = 1.0 / math.sqrt(default_fan or fan_in)
-        w = torch.empty(shape).uniform_(-bound, bound, generator=generator)
+        if scheme == "siren":
+            w_bound = 1.0 / fan_in if first else math.sqrt(6.0 / fan_in) / SIREN_OMEGA
+            w = torch.empty(shape).uniform_(-w_bound, w_bound, generator=generator)
+        else:
+            w = torch.empty(shape).uniform_(-bound, bound, generator=generator)
         return w, torch.empty(bias).uniform_(-bound, bound, generator=generator)
     if scheme == "kaiming":
         w = torch.empty(shape).normal_(0.0, gain / math.sqrt(fan_in), generator=generator)
@@ -120,10 +127,11 @@ class Linear(Stacked):
         self.width, self.blocks = fan_out, blocks
 
     def init_member(self, i: int, gen: torch.Generator, scheme: str, gain: float,
-                    fan_in: int, fan_out: int) -> None:
+                    fan_in: int, fan_out: int, first: bool = False) -> None:
         """Member i's real (unpadded) layer, fan_in → fan_out, from its generator."""
         for block in range(self.blocks):
-            w, b = init_weight(scheme, gain, (fan_in, fan_out), fan_in, fan_out, fan_out, gen)
+            w, b = init_weight(scheme, gain, (fan_in, fan_out), fan_in, fan_out, fan_out, gen,
+                               first=first)
             col = block * self.width
             self.values["w"][i, :fan_in, col:col + fan_out] = w
             self.values["b"][i, 0, col:col + fan_out] = b
@@ -148,7 +156,8 @@ class Conv(Stacked):
         self.c_in, self.c_out, self.transposed = c_in, c_out, transposed
         self.output_padding = output_padding
 
-    def init_member(self, i: int, gen: torch.Generator, scheme: str, gain: float) -> None:
+    def init_member(self, i: int, gen: torch.Generator, scheme: str, gain: float,
+                    first: bool = False) -> None:
         """Member i's layer. The true fans: a convolution's output sums c_in·k² inputs; a
         stride-2 transposed one's sums c_in·k²/4, and each input feeds c_out·k² outputs."""
         k2 = KERNEL * KERNEL
@@ -157,7 +166,7 @@ class Conv(Stacked):
         else:
             fans, default_fan = (self.c_in * k2, self.c_out * k2 / STRIDE**2), self.c_in * k2
         w, b = init_weight(scheme, gain, tuple(self.values["w"].shape[1:]), *fans, self.c_out,
-                           gen, default_fan)
+                           gen, default_fan, first)
         self.values["w"][i], self.values["b"][i] = w, b
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -184,8 +193,8 @@ class Nonlinear(Stacked):
     def __init__(self, groups: Groups, width: int, real: list[int] | None = None):
         values = {}
         for act, s, e in groups:
-            for pname, value in act.params.items():
-                values[f"{act.name}.{pname}"] = value.detach().expand(e - s, *value.shape).clone()
+            for pname, value in act.initial(e - s, width).items():
+                values[f"{act.name}.{pname}"] = value
         super().__init__(values)
         self.groups, self.width = groups, width
         self.real = None if real is None else torch.tensor(real)
@@ -195,7 +204,7 @@ class Nonlinear(Stacked):
         """Slots of learnable parameters are owned by their group's members only."""
         self.slots = {}
         for act, s, e in self.groups:
-            for pname in act.params:
+            for pname in [*act.params, *act.unit_params]:
                 key = f"{act.name}.{pname}"
                 self.slots[key] = Slot(self.values[key].to(device), list(range(s, e)))
         self.values = {}
@@ -223,7 +232,7 @@ class Nonlinear(Stacked):
             pieces = torch.split(pre, [e - s for _, s, e in self.groups], 0)
         parts = []
         for (act, _, _), piece in zip(self.groups, pieces):
-            params = {p: self.slots[f"{act.name}.{p}"].tensor for p in act.params}
+            params = {p: self.slots[f"{act.name}.{p}"].tensor for p in [*act.params, *act.unit_params]}
             parts.append(act.apply(piece, params))
         if len(parts) == 1:
             h = parts[0]

@@ -108,6 +108,7 @@ class Autoencoder:
         self.layers: dict[str, Stacked] = {}
         self.acts: list[Nonlinear] = []
         self.extra: dict[str, Slot] = {}
+        self.first_layers = {"enc.0", "dec.0"}  # the encoder's and the decoder's input layers
         self.real_latent = torch.tensor([c.latent_dim for c in configs])
 
     # ---------------------------------------------------------------------- construction
@@ -141,11 +142,11 @@ class Autoencoder:
             scheme = act.init if config.init == "auto" else config.init
             for name, fan_in, fan_out, hidden in draws:
                 s, gain = (scheme, act.gain) if hidden else ("default", 1.0)
-                layer = self.layers[name]
+                layer, first = self.layers[name], name in self.first_layers
                 if isinstance(layer, Conv):
-                    layer.init_member(i, gen, s, gain)
+                    layer.init_member(i, gen, s, gain, first)
                 else:
-                    layer.init_member(i, gen, s, gain, fan_in(config), fan_out(config))
+                    layer.init_member(i, gen, s, gain, fan_in(config), fan_out(config), first)
 
     def place(self, device: torch.device) -> None:
         for layer in self.layers.values():
@@ -249,6 +250,7 @@ class ConvNet(Autoencoder):
         sizes = conv_sizes(shape, channels)
         chans = [shape[0], *channels]
         self.n_conv = len(channels)
+        self.first_layers = {"conv.0", "dec.0" if self.depth else "proj"}
         self.maps = (channels[-1], *sizes[-1])  # the last feature maps (C, h, w)
         flat = math.prod(self.maps)
         for i in range(self.n_conv):

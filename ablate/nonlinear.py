@@ -33,13 +33,34 @@ class Activation:
     init: str = "default"
     gain: float = 1.0
     params: dict[str, Tensor] = field(default_factory=dict)
-    """Learnable parameters of one member, with their initial values."""
+    """Learnable parameters of one member and layer, with their initial values."""
+    unit_params: dict[str, Tensor] = field(default_factory=dict)
+    """Learnable parameters of one member and hidden unit: initial value of shape S; a layer
+    of W units holds (S…, W)."""
+
+    @property
+    def learnable(self) -> bool:
+        return bool(self.params or self.unit_params)
+
+    def initial(self, members: int, width: int) -> dict[str, Tensor]:
+        """Initial learnable values of `members` members in a layer of `width` units: per-layer
+        parameters (members, S…), per-unit ones (members, S…, width)."""
+        out = {k: v.expand(members, *v.shape).clone() for k, v in self.params.items()}
+        out.update({k: v.reshape(*v.shape, 1).expand(members, *v.shape, width).clone()
+                    for k, v in self.unit_params.items()})
+        return out
 
 
 def _scalar(p: Tensor, x: Tensor) -> Tensor:
     """A per-member scalar parameter (G,) viewed to broadcast over x: (G, B, H) hidden units
     or (G, B, C, H, W) feature maps."""
     return p.view(-1, *(1,) * (x.dim() - 1))
+
+
+def _unit(p: Tensor, x: Tensor) -> Tensor:
+    """A per-member, per-unit parameter (G, W) viewed to broadcast over x: (G, B, W) or, with a
+    channel as the unit, (G, B, W, H, W')."""
+    return p.view(p.shape[0], 1, p.shape[1], *(1,) * (x.dim() - 3))
 
 
 def identity(x: Tensor) -> Tensor:
@@ -58,11 +79,45 @@ def swish(x: Tensor, p: dict[str, Tensor]) -> Tensor:
     return x * torch.sigmoid(_scalar(p["beta"], x) * x)
 
 
+def rational(x: Tensor, p: dict[str, Tensor]) -> Tensor:
+    """P(x) / (1 + |Σ_{k=1..4} q_k x^k|), P of degree 5; coefficients (G, 6) and (G, 4)."""
+    a, b = p["p"], p["q"]
+    num = _scalar(a[:, 5], x)
+    for k in range(4, -1, -1):  # Horner
+        num = num * x + _scalar(a[:, k], x)
+    den = _scalar(b[:, 3], x)
+    for k in range(2, -1, -1):
+        den = den * x + _scalar(b[:, k], x)
+    return num / (1.0 + (den * x).abs())
+
+
+def apl(x: Tensor, p: dict[str, Tensor]) -> Tensor:
+    """max(0, x) + Σ_s a_s · max(0, −x + b_s); a, b of shape (G, 2, W)."""
+    out = F.relu(x)
+    for s in range(p["a"].shape[1]):
+        out = out + _unit(p["a"][:, s], x) * F.relu(_unit(p["b"][:, s], x) - x)
+    return out
+
+
+def snake(x: Tensor, p: dict[str, Tensor]) -> Tensor:
+    """x + sin²(αx)/α with α (G, W)."""
+    alpha = _unit(p["alpha"], x)
+    return x + torch.sin(alpha * x).square() / alpha
+
+
+SIREN_OMEGA = 30.0
+
+
+def sine(x: Tensor) -> Tensor:
+    return torch.sin(SIREN_OMEGA * x)
+
+
 def _from_spec(spec: ActivationSpec) -> Activation:
     fn = import_object(spec.function)
-    apply = fn if spec.params else (lambda x, params: fn(x))
-    params = {k: torch.tensor(v) for k, v in spec.params.items()}
-    return Activation(spec.name, apply, spec.init, spec.gain, params)
+    apply = fn if spec.learnable else (lambda x, params: fn(x))
+    params = {k: torch.tensor(v, dtype=torch.float32) for k, v in spec.params.items()}
+    units = {k: torch.tensor(v, dtype=torch.float32) for k, v in spec.unit_params.items()}
+    return Activation(spec.name, apply, spec.init, spec.gain, params, units)
 
 
 def _from_plugin(path: str) -> Activation:

@@ -263,8 +263,8 @@ def activation_cost(names: list[str], device: torch.device, elements: int = 1 <<
 
     x = torch.randn(4, elements // 4, device=device, generator=torch.Generator(device=device).manual_seed(0))
     acts = {name: get_activation(name) for name in names}
-    params = {name: {k: v.detach().to(device).expand(4, *v.shape).clone().requires_grad_(True)
-                     for k, v in act.params.items()} for name, act in acts.items()}
+    params = {name: {k: v.to(device).requires_grad_(True) for k, v in act.initial(4, x.shape[1]).items()}
+              for name, act in acts.items()}
     best = dict.fromkeys(names, float("inf"))
     for _ in range(reps + 1):  # round-robin, so a noisy spell of the machine hits every activation
         for name, act in acts.items():

@@ -56,8 +56,8 @@ class LoopVAE(nn.Module):
         self.dec = nn.ModuleList(nn.Linear(a, b) for a, b in zip([L] + rh[:-1], rh))
         self.out = nn.Linear(h[0], dim)
         self.act_params = nn.ParameterList(
-            nn.ParameterDict({k: nn.Parameter(v.clone().view(1)) for k, v in act.params.items()})
-            for _ in range(2 * len(h)))
+            nn.ParameterDict({k: nn.Parameter(v) for k, v in act.initial(1, w).items()})
+            for w in [*h, *h[::-1]])
 
     def _a(self, i, x):
         return self.act.apply(x.unsqueeze(0), dict(self.act_params[i])).squeeze(0)
@@ -91,9 +91,10 @@ class LoopConvVAE(nn.Module):
             nn.ConvTranspose2d(ch[i + 1], ch[i], KERNEL, STRIDE, PADDING,
                                (sizes[i][0] - 2 * sizes[i + 1][0], sizes[i][1] - 2 * sizes[i + 1][1]))
             for i in reversed(range(len(ch) - 1)))
+        widths = [*config.channels, config.channels[-1], *config.channels[-2::-1]]
         self.act_params = nn.ParameterList(
-            nn.ParameterDict({k: nn.Parameter(v.clone().view(1)) for k, v in self.act.params.items()})
-            for _ in range(2 * len(self.enc)))
+            nn.ParameterDict({k: nn.Parameter(v) for k, v in self.act.initial(1, w).items()})
+            for w in widths)
 
     def _a(self, i, x):
         return self.act.apply(x.unsqueeze(0), dict(self.act_params[i])).squeeze(0)

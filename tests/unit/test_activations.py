@@ -19,7 +19,7 @@ def test_activation_is_elementwise_finite_and_differentiable(name):
     act = get_activation(name)
     assert act.init in INIT_SCHEMES
     x = torch.linspace(-3, 3, 2 * 5 * 7).view(2, 5, 7).requires_grad_(True)
-    params = {k: v.expand(2, *v.shape).clone().requires_grad_(True) for k, v in act.params.items()}
+    params = {k: v.requires_grad_(True) for k, v in act.initial(2, 7).items()}
     y = act.apply(x, params)
     assert y.shape == x.shape and torch.isfinite(y).all()
     # elementwise: the first member's output does not depend on the second member's input
@@ -101,3 +101,28 @@ def test_init_scales(scheme, expected_std):
 def test_default_init_is_torch_linear():
     w, b = init_weight("default", 1.0, (100, 50), 100, 50, 50, torch.Generator().manual_seed(0))
     assert w.abs().max() <= 0.1 and b.abs().max() <= 0.1 and w.abs().max() > 0.09
+
+
+def test_rational_starts_as_leaky_relu_within_002_on_minus3_3():
+    act = get_activation("rational")
+    x = torch.linspace(-3, 3, 601).view(1, 1, -1)
+    y = act.apply(x, act.initial(1, 601))
+    assert (y - torch.nn.functional.leaky_relu(x, 0.01)).abs().max() <= 0.02
+
+
+def test_per_unit_parameters_have_one_value_per_unit_and_channel():
+    snake, apl = get_activation("snake"), get_activation("apl")
+    assert snake.initial(3, 5)["alpha"].shape == (3, 5)
+    assert apl.initial(3, 5)["a"].shape == (3, 2, 5)
+    alpha = torch.tensor([[1.0, 2.0]])  # one member, two channels
+    maps = torch.ones(1, 4, 2, 3, 3)  # (G, B, C, H, W)
+    y = snake.apply(maps, {"alpha": alpha})
+    torch.testing.assert_close(y[0, :, 1], (1 + torch.sin(torch.tensor(2.0)) ** 2 / 2).expand(4, 3, 3))
+
+
+def test_siren_init_bounds():
+    gen = torch.Generator().manual_seed(0)
+    first, _ = init_weight("siren", 1.0, (64, 100), 64, 100, 100, gen, first=True)
+    later, _ = init_weight("siren", 1.0, (100, 100), 100, 100, 100, gen)
+    assert first.abs().max() <= 1 / 64 and first.abs().max() > 0.9 / 64
+    assert later.abs().max() <= (6 / 100) ** 0.5 / 30 and later.abs().max() > 0.9 * (6 / 100) ** 0.5 / 30

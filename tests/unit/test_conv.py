@@ -141,3 +141,23 @@ def test_cohorts_split_by_arch_and_channels():
     assert conv.cohort_key != RunConfig(arch="conv", channels=(8, 32)).cohort_key
     assert conv.cohort_key != RunConfig(arch="mlp").cohort_key
     assert RunConfig(channels=(8,)).cohort_key == RunConfig().cohort_key  # mlp: channels unused
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_learnable_activation_parameters_train_and_differ_between_members(tiny_data, arch):
+    """rational (per layer), snake and apl (per unit or channel): each member's copy moves
+    away from its initial value in training, and two members' copies end apart."""
+    kw = {"hidden": (16,)} if arch == "mlp" else {}
+    members = [member(f"{a}{s}", seed=s, activation=a, arch=arch, epochs=1, **kw)
+               for a in ("rational", "snake", "apl") for s in (0, 1)]
+    fleet = Fleet(members, SHAPE)
+    start = {k: s.tensor.detach().clone() for k, s in fleet.slots.items() if k.startswith("act.")}
+    assert {k.split(".", 2)[2] for k in start} == {"rational.p", "rational.q", "snake.alpha", "apl.a", "apl.b"}
+    perms, eps = fleet.epoch_draws(len(tiny_data.x_train))
+    for step in range(4):
+        idx = perms[:, step * 64:(step + 1) * 64]
+        fleet.train_step(tiny_data.x_train[idx], eps[:, step * 64:(step + 1) * 64], fleet.beta(step, 4))
+    for k, before in start.items():
+        after = fleet.slots[k].tensor.detach()
+        assert not torch.equal(after, before), k
+        assert not torch.equal(after[0], after[1]), k  # the two seeds of one activation
