@@ -90,6 +90,10 @@ _add("snake", f"{_OWN}:snake", "kaiming", kaiming_gain(), unit_params={"alpha": 
 _add("sine", f"{_OWN}:sine", "siren", description="sin(30x) with the SIREN init (Sitzmann et al. 2020)")
 
 
+SHAPE_GRID = tuple(round(-3.0 + 0.1 * i, 1) for i in range(61))
+"""Where a learnable activation's learned shape is drawn (training evaluates it; the report plots it)."""
+
+
 def plugin_factory(path: str):
     """A user's `package.module:Factory`, imported and checked to be callable (not called)."""
     factory = import_object(path)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ablate.layers import Groups, regroup
+from ablate.layers import Groups
 from ablate.models import build_model, flat_shape
 from ablate.nonlinear import get_activation
 from ablate.study import RunConfig
@@ -53,6 +53,18 @@ def stream_seed(seed: int, stream: int) -> int:
     return (x ^ (x >> 29)) & (2**63 - 1)
 
 
+def _runs(names: list[str]) -> Groups:
+    """(activation, start, end) for each run of equal names in members' order."""
+    groups: Groups = []
+    for i, name in enumerate(names):
+        if groups and groups[-1][0].name == name:
+            act, s, _ = groups[-1]
+            groups[-1] = (act, s, i + 1)
+        else:
+            groups.append((get_activation(name), i, i + 1))
+    return groups
+
+
 class Fleet:
     """N members of one cohort key, trained together on one device."""
 
@@ -66,28 +78,26 @@ class Fleet:
         self.device = torch.device(device)
         self.shape = flat_shape(shape)  # one example: (C, H, W) images, or (D,) flat data
         self.data_dim = math.prod(self.shape)
-        self.members = sorted(members, key=lambda m: m.config.activation)  # stable: groups contiguous
+        # stable sort: each encoder activation's members are contiguous (decoder ones in runs)
+        self.members = sorted(members, key=lambda m: (m.config.activation, m.config.decoder))
         c0 = self.members[0].config
         self.family, self.likelihood = c0.family, c0.likelihood
         self._build()
 
     def _build(self) -> None:
         members, dev = self.members, self.device
-        self.groups: Groups = []
-        for i, m in enumerate(members):
-            if self.groups and self.groups[-1][0].name == m.config.activation:
-                act, s, _ = self.groups[-1]
-                self.groups[-1] = (act, s, i + 1)
-            else:
-                self.groups.append((get_activation(m.config.activation), i, i + 1))
+        groups = (_runs([m.config.activation for m in members]),
+                  _runs([m.config.decoder for m in members]))
         gens = [torch.Generator().manual_seed(stream_seed(m.seed, 1)) for m in members]
         self.model = build_model([(m.config, g) for m, g in zip(members, gens)], self.shape,
-                                 self.groups, dev)
+                                 groups, dev)
         self.latent = self.model.latent
         self.slots = self.model.slots()
         self.steps = torch.zeros(len(members), dtype=torch.float64, device=dev)  # Adam steps per member
         self.train_gens = [torch.Generator(device=dev).manual_seed(stream_seed(m.seed, 2))
                            for m in members]
+        self.mask_gens = [torch.Generator(device=dev).manual_seed(stream_seed(m.seed, 5))
+                          for m in members]
         self._derive()
 
     def _derive(self) -> None:
@@ -97,6 +107,9 @@ class Fleet:
         self.lr = torch.tensor([c.lr for c in cfgs], dtype=torch.float64, device=dev)
         self.shared_lr = cfgs[0].lr if all(c.lr == cfgs[0].lr for c in cfgs) else None
         self.warmup_epochs = torch.tensor([c.kl_warmup_epochs for c in cfgs], dtype=torch.float64)
+        self.noise = [c.noise for c in cfgs]
+        self.sparsity = torch.tensor([c.sparsity for c in cfgs], device=dev)
+        self.contraction = torch.tensor([c.contraction for c in cfgs], device=dev)
 
     def select(self, keys: set[str]) -> None:
         """Keep only the members whose key is in `keys`; the rest leave the computation."""
@@ -107,7 +120,7 @@ class Fleet:
         self.members = [self.members[i] for i in keep]
         self.steps = self.steps[keep]
         self.train_gens = [self.train_gens[i] for i in keep]
-        self.groups = regroup(self.groups, new_position)
+        self.mask_gens = [self.mask_gens[i] for i in keep]
         self._derive()
 
     def __len__(self) -> int:
@@ -139,17 +152,44 @@ class Fleet:
         """log p(x | z) summed over pixels: x (N, B, D) or (B, D), out (N, B, D) → (N, B)."""
         return self.model.log_likelihood(x, out)
 
-    def loss(self, x: Tensor, eps: Tensor, beta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-member mean loss, recon and KL over the batch: x (N, B, D), eps (N, B, L) → (N,)."""
-        mu, logvar = self.encode(x)
+    def loss(self, x: Tensor, eps: Tensor, beta: Tensor,
+             x_in: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-member mean loss, recon and KL over the batch: x (N, B, D) the target, `x_in`
+        what the encoder sees (a dae's corrupted input; default x), eps (N, B, L) → (N,).
+        The loss adds β·KL (vae) or the family's penalty (sae, cae) to the reconstruction."""
+        x_in = x if x_in is None else x_in
+        if self.family == "cae":
+            x_in = x_in.detach().requires_grad_(True)
+        mu, logvar = self.encode(x_in)
         if self.family == "vae":
             z = mu + eps * torch.exp(0.5 * logvar)  # eps is zero on padded dims, so z is too
             kl = 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)  # (N, B); pads add 0
         else:
             z, kl = mu, torch.zeros(mu.shape[:2], device=mu.device)
         recon = -self.log_likelihood(x, self.decode(z))  # (N, B)
-        loss = recon + beta[:, None] * kl
+        loss = recon + beta[:, None] * kl + self.penalty(x_in, mu)
         return loss.mean(1), recon.mean(1), kl.mean(1)
+
+    def penalty(self, x_in: Tensor, z: Tensor) -> Tensor | float:
+        """The family's penalty per image (N, B): sae λ·Σ_d |z_d| (Ng 2011), cae λ·‖∂z/∂x‖²_F
+        (Rifai et al. 2011), computed exactly with one backward pass per latent dimension (the
+        graph kept, so the penalty's own gradient trains the encoder); 0 for the others."""
+        if self.family == "sae":
+            return self.sparsity[:, None] * z.abs().sum(-1)
+        if self.family != "cae":
+            return 0.0
+        frobenius = torch.zeros(z.shape[:2], device=z.device)
+        for d in range(z.shape[-1]):  # row d of every member's and image's Jacobian at once
+            row, = torch.autograd.grad(z[..., d].sum(), x_in, create_graph=True)
+            frobenius = frobenius + row.square().sum(-1)
+        return self.contraction[:, None] * frobenius
+
+    def corrupt(self, x: Tensor) -> Tensor:
+        """A dae's training input: each pixel of member i's batch zeroed with probability
+        noise_i (masking noise, Vincent et al. 2008), from the member's own mask generator."""
+        keep = torch.stack([torch.rand(x.shape[1:], generator=g, device=x.device) >= p
+                            for p, g in zip(self.noise, self.mask_gens)])
+        return x * keep
 
     # ----------------------------------------------------------------------------- training
     def epoch_draws(self, n: int) -> tuple[Tensor, Tensor]:
@@ -169,7 +209,14 @@ class Fleet:
         return self.kl_weight * ramp.float()
 
     def train_step(self, x: Tensor, eps: Tensor, beta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        loss, recon, kl = self.loss(x, eps, beta)
+        """One Adam step of every member on its batch x (N, B, D); dropout and a dae's
+        corruption only here (evaluation sees the clean input and the whole network)."""
+        self.model.rng = self.mask_gens
+        try:
+            x_in = self.corrupt(x) if self.family == "dae" else None
+            loss, recon, kl = self.loss(x, eps, beta, x_in)
+        finally:
+            self.model.rng = None
         for p in self.parameters():
             p.grad = None
         loss.sum().backward()  # members share nothing, so each gets exactly its own gradient

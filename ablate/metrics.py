@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FAMILIES = ("vae", "ae")
-"""Every model family (`model.family`); a metric names the ones that have it."""
+FAMILIES = ("vae", "ae", "dae", "sae", "cae")
+"""Every model family (`model.family`): the VAE and the deterministic autoencoders (plain,
+denoising, sparse, contractive); a metric names the ones that have it."""
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ from ablate.nonlinear import get_activation
 from ablate.study import RunConfig
 
 LOG_2PI = math.log(2.0 * math.pi)
+DECODER_LAYERS = ("dec", "proj", "deconv")
+"""Layer-name prefixes of the decoder: their activation is the member's decoder_activation."""
 
 
 def conv_sizes(shape: Sequence[int], channels: Sequence[int]) -> list[tuple[int, int]]:
@@ -98,22 +100,25 @@ class Autoencoder:
     """N members' encoders and decoders over stacked layers (`layers`, in init draw order);
     `acts` are the activations in forward order, encoder then decoder."""
 
-    def __init__(self, configs: list[RunConfig], shape: tuple[int, ...], groups: Groups):
+    def __init__(self, configs: list[RunConfig], shape: tuple[int, ...], groups: tuple[Groups, Groups]):
         c0 = configs[0]
         self.family, self.likelihood, self.shape = c0.family, c0.likelihood, shape
         self.data_dim = math.prod(shape)
         self.latent = max(c.latent_dim for c in configs)
         self.depth = len(c0.hidden)
-        self._groups = groups  # as built; each Nonlinear keeps its own up to date after a select
+        self._groups = groups  # (encoder, decoder) as built; each Nonlinear keeps its own after a select
         self.layers: dict[str, Stacked] = {}
         self.acts: list[Nonlinear] = []
         self.extra: dict[str, Slot] = {}
         self.first_layers = {"enc.0", "dec.0"}  # the encoder's and the decoder's input layers
         self.real_latent = torch.tensor([c.latent_dim for c in configs])
+        self.drop = torch.tensor([c.dropout for c in configs])
+        self.rng: list[torch.Generator] | None = None
+        """Each member's mask generator while training (dropout on); None when evaluating."""
 
     # ---------------------------------------------------------------------- construction
-    def _nonlinear(self, width: int, real: list[int] | None = None) -> None:
-        act = Nonlinear(self._groups, width, real)
+    def _nonlinear(self, width: int, real: list[int] | None = None, decoder: bool = False) -> None:
+        act = Nonlinear(self._groups[decoder], width, real)
         self.layers[f"act.{len(self.acts)}"] = act
         self.acts.append(act)
 
@@ -123,7 +128,7 @@ class Autoencoder:
         for i, k in enumerate(order):
             width = max(c.hidden[k] for c in configs)
             self.layers[f"{prefix}.{i}"] = Linear(len(configs), fan_in, width)
-            self._nonlinear(width, [c.hidden[k] for c in configs])
+            self._nonlinear(width, [c.hidden[k] for c in configs], decoder=reverse)
             fan_in = width
 
     def _fc_draws(self, first: int) -> list[tuple]:
@@ -138,9 +143,10 @@ class Autoencoder:
         """Each member's layers from its own generator, in `draws` order: (layer, fan_in(config),
         fan_out(config), whether an activation follows — then the member's init scheme)."""
         for i, (config, gen) in enumerate(members):
-            act = get_activation(config.activation)
-            scheme = act.init if config.init == "auto" else config.init
+            sides = [get_activation(a) for a in (config.activation, config.decoder)]
             for name, fan_in, fan_out, hidden in draws:
+                act = sides[name.split(".")[0] in DECODER_LAYERS]
+                scheme = act.init if config.init == "auto" else config.init
                 s, gain = (scheme, act.gain) if hidden else ("default", 1.0)
                 layer, first = self.layers[name], name in self.first_layers
                 if isinstance(layer, Conv):
@@ -155,6 +161,7 @@ class Autoencoder:
         if self.likelihood == "gaussian":  # learned shared observation noise (σ-VAE), log σ = 0
             self.extra["log_sigma"] = Slot(torch.zeros(n, 1, 1, device=device), list(range(n)))
         self.real_latent = self.real_latent.to(device)
+        self.drop = self.drop.to(device)
         self._derive_latent()
 
     def _derive_latent(self) -> None:
@@ -166,8 +173,8 @@ class Autoencoder:
         for layer in self.layers.values():
             layer.select(new_position)
         self.extra = {k: s2 for k, s in self.extra.items() if (s2 := s.select(new_position))}
-        keep = sorted(new_position, key=new_position.get)
-        self.real_latent = self.real_latent[torch.tensor(keep, device=self.real_latent.device)]
+        keep = torch.tensor(sorted(new_position, key=new_position.get), device=self.drop.device)
+        self.real_latent, self.drop = self.real_latent[keep], self.drop[keep]
         self._derive_latent()
 
     def slots(self) -> dict[str, Slot]:
@@ -177,9 +184,12 @@ class Autoencoder:
 
     # ---------------------------------------------------------------------- forward
     def _act(self, k: int, pre: Tensor, hidden: list | None) -> Tensor:
-        """Activation k; its output joins `hidden` as (N, observations, units): a unit is a
-        hidden unit, or a channel of feature maps (observed at every position)."""
+        """Activation k, then dropout while training; its output joins `hidden` as (N,
+        observations, units): a unit is a hidden unit, or a channel of feature maps (observed
+        at every position)."""
         h = self.acts[k](pre)
+        if self.rng is not None and bool((self.drop > 0).any()):
+            h = h * self._dropout_masks(h)
         if hidden is not None:
             hidden.append(h if h.dim() == 3 else h.movedim(2, -1).flatten(1, -2))
         return h
@@ -188,6 +198,16 @@ class Autoencoder:
         for i in range(self.depth):
             h = self._act(first_act + i, self.layers[f"{prefix}.{i}"](h), hidden)
         return h
+
+    def _dropout_masks(self, h: Tensor) -> Tensor:
+        """Inverted-dropout masks (N, …) like h: member i keeps each value with 1 − p_i, drawn
+        from its own generator (a member without dropout draws nothing)."""
+        masks = torch.ones_like(h)
+        for i, (p, gen) in enumerate(zip(self.drop.tolist(), self.rng)):
+            if p > 0:
+                keep = torch.rand(h.shape[1:], generator=gen, device=h.device) >= p
+                masks[i] = keep / (1.0 - p)
+        return masks
 
     def _heads(self, h: Tensor) -> tuple[Tensor, Tensor | None]:
         stats = self.layers["head"](h)  # (N, B, 2L) for a VAE, (N, B, L) for an AE
@@ -218,7 +238,7 @@ class MLP(Autoencoder):
     """The fully connected VAE / AE (the layers and draw order ablate has always had)."""
 
     def __init__(self, members: list[tuple[RunConfig, torch.Generator]], shape: tuple[int, ...],
-                 groups: Groups):
+                 groups: tuple[Groups, Groups]):
         configs = [c for c, _ in members]
         super().__init__(configs, shape, groups)
         n, D = len(configs), self.data_dim
@@ -243,7 +263,7 @@ class ConvNet(Autoencoder):
     between consecutive transposed convs."""
 
     def __init__(self, members: list[tuple[RunConfig, torch.Generator]], shape: tuple[int, ...],
-                 groups: Groups):
+                 groups: tuple[Groups, Groups]):
         configs = [c for c, _ in members]
         super().__init__(configs, shape, groups)
         n, channels = len(configs), list(configs[0].channels)
@@ -261,13 +281,13 @@ class ConvNet(Autoencoder):
         self.layers["head"] = Linear(n, last, self.latent, 2 if self.family == "vae" else 1)
         self._fc_stack(configs, "dec", self.latent, reverse=True)
         self.layers["proj"] = Linear(n, self.acts[-1].width if self.depth else self.latent, flat)
-        self._nonlinear(channels[-1])
+        self._nonlinear(channels[-1], decoder=True)
         for j in range(self.n_conv):  # back through the channels, to the image's
             i = self.n_conv - 1 - j
             (h, w), (h2, w2) = sizes[i], sizes[i + 1]
             self.layers[f"deconv.{j}"] = Conv(n, chans[i + 1], chans[i], True, (h - 2 * h2, w - 2 * w2))
             if i > 0:
-                self._nonlinear(chans[i])
+                self._nonlinear(chans[i], decoder=True)
         draws = [(f"conv.{i}", None, None, True) for i in range(self.n_conv)]
         draws += self._fc_draws(flat)
         draws.append(("proj", _width(0, 0, latent=self.depth == 0), lambda c: flat, True))
@@ -305,9 +325,9 @@ def _latent(c: RunConfig) -> int:
 
 
 def build_model(members: list[tuple[RunConfig, torch.Generator]], shape: tuple[int, ...],
-                groups: Groups, device: torch.device) -> Autoencoder:
-    """The model of one cohort (members sorted by activation, as `groups` says; each with its
-    init generator), placed on `device`."""
+                groups: tuple[Groups, Groups], device: torch.device) -> Autoencoder:
+    """The model of one cohort (members sorted by activation, as `groups` say for the encoder
+    and the decoder; each with its init generator), placed on `device`."""
     arch = members[0][0].arch
     if arch == "conv" and len(shape) != 3:
         raise ValueError(f"a conv model needs images (C, H, W), got data of shape {shape}")

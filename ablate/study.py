@@ -159,12 +159,13 @@ def _name(v):
 # The schema: one `setting` per YAML field.
 
 def setting(default, check: Callable[[Any], Any], section: str | None = None,
-            axis: bool = False, range: type | None = None) -> Any:
+            axis: bool = False, range: type | None = None, families: tuple[str, ...] = FAMILIES) -> Any:
     """A YAML field: its default, its check (returns the normalised value or raises _Bad), the
-    YAML section it is written in (None: top level), whether `space:` may vary it, and for a
-    numeric axis the type (int or float) of a searched range."""
+    YAML section it is written in (None: top level), whether `space:` may vary it, for a
+    numeric axis the type (int or float) of a searched range, and the model families it
+    applies to (a grid does not multiply other families' members by it)."""
     return field(default=default, metadata={"check": check, "section": section, "axis": axis,
-                                            "range": range})
+                                            "range": range, "families": families})
 
 
 @dataclass(frozen=True)
@@ -173,13 +174,26 @@ class RunConfig:
     names of runs.csv and the keys a study's `space:` may vary."""
 
     activation: str = setting("relu", _activation, "model", axis=True)
-    """Nonlinearity of every hidden layer (`ablate list activations`)."""
+    """Nonlinearity of every hidden layer (`ablate list activations`); of the encoder's when
+    decoder_activation is given."""
+    decoder_activation: str | None = setting(None, _activation, "model", axis=True)
+    """The decoder's hidden layers' nonlinearity; None: the same as activation."""
     latent_dim: int = setting(8, _int(1), "model", axis=True, range=int)
     """Number of latent dimensions."""
-    kl_weight: float = setting(1.0, _float(lo=0.0), "train", axis=True, range=float)
+    kl_weight: float = setting(1.0, _float(lo=0.0), "train", axis=True, range=float, families=("vae",))
     """β: loss per image = recon + kl_weight · KL, in nats."""
     family: str = setting("vae", _choice(*FAMILIES), "model", axis=True)
-    """vae (Gaussian encoder, reparameterised) or ae (deterministic autoencoder baseline)."""
+    """vae (Gaussian encoder, reparameterised), or a deterministic autoencoder: ae (plain), dae
+    (denoising), sae (sparse), cae (contractive)."""
+    noise: float = setting(0.3, _fraction, "model", axis=True, range=float, families=("dae",))
+    """dae: each training input pixel is zeroed with this probability (masking noise)."""
+    sparsity: float = setting(1.0e-3, _float(lo=0.0), "model", axis=True, range=float, families=("sae",))
+    """sae: λ of the penalty λ·Σ|z| per image on the code."""
+    contraction: float = setting(1.0e-3, _float(lo=0.0), "model", axis=True, range=float,
+                                 families=("cae",))
+    """cae: λ of the penalty λ·‖∂z/∂x‖²_F per image (Rifai et al. 2011)."""
+    dropout: float = setting(0.0, _fraction, "model", axis=True, range=float)
+    """Dropout probability after each hidden activation, in training only."""
     arch: str = setting("mlp", _choice(*ARCHS), "model", axis=True)
     """mlp (fully connected) or conv (convolutions before the fully connected layers)."""
     channels: tuple[int, ...] = setting((32, 64), _channels, "model", axis=True)
@@ -196,11 +210,20 @@ class RunConfig:
     """Examples per gradient step."""
     lr: float = setting(1.0e-3, _float(positive=True), "train", axis=True, range=float)
     """Adam learning rate."""
-    kl_warmup_epochs: int = setting(0, _int(0), "train", axis=True, range=int)
+    kl_warmup_epochs: int = setting(0, _int(0), "train", axis=True, range=int, families=("vae",))
     """Epochs over which the KL weight ramps linearly from 0 to kl_weight (0: no warm-up)."""
     init: str = setting("auto", _choice("auto", *INIT_SCHEMES), "model", axis=True)
     """Hidden-layer weight init: auto (the one each activation needs) or default (PyTorch
     Linear), kaiming, xavier, lecun for every activation."""
+
+    @property
+    def decoder(self) -> str:
+        """The decoder's activation."""
+        return self.decoder_activation or self.activation
+
+    def applies(self, key: str) -> bool:
+        """Whether field `key` changes this configuration's model (kl_weight: only a vae's)."""
+        return self.family in RunConfig.__dataclass_fields__[key].metadata.get("families", FAMILIES)
 
     @property
     def cohort_key(self) -> tuple:
@@ -308,9 +331,18 @@ class Study:
     path: str = ""
 
     def points(self) -> list[dict[str, Any]]:
-        """Every grid point: a dict of space key → value, in a stable order."""
-        keys = list(self.space)
-        return [dict(zip(keys, combo)) for combo in itertools.product(*self.space.values())]
+        """Every grid point: a dict of space key → value, in a stable order. An axis that does
+        not apply to a point's family (kl_weight for an ae) is left out of it, so it does not
+        multiply that family's members."""
+        keys, out, seen = list(self.space), [], set()
+        for combo in itertools.product(*self.space.values()):
+            point = dict(zip(keys, combo))
+            config = self.config(point)
+            point = {k: v for k, v in point.items() if config.applies(k)}
+            if (ident := repr(point)) not in seen:
+                seen.add(ident)
+                out.append(point)
+        return out
 
     def corners(self) -> list[dict[str, Any]]:
         """The grid points with every range (searched or tuned) at its high end: the largest
@@ -323,9 +355,14 @@ class Study:
         return self.space.get("activation", (self.base.activation,))
 
     def params(self, point: dict[str, Any]) -> dict[str, Any]:
-        """A trial's parameters (space, range and tuned keys) → their RunConfig field values."""
+        """A trial's parameters (space, range and tuned keys) → their RunConfig field values,
+        without those that do not apply to its family (a sampler may have drawn kl_weight for
+        an ae; it changes nothing and is not part of the point)."""
         ranges = {**self.ranges, **(self.protocol.ranges if self.protocol else {})}
-        return {k: (int(v) if k in ranges and ranges[k].integer else v) for k, v in point.items()}
+        values = {k: (int(v) if k in ranges and ranges[k].integer else v) for k, v in point.items()}
+        config = self.config({k: v for k, v in values.items() if k in RunConfig.__dataclass_fields__})
+        return {k: v for k, v in values.items()
+                if k not in RunConfig.__dataclass_fields__ or config.applies(k)}
 
     def config(self, point: dict[str, Any]) -> RunConfig:
         return replace(self.base, **point)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ablate import estimators as M
+from ablate.activations import SHAPE_GRID
 from ablate.data import Dataset
 from ablate.fleet import Fleet, Member, stream_seed
 from ablate.models import activation_floats, param_count
@@ -60,7 +61,9 @@ class Outcome:
     train_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
-    images: dict = field(default_factory=dict)  # recon / prior / manifold: uint8 (n, D)
+    images: dict = field(default_factory=dict)
+    """recon / prior / manifold: uint8 (n, D); a learnable activation's shape and shape0:
+    float32 (layers, points)."""
 
 
 EpochHook = Callable[[int, dict[str, dict]], set]
@@ -193,6 +196,8 @@ def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 10
     elapsed = time.perf_counter() - t0
     total_cost = sum(cost[k] for k in fleet.keys)
     images = sample_images(fleet, data.x_test)
+    for key, curves in learned_shapes(fleet).items():
+        images[key].update(curves)
     for key, values in final.items():
         o = outcomes[key]
         o.metrics, o.status, o.images = values, "ok", images[key]
@@ -320,6 +325,38 @@ def _probe(fleet: Fleet, data: DeviceData, splits: list[tuple[Tensor, np.ndarray
     return [M.probe_accuracies(mu_train[i, :, :m.config.latent_dim], y_train,
                                [(f[i, :, :m.config.latent_dim], y) for f, y in evals])
             for i, m in enumerate(fleet.members)]
+
+
+@torch.no_grad()
+def learned_shapes(fleet: Fleet) -> dict[str, dict[str, np.ndarray]]:
+    """Per member with a learnable activation: its shape f(x) on SHAPE_GRID in each hidden
+    layer (a per-unit activation averaged over the member's real units), `shape` as trained
+    and `shape0` as initialised — `dec_shape`, `dec_shape0` for the decoder's layers: float32
+    (layers, len(SHAPE_GRID)) — and the learned values of activation k's parameter p as
+    `act{k}_{p}` (one per layer, or per unit)."""
+    grid = torch.tensor(SHAPE_GRID, device=fleet.device)
+    out: dict[str, dict[str, list]] = {}
+    acts = fleet.model.acts
+    for index, layer in enumerate(acts):
+        side = "dec_" if index >= len(acts) // 2 else ""
+        for act, s, e in layer.groups:
+            if not act.learnable:
+                continue
+            keys = [*act.params, *act.unit_params]
+            for i in range(s, e):
+                width = layer.width if layer.real is None else int(layer.real[i])
+                x = grid.view(1, -1, 1).expand(1, len(grid), width)
+                trained = {k: layer.slots[f"{act.name}.{k}"].tensor[i - s:i - s + 1, ..., :width]
+                           if k in act.unit_params else layer.slots[f"{act.name}.{k}"].tensor[i - s:i - s + 1]
+                           for k in keys}
+                first = {k: v.to(fleet.device) for k, v in act.initial(1, width).items()}
+                curves = out.setdefault(fleet.members[i].key, {})
+                curves.setdefault(f"{side}shape", []).append(act.apply(x, trained)[0].mean(-1))
+                curves.setdefault(f"{side}shape0", []).append(act.apply(x, first)[0].mean(-1))
+                for k, v in trained.items():  # the learned values themselves, e.g. act0_alpha
+                    curves[f"act{index}_{k}"] = [v[0]]
+    return {key: {k: (torch.stack(v) if k.endswith(("shape", "shape0")) else v[0]).float().cpu().numpy()
+                  for k, v in c.items()} for key, c in out.items()}
 
 
 RECON_IMAGES = 8  # the first this-many test images are reconstructed by every member

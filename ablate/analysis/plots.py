@@ -627,3 +627,31 @@ def expected_best(data: pd.DataFrame, order: list[str], objective: str, path: Pa
     axes[0][-1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
     fig.suptitle("Expected best validation score against the tuning budget (Dodge et al. 2019)", y=1.02)
     return _save(fig, path)
+
+
+def pair_heatmap(table: pd.DataFrame, metric: str, path: Path) -> Path:
+    """Mean metric per encoder (rows) × decoder (columns) activation; dark is better."""
+    cmap = "viridis" if METRICS[metric].higher_is_better else "viridis_r"
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(table.columns), 0.55 * len(table) + 1.4))
+    sns.heatmap(table, annot=True, fmt=".2f", cmap=cmap, ax=ax, cbar_kws={"label": label(metric)})
+    ax.set_xlabel("decoder activation")
+    ax.set_ylabel("encoder activation")
+    ax.set_title(heatmap_title(metric))
+    return _save(fig, path)
+
+
+def learned_shapes(data: dict, path: Path) -> Path:
+    """One panel per learnable activation (and side): its initial shape dashed, its learned
+    shape per layer (mean over members, band: their range)."""
+    fig, axes = plt.subplots(1, len(data), figsize=(3.4 * len(data), 3.2), squeeze=False)
+    for ax, ((act, side), d) in zip(axes[0], sorted(data.items(), key=lambda kv: (kv[0][0], kv[0][1] != "encoder"))):
+        ax.plot(d["x"], d["init"], "k--", lw=1.2, label="initial")
+        for layer, color in zip(range(len(d["mean"])), sns.color_palette("tab10", len(d["mean"]))):
+            ax.plot(d["x"], d["mean"][layer], color=color, label=f"layer {layer + 1}")
+            ax.fill_between(d["x"], d["low"][layer], d["high"][layer], color=color, alpha=0.2)
+        ax.set_title(f"{act} ({side})")
+        ax.set_xlabel("x")
+        ax.axhline(0, color="0.8", lw=0.6, zorder=0)
+    axes[0][0].set_ylabel("f(x)")
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
+    return _save(fig, path)

@@ -15,9 +15,10 @@ from typing import Callable
 import optuna
 import pandas as pd
 
-from ablate.analysis import plots, protocol, search, sections, stats
+from ablate.analysis import families, plots, protocol, search, sections, stats
 from ablate.analysis.document import Doc
-from ablate.analysis.tables import cell_axes, epochs_frame, runs_frame, trials_frame, tuning_frame, write_csv
+from ablate.analysis.tables import (cell_axes, epochs_frame, pair_contenders, runs_frame, trials_frame,
+                                   tuning_frame, write_csv)
 from ablate.metrics import maximize as maximized
 from ablate.store import Backend, open_store
 from ablate.study import ARMS, Study
@@ -84,6 +85,7 @@ def build_context(study: Study, out_dir: Path) -> Context:
     for frame, name in ((runs, "runs.csv"), (epochs, "epochs.csv"), (trials, "trials.csv"),
                         *(((tuning, "tuning.csv"),) if study.protocol else ())):
         write_csv(frame, out_dir / name)
+    runs, epochs = pair_contenders(study, runs), pair_contenders(study, epochs)
     (out_dir / "figures").mkdir(exist_ok=True)
     metric = study.metric
     maximize = maximized(metric)
@@ -92,7 +94,8 @@ def build_context(study: Study, out_dir: Path) -> Context:
     ctx = Context(study=study, store=store, doc=Doc(f"ablate report: {study.name}", out_dir),
                   runs=runs, epochs=epochs, trials=trials, info=store.user_attrs, metric=metric,
                   maximize=maximize, cells=cells,
-                  baseline=study.baseline if study.baseline in set(runs["activation"]) else None,
+                  baseline=next((b for b in (study.baseline, f"{study.baseline}→{study.baseline}")
+                                 if b in set(runs["activation"])), None),
                   order=plots.activation_order(runs, metric, maximize) if not ok.empty else [],
                   tuning=tuning)
     if ok.empty:
@@ -128,8 +131,9 @@ def sections_of(ctx: Context) -> tuple[Section, ...]:
                 sections.per_cell, sections.failures, sections.reproduce)
     if ctx.study.search.is_grid:
         return (sections.grid_summary, sections.setup, sections.results, sections.statistics,
-                sections.collapse, sections.images, sections.cost, sections.per_cell,
-                sections.failures, sections.reproduce)
+                families.cross_family, families.encoder_decoder, families.dropout_gap,
+                families.learned_shapes, sections.collapse, sections.images, sections.cost,
+                sections.per_cell, sections.failures, sections.reproduce)
     return (search.summary, sections.setup, search.search, sections.collapse, sections.images,
             sections.cost, sections.failures, sections.reproduce)
 

@@ -122,7 +122,9 @@ def inits(ctx: Context) -> pd.DataFrame:
     def resolved(act: str, init: str) -> str:
         if init != "auto":
             return init
-        return f"auto ({ACTIVATIONS.get(act).init})" if act in ACTIVATIONS else "auto (the plugin's own)"
+        schemes = [ACTIVATIONS.get(a).init if a in ACTIVATIONS else "the plugin's own"
+                   for a in act.split("→")]  # an encoder→decoder pair: each side its own
+        return f"auto ({' → '.join(schemes)})"
 
     arms = ARMS if "arm" in ctx.runs.columns else (None,)
     out = {"activation": ctx.order or sorted(set(ctx.runs["activation"]))}
@@ -147,7 +149,8 @@ def results(ctx: Context) -> None:
     doc.para("Each activation's metric averaged over every cell, then mean and 95% CI over "
              "seeds; avg_rank is its average rank within matched blocks (1 = best).")
     doc.table(view[cols].rename(columns={"n": "seeds"}))
-    split = "arm" if ctx.study.protocol else "kl_weight"  # the tuned protocol: arms apart
+    # the tuned protocol: arms apart; several families: families apart (kl_weight is a vae's)
+    split = "arm" if ctx.study.protocol else "family" if ctx.runs["family"].nunique() > 1 else "kl_weight"
     ctx.figure(plots.boxes(ctx.runs, metric, order, figs / "ranking.png", hue=split),
                f"{label(metric)} of every member (box over cells and seeds, points "
                f"coloured by {split}), activations ordered by mean, one panel per latent_dim.")

@@ -66,8 +66,9 @@ def runs_frame(store: optuna.Study, study: Study) -> pd.DataFrame:
     rows = []
     for t in _finished(store):
         _, config, arm = _decoded(study, t)
+        unused = {k: None for k in config.__dict__ if not config.applies(k)}  # left empty
         for m in t.user_attrs["members"]:
-            rows.append({"trial": t.number, **arm, **config.__dict__, **m, **layer_columns(config)})
+            rows.append({"trial": t.number, **arm, **config.__dict__, **unused, **m, **layer_columns(config)})
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=columns + ["kl_per_dim"])
@@ -83,6 +84,7 @@ def epochs_frame(store: optuna.Study, study: Study) -> pd.DataFrame:
         params, config, arm = _decoded(study, t)
         params.update(arm)
         ident = {"trial": t.number, "activation": config.activation,
+                 "decoder_activation": config.decoder_activation,
                  "latent_dim": config.latent_dim, "kl_weight": config.kl_weight,
                  **{k: v for k, v in params.items() if k not in ("activation", "latent_dim", "kl_weight")}}
         for seed, history in t.user_attrs["epochs"].items():
@@ -91,10 +93,25 @@ def epochs_frame(store: optuna.Study, study: Study) -> pd.DataFrame:
 
 
 def cell_axes(study: Study, runs: pd.DataFrame) -> list[str]:
-    """The runs' comparison axes other than activation (a matched block is one cell × seed):
+    """The runs' comparison axes other than the contender (a matched block is one cell × seed):
     the study's space keys, and the tuned protocol's arm."""
-    keys = [k for k in study.space if k != "activation" and k in runs.columns]
+    keys = [k for k in study.space if k not in CONTENDER and k in runs.columns]
     return keys + (["arm"] if study.protocol else [])
+
+
+CONTENDER = ("activation", "decoder_activation")
+"""What the statistics compare: the activation, or with decoder_activation an axis, the pair."""
+
+
+def pair_contenders(study: Study, frame: pd.DataFrame) -> pd.DataFrame:
+    """With decoder_activation an axis, the contender is the (encoder, decoder) pair: the
+    activation column becomes `enc→dec`, and `encoder` and `decoder` keep the parts."""
+    if "decoder_activation" not in study.space or frame.empty:
+        return frame
+    decoder = frame["decoder_activation"].fillna(frame["activation"]) \
+        if "decoder_activation" in frame else frame["activation"]
+    return frame.assign(encoder=frame["activation"], decoder=decoder,
+                        activation=frame["activation"] + "→" + decoder)
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:

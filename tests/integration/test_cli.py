@@ -320,3 +320,26 @@ def test_conv_study_runs_and_reports_images(tmp_path):
     report = (out / "report.md").read_text()
     assert "1×8×8 = 64 pixels" in report
     assert "conv (4×4 stride-2 convolutions with channels [4, 8], no fully connected hidden layer" in report
+
+
+def test_families_decoder_and_dropout_axes_reach_the_report(tmp_path):
+    """Families, an encoder × decoder axis, dropout and a learnable activation, end to end."""
+    (tmp_path / "f.yaml").write_text(
+        "name: f\ndataset: {name: digits, train_size: 200, test_size: 50}\n"
+        "model: {hidden: [16], latent_dim: 2}\ntrain: {epochs: 2, batch_size: 64}\n"
+        "eval: {iwae_samples: 4}\nseeds: 2\nreport: {metric: test_recon}\n"
+        "space: {family: [ae, vae], kl_weight: [0.5, 1.0], activation: [relu, snake],\n"
+        "        decoder_activation: [relu, tanh], dropout: [0.0, 0.2]}\n")
+    proc = ablate("run", "f.yaml", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "results" / "f"
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == (8 + 16) * 2  # an ae is not multiplied by kl_weight
+    assert runs.loc[runs["family"] == "ae", "kl_weight"].isna().all()
+    report = (out / "report.md").read_text()
+    for heading in ("## Across the autoencoder family", "## Encoder × decoder activations",
+                    "## Dropout: the train / validation gap", "## Learned activations"):
+        assert heading in report, heading
+    for name in ("encoder_decoder", "learned_shapes"):
+        assert (out / "figures" / f"{name}.png").is_file(), name
+    assert "snake→tanh" in report

@@ -64,7 +64,7 @@ BAD = [
     (GOOD.replace("train_size: 100", "root: /x"), r"dataset\.root: unknown key 'root'"),
     (GOOD.replace("latent_dim: [2, 4]", "latent_dim: 4"), r"space\.latent_dim: must be a list"),
     (GOOD.replace("latent_dim: [2, 4]", "latent_dim: [0]"), r"space\.latent_dim: must be at least 1"),
-    (GOOD.replace("latent_dim: [2, 4]", "dropout: [0.1]"), r"space\.dropout: unknown key 'dropout'"),
+    (GOOD.replace("latent_dim: [2, 4]", "momentum: [0.1]"), r"space\.momentum: unknown key 'momentum'"),
     (GOOD.replace("model: {hidden: [32]}", "model: {hidden: 32}"), r"model\.hidden: must be a list of layer widths"),
     (GOOD.replace("model: {hidden: [32]}", "model: {hidden: []}"), r"s\.yaml:3: model\.hidden: is \[\], which leaves an mlp without a hidden layer"),
     (GOOD.replace("model: {hidden: [32]}", "model: {hidden: [32], channels: [8]}"), r"model\.channels: gives the channels of convolutions, which arch mlp does not have"),
@@ -183,9 +183,11 @@ def test_schema_is_one_definition_per_field():
     assert s.device == default(Study, "device") and s.storage == default(Study, "storage")
     assert set(AXES) == set(RunConfig.__dataclass_fields__)
     assert {k for k, f in AXES.items() if f.metadata["range"]} == {
-        "latent_dim", "kl_weight", "epochs", "batch_size", "lr", "kl_warmup_epochs"}
+        "latent_dim", "kl_weight", "epochs", "batch_size", "lr", "kl_warmup_epochs", "noise",
+        "sparsity", "contraction", "dropout"}
     with pytest.raises(UserError, match=r"model\.lr: unknown key 'lr'\. Allowed here: activation, "
-                                        r"latent_dim, family, arch, channels, hidden, likelihood, init\."):
+                                        r"decoder_activation, latent_dim, family, noise, sparsity, "
+                                        r"contraction, dropout, arch, channels, hidden, likelihood, init\."):
         parse_study("model: {lr: 0.1}\n", "s.yaml")
     assert {"model", "train", "eval", "report", "search", "space", "seeds"} <= set(TOP_KEYS)
 
@@ -236,3 +238,14 @@ def test_objective_defaults_to_the_validation_twin_of_the_report_metric():
     assert s.metric == "test_recon"  # the report ranks by the objective's test twin
     s = parse_study(GOOD.replace("train_size: 100", "train_size: 100, val_fraction: 0"), "s.yaml")
     assert s.search.objective == "test_nll"  # a grid without validation chooses nothing
+
+
+def test_axes_that_do_not_apply_to_a_family_do_not_multiply_its_members():
+    s = parse_study("space: {family: [vae, ae, dae], kl_weight: [0.5, 1.0], noise: [0.1, 0.5], "
+                    "activation: [relu, tanh]}", "s.yaml")
+    points = s.points()
+    assert len(points) == 2 * 2 + 2 + 2 * 2  # activations × (vae × kl, ae, dae × noise)
+    assert {"family": "ae", "activation": "relu"} in points
+    assert all("noise" not in p for p in points if p["family"] != "dae")
+    # a sampler's kl_weight for an ae is not part of its parameters
+    assert s.params({"family": "ae", "kl_weight": 3.0, "activation": "relu"}) == {"family": "ae", "activation": "relu"}

@@ -1,0 +1,160 @@
+"""The report's sections on what surrounds the activation: the autoencoder family, the
+decoder's own activation, dropout, and the shapes learnable activations learn. Torch-free.
+
+Owns: the cross-family comparison (each family's activation ranking on test reconstruction,
+the one metric every family has, and Kendall's τ between the families' rankings), the
+encoder × decoder heatmap, the train / validation gap per dropout value, and the learned-shape
+figure; the data of each (`*_data`, tested) apart from its drawing (plots.py).
+Does not own: the statistics (stats.py) or the page (document.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+
+from ablate.analysis import plots, stats
+from ablate.activations import SHAPE_GRID
+from ablate.analysis.document import ci, fmt
+from ablate.metrics import label
+
+SHARED = "test_recon"
+"""What every family is compared on: reconstruction (the VAE's and the autoencoders' alike)."""
+
+
+def family_comparisons(runs: pd.DataFrame, cells: list[str], baseline: str | None) -> dict:
+    """Each family's own comparison of activations on SHARED over its matched blocks."""
+    others = [c for c in cells if c != "family"]
+    out = {}
+    for family, part in runs.groupby("family", sort=False):
+        axes = [c for c in others if part[c].notna().any()]  # kl_weight is empty for an ae
+        c = stats.compare(part, SHARED, axes, False, baseline)
+        if c is not None:
+            out[family] = c
+    return out
+
+
+def family_tau(comparisons: dict) -> pd.DataFrame:
+    """Kendall's τ between every two families' average ranks of the activations both have."""
+    from scipy.stats import kendalltau
+
+    names = list(comparisons)
+    tau = pd.DataFrame(np.eye(len(names)), index=names, columns=names)
+    for a, b in itertools.combinations(names, 2):
+        ra, rb = comparisons[a].avg_ranks, comparisons[b].avg_ranks
+        common = [x for x in ra.index if x in rb.index]
+        value = float(kendalltau(ra[common], rb[common]).statistic) if len(common) > 1 else float("nan")
+        tau.loc[a, b] = tau.loc[b, a] = value
+    return tau
+
+
+def cross_family(ctx) -> None:
+    """Does the best activation depend on the kind of autoencoder?"""
+    runs = ctx.ok
+    if "family" not in runs or runs["family"].nunique() < 2:
+        return
+    doc = ctx.doc
+    doc.heading("Across the autoencoder family")
+    per_seed = runs.groupby(["family", "activation", "seed"], as_index=False)[SHARED].mean()
+    means = stats.summarize(per_seed.assign(status="ok"), SHARED, ["family", "activation"])
+    table = means.assign(v=means.apply(ci, axis=1)).pivot(index="activation", columns="family", values="v")
+    comparisons = family_comparisons(ctx.runs, ctx.cells, ctx.baseline)
+    order = [a for a in ctx.order if a in table.index]
+    doc.para(f"Every family on the metric they share, {label(SHARED)} (lower is better): each "
+             "activation's mean over the family's cells, then mean and 95% CI over seeds. The "
+             "tests rank the activations within each family's own matched blocks.")
+    doc.table(table.reindex(order).reset_index())
+    doc.bullets([s for f, c in comparisons.items() for s in stats.claims(c, f"{f.upper()}")[:1]])
+    if len(comparisons) > 1:
+        tau = family_tau(comparisons)
+        doc.para("Kendall's τ between the families' activation rankings (average ranks): 1 = the "
+                 "same order, 0 = unrelated, −1 = reversed.")
+        doc.table(tau.map(lambda v: fmt(v, 2)).reset_index(names="family"))
+        off = tau.values[np.triu_indices(len(tau), 1)]
+        bests = {f: c.avg_ranks.index[0] for f, c in comparisons.items()}
+        same = len(set(bests.values())) == 1
+        doc.para(f"Mean τ over family pairs: {fmt(float(np.nanmean(off)), 2)}. Best-ranked "
+                 f"activation per family: {', '.join(f'{f.upper()} {a}' for f, a in bests.items())}"
+                 + (" — the same in every family." if same else
+                    " — it depends on the family (see each family's top group above for what "
+                    "the tests can separate)."))
+
+
+def encoder_decoder(ctx) -> None:
+    """With decoder_activation an axis: the metric per encoder × decoder activation."""
+    if "decoder" not in ctx.runs:
+        return
+    data = encoder_decoder_data(ctx.runs, ctx.metric)
+    ctx.doc.heading("Encoder × decoder activations")
+    ctx.figure(plots.pair_heatmap(data, ctx.metric, ctx.fig_dir / "encoder_decoder.png"),
+               f"Mean {label(ctx.metric)} over cells and seeds for each encoder (rows) and decoder "
+               "(columns) activation. The statistics above compare the pairs (enc→dec) as "
+               "contenders.")
+
+
+def encoder_decoder_data(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean metric of the finished members: encoder × decoder activation."""
+    ok = runs[runs["status"] == "ok"]
+    return ok.pivot_table(index="encoder", columns="decoder", values=metric, aggfunc="mean")
+
+
+def dropout_gap_data(epochs: pd.DataFrame) -> pd.DataFrame:
+    """The last epoch's validation − training reconstruction per activation and dropout value
+    (mean over cells and seeds): how much dropout narrows the generalisation gap."""
+    last = epochs[epochs["epoch"] == epochs.groupby(["trial", "seed"])["epoch"].transform("max")]
+    gap = last.assign(gap=last["val_recon"] - last["train_recon"])
+    return gap.pivot_table(index="activation", columns="dropout", values="gap", aggfunc="mean")
+
+
+def dropout_gap(ctx) -> None:
+    if "dropout" not in ctx.study.space or ctx.epochs.empty or "val_recon" not in ctx.epochs:
+        return
+    data = dropout_gap_data(ctx.epochs)
+    ctx.doc.heading("Dropout: the train / validation gap")
+    ctx.doc.para("Validation minus training reconstruction (nats/image) at the last epoch, mean "
+                 "over cells and seeds, per dropout value; training numbers are measured with "
+                 "dropout on, validation without it.")
+    view = data.reindex([a for a in ctx.order if a in data.index])
+    ctx.doc.table(view.map(lambda v: fmt(v, 2)).rename(columns=lambda c: f"dropout {c:g}").reset_index())
+
+
+def learned_shape_data(samples, runs: pd.DataFrame) -> dict[tuple[str, str], dict]:
+    """(activation, side) → {"x", "init" (points,), "mean", "low", "high" (layers, points)}: each
+    learnable activation's shape per layer, mean and range over its finished members."""
+    from ablate.analysis.plots import load_images
+
+    curves: dict[tuple[str, str], dict[str, list]] = {}
+    for _, r in runs[runs["status"] == "ok"].iterrows():
+        arrays = load_images(samples, r["trial"], r["seed"])
+        for side, prefix, name in (("encoder", "", r.get("encoder", r["activation"])),
+                                   ("decoder", "dec_", r.get("decoder", r.get("decoder_activation")))):
+            if f"{prefix}shape" in arrays:
+                entry = curves.setdefault((name or r["activation"], side), {"shape": [], "init": []})
+                entry["shape"].append(arrays[f"{prefix}shape"])
+                entry["init"].append(arrays[f"{prefix}shape0"])
+    out = {}
+    for key, c in curves.items():
+        shapes = np.stack(c["shape"])  # (members, layers, points)
+        out[key] = {"x": np.asarray(SHAPE_GRID), "init": c["init"][0][0], "mean": shapes.mean(0),
+                    "low": shapes.min(0), "high": shapes.max(0), "members": len(shapes)}
+    return out
+
+
+def learned_shapes(ctx) -> None:
+    samples = ctx.out_dir / "samples"
+    if ctx.ok.empty or not samples.exists():
+        return
+    data = learned_shape_data(samples, ctx.ok)
+    if not data:
+        return
+    ctx.doc.heading("Learned activations")
+    ctx.figure(plots.learned_shapes(data, ctx.fig_dir / "learned_shapes.png"),
+               "Each learnable activation's shape after training, per hidden layer (mean over its "
+               "members, band: their range), beside its initial shape (dashed); a per-unit "
+               "activation is averaged over its units.")
+    ctx.doc.table(pd.DataFrame([{"activation": a, "side": side, "members": d["members"],
+                                 "largest change from init": fmt(float(np.abs(d["mean"] - d["init"]).max()), 3)}
+                                for (a, side), d in data.items()]))
+

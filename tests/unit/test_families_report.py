@@ -1,0 +1,49 @@
+"""The report's data across families, encoder × decoder pairs and dropout (torch-free)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ablate.analysis.families import (dropout_gap_data, encoder_decoder_data, family_comparisons,
+                                      family_tau)
+from ablate.analysis.tables import pair_contenders
+from ablate.study import parse_study
+
+
+def _runs(order_by_family: dict[str, list[str]], seeds=(0, 1, 2)) -> pd.DataFrame:
+    """test_recon = the activation's position in its family's order (+ a seed wobble)."""
+    rows = [{"family": f, "activation": a, "seed": s, "status": "ok", "latent_dim": 2,
+             "kl_weight": 1.0 if f == "vae" else None, "test_recon": 10.0 + i + 0.01 * s}
+            for f, order in order_by_family.items() for i, a in enumerate(order) for s in seeds]
+    return pd.DataFrame(rows)
+
+
+def test_family_tau_is_one_for_equal_rankings_and_minus_one_for_reversed():
+    acts = ["relu", "gelu", "tanh", "elu"]
+    runs = _runs({"ae": acts, "dae": acts, "vae": acts[::-1]})
+    comparisons = family_comparisons(runs, ["family", "kl_weight", "latent_dim"], "relu")
+    assert list(comparisons["ae"].avg_ranks.index) == acts
+    tau = family_tau(comparisons)
+    assert tau.loc["ae", "dae"] == pytest.approx(1.0)
+    assert tau.loc["ae", "vae"] == pytest.approx(-1.0)
+
+
+def test_dropout_gap_is_validation_minus_training_at_the_last_epoch():
+    epochs = pd.DataFrame([
+        {"trial": 0, "seed": 0, "epoch": e, "activation": "relu", "dropout": 0.0,
+         "train_recon": 10.0 - e, "val_recon": 12.0 - e} for e in (1, 2)] + [
+        {"trial": 1, "seed": 0, "epoch": e, "activation": "relu", "dropout": 0.2,
+         "train_recon": 11.0, "val_recon": 10.5} for e in (1, 2)])
+    gap = dropout_gap_data(epochs)
+    assert gap.loc["relu", 0.0] == pytest.approx(2.0) and gap.loc["relu", 0.2] == pytest.approx(-0.5)
+
+
+def test_pairs_are_the_contenders_when_the_decoder_varies():
+    study = parse_study("space: {activation: [relu, tanh], decoder_activation: [relu, tanh]}", "s.yaml")
+    runs = pd.DataFrame({"activation": ["relu", "relu", "tanh"], "decoder_activation": ["relu", "tanh", "relu"],
+                         "status": "ok", "test_nll": [1.0, 2.0, 3.0]})
+    paired = pair_contenders(study, runs)
+    assert list(paired["activation"]) == ["relu→relu", "relu→tanh", "tanh→relu"]
+    table = encoder_decoder_data(paired, "test_nll")
+    assert table.loc["relu", "tanh"] == 2.0 and table.loc["tanh", "relu"] == 3.0
