@@ -48,6 +48,8 @@ class Metric:
 
 
 VAE = frozenset({"vae"})
+GENERATIVE = VAE
+"""The families that sample new images (a VAE from its prior)."""
 _TEST = (
     Metric("test_nelbo", "test −ELBO (nats/image)"),
     Metric("test_recon", "test reconstruction (nats/image)"),
@@ -57,6 +59,11 @@ _TEST = (
     Metric("mutual_info", "I(x; z) (nats)", higher_is_better=True, families=VAE),
     Metric("dead_units", "dead hidden units (fraction)"),
     Metric("probe_accuracy", "linear-probe accuracy", higher_is_better=True),
+    Metric("fid", "FID (classifier features)", families=GENERATIVE),
+    Metric("kid", "KID (classifier features)", families=GENERATIVE),
+    Metric("precision", "sample precision (k = 3)", higher_is_better=True, families=GENERATIVE),
+    Metric("recall", "sample recall (k = 3)", higher_is_better=True, families=GENERATIVE),
+    Metric("class_coverage", "class coverage of samples", higher_is_better=True, families=GENERATIVE),
 )
 """Measured once, at the end, on the test split: reported, never used to choose."""
 

@@ -25,12 +25,13 @@ import torch
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from ablate.classifier import judge_for
 from ablate.data import Dataset, load_dataset
 from ablate.errors import UserError
 from ablate.files import atomic_open
 from ablate.fleet import Member
+from ablate.metrics import GENERATIVE, METRICS
 from ablate.models import activation_floats, conv_sizes, param_count
-from ablate.metrics import METRICS
 from ablate.sources import Source, claim, make_pruner, make_sampler, plan, sources
 from ablate.store import WORKER, Backend, Heartbeat, check_results_dir, is_running, open_store, trial_id
 from ablate.study import Study
@@ -48,6 +49,11 @@ def resolve_device(name: str) -> torch.device:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     return device
+
+
+def _samples(study: Study) -> bool:
+    """Whether the study trains a family that generates samples (sample quality is measured)."""
+    return any(study.config(p).family in GENERATIVE for p in study.points())
 
 
 def check_architecture(study: Study, data: Dataset) -> None:
@@ -149,7 +155,10 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
         finished = sum(plan(s, study).finished for s in srcs)
     store.sampler, store.pruner = make_sampler(study, len(workers)), make_pruner(study)
     _record_setup(store, study, data, device, out_dir)
-    dev_data = DeviceData.put(data, device)
+    judge = judge_for(data, out_dir / "classifier.pt", device) if _samples(study) else None
+    if judge is not None:
+        store.set_user_attr("classifier", {"test_accuracy": judge.accuracy, "classes": judge.classes})
+    dev_data = DeviceData.put(data, device, judge)
     total = sum(s.size for s in srcs)
     bar = tqdm(total=total, initial=min(finished, total), disable=not progress, unit="trial",
                desc=f"{study.name} on {device}", dynamic_ncols=True,

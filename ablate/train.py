@@ -18,11 +18,13 @@ import torch
 from torch import Tensor
 
 from ablate import estimators as M
+from ablate import quality
 from ablate.activations import SHAPE_GRID
+from ablate.classifier import Judge
 from ablate.data import Dataset
 from ablate.fleet import Fleet, Member, stream_seed
 from ablate.models import activation_floats, param_count
-from ablate.metrics import val_name
+from ablate.metrics import GENERATIVE, val_name
 
 PROBE_MAX_TRAIN = 5000  # latent means of at most this many training images fit the probe
 MI_MAX_POINTS = 1000  # the MI estimate uses the first this-many test images
@@ -41,12 +43,20 @@ class DeviceData:
     y_val: np.ndarray | None = None
     shape: tuple[int, ...] | None = None
     """One example's shape: (C, H, W) for images; None: flat rows of x_train.shape[1] values."""
+    judge: Judge | None = None
+    """The dataset's classifier (sample quality); None without labels."""
+    real: dict[str, np.ndarray] = field(default_factory=dict)
+    """The judge's features of the first QUALITY_SAMPLES images of test (and val)."""
 
     @classmethod
-    def put(cls, data: Dataset, device: torch.device) -> "DeviceData":
+    def put(cls, data: Dataset, device: torch.device, judge: Judge | None = None) -> "DeviceData":
         as_t = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
-        return cls(as_t(data.x_train), as_t(data.x_test), data.y_train, data.y_test,
-                   as_t(data.x_val), data.y_val, data.image_shape)
+        out = cls(as_t(data.x_train), as_t(data.x_test), data.y_train, data.y_test,
+                  as_t(data.x_val), data.y_val, data.image_shape, judge)
+        if judge is not None:
+            out.real = {split: judge.features(x[:quality.QUALITY_SAMPLES])
+                        for split, x in (("test", out.x_test), ("val", out.x_val)) if x is not None}
+        return out
 
 
 @dataclass
@@ -193,6 +203,9 @@ def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 10
             fleet.select(keep)
     t0 = time.perf_counter()
     final = evaluate_final(fleet, data, iwae_samples)
+    if fleet.family in GENERATIVE and data.judge is not None:
+        for key, values in sample_quality(fleet, data).items():
+            final[key].update(values)
     elapsed = time.perf_counter() - t0
     total_cost = sum(cost[k] for k in fleet.keys)
     images = sample_images(fleet, data.x_test)
@@ -359,6 +372,40 @@ def learned_shapes(fleet: Fleet) -> dict[str, dict[str, np.ndarray]]:
                   for k, v in c.items()} for key, c in out.items()}
 
 
+@torch.no_grad()
+def sample_quality(fleet: Fleet, data: DeviceData) -> dict[str, dict[str, float]]:
+    """Per member: fid, kid, precision, recall and class_coverage of as many prior samples
+    (decoded means, from the member's stream 6) as real test images in the judge's feature
+    space, and their val_ twins against the validation images."""
+    judge, N = data.judge, len(fleet)
+    gens = [torch.Generator(device=fleet.device).manual_seed(stream_seed(m.seed, 6)) for m in fleet.members]
+    out: dict[str, dict[str, float]] = {m.key: {} for m in fleet.members}
+    for split, real in data.real.items():
+        n = len(real)
+        c = _chunk(n, N, 2 * fleet.data_dim + _hidden_floats(fleet) + fleet.latent, _budget(fleet.device))
+        feats, preds = [[] for _ in range(N)], [[] for _ in range(N)]
+        for s in range(0, n, c):
+            images = _means(fleet, fleet.decode(_member_noise(fleet, gens, min(c, n - s))))
+            for i in range(N):
+                feats[i].append(judge.features(images[i]))
+                preds[i].append(judge.predict(images[i]))
+        prefix = "" if split == "test" else "val_"
+        for i, m in enumerate(fleet.members):
+            fake = np.concatenate(feats[i])
+            if not np.isfinite(fake).all():  # a diverged decoder: nothing to measure
+                continue
+            precision, recall = quality.precision_recall(real, fake)
+            out[m.key].update({f"{prefix}fid": quality.fid(real, fake), f"{prefix}kid": quality.kid(real, fake),
+                               f"{prefix}precision": precision, f"{prefix}recall": recall,
+                               f"{prefix}class_coverage": quality.coverage(np.concatenate(preds[i]), judge.classes)})
+    return out
+
+
+def _means(fleet: Fleet, out: Tensor) -> Tensor:
+    """The decoder's mean image in [0, 1]: sigmoid of Bernoulli logits, clamped Gaussian means."""
+    return torch.sigmoid(out) if fleet.likelihood == "bernoulli" else out.clamp(0, 1)
+
+
 RECON_IMAGES = 8  # the first this-many test images are reconstructed by every member
 PRIOR_IMAGES = 8  # decoded draws from the prior per member
 MANIFOLD_SIDE = 10  # latent_dim 2: a side × side grid over the prior's quantiles
@@ -382,8 +429,7 @@ def sample_images(fleet: Fleet, x_test: Tensor) -> dict[str, dict[str, np.ndarra
     manifold = fleet.decode(grid.expand(N, -1, -1) * fleet.latent_mask)
 
     def to_uint8(out: Tensor) -> np.ndarray:
-        mean = torch.sigmoid(out) if fleet.likelihood == "bernoulli" else out.clamp(0, 1)
-        return (mean * 255).round().to(torch.uint8).cpu().numpy()
+        return (_means(fleet, out) * 255).round().to(torch.uint8).cpu().numpy()
 
     recon, prior, manifold = to_uint8(recon), to_uint8(prior), to_uint8(manifold)
     result = {}

@@ -127,15 +127,17 @@ def sections_of(ctx: Context) -> tuple[Section, ...]:
     has nothing to show (e.g. no finished member)."""
     if ctx.study.protocol:
         return (sections.grid_summary, sections.setup, protocol.section, sections.results,
-                sections.statistics, sections.collapse, sections.images, sections.cost,
-                sections.per_cell, sections.failures, sections.reproduce)
+                sections.statistics, sections.collapse, sections.sample_quality, sections.images,
+                sections.cost, sections.per_cell, sections.failures, sections.reproduce)
     if ctx.study.search.is_grid:
         return (sections.grid_summary, sections.setup, sections.results, sections.statistics,
                 families.cross_family, families.encoder_decoder, families.dropout_gap,
-                families.learned_shapes, sections.collapse, sections.images, sections.cost,
+                families.learned_shapes, sections.collapse, sections.sample_quality, sections.images,
+                sections.cost,
                 sections.per_cell, sections.failures, sections.reproduce)
-    return (search.summary, sections.setup, search.search, sections.collapse, sections.images,
-            sections.cost, sections.failures, sections.reproduce)
+    return (search.summary, sections.setup, search.search, sections.collapse,
+            sections.sample_quality, sections.images, sections.cost, sections.failures,
+            sections.reproduce)
 
 
 def build_report(study: Study, out_dir: Path) -> Path:

@@ -19,6 +19,7 @@ from ablate.activations import ACTIVATIONS
 from ablate.analysis import plots, protocol, stats
 from ablate.analysis.document import ci, fmt, upper, where
 from ablate.metrics import METRICS, label
+from ablate.quality import QUALITY_SAMPLES
 from ablate.study import ARMS
 
 if TYPE_CHECKING:
@@ -209,6 +210,41 @@ def _axis_row(baseline: str | None, axis: str, value, c: stats.Comparison) -> di
             "best (avg rank)": f"{c.avg_ranks.index[0]} ({c.avg_ranks.iloc[0]:.2f})",
             "top group": ", ".join(c.top_group),
             f"better than {baseline}": verdicts("better"), f"worse than {baseline}": verdicts("worse")}
+
+
+QUALITY = ("fid", "kid", "precision", "recall", "class_coverage")
+
+
+def sample_quality(ctx: Context) -> None:
+    """FID, KID, precision / recall and class coverage of each activation's samples, in the
+    feature space of the dataset's classifier."""
+    runs = ctx.ok
+    if runs.empty or not (runs["family"].isin(METRICS["fid"].families)).any():
+        return
+    doc = ctx.doc
+    doc.heading("Sample quality")
+    judge = ctx.info.get("classifier")
+    if not judge or "fid" not in runs or runs["fid"].isna().all():
+        doc.para("The dataset has no labels, so there is no classifier to measure samples with: "
+                 "the fid, kid, precision, recall and class_coverage columns are empty.")
+        return
+    n = min(ctx.info.get("data", {}).get("n_test", 0), QUALITY_SAMPLES)
+    doc.para(f"Prior samples (decoded means) against the test images, {n} of each for every "
+             "member, in the penultimate features of a classifier trained once on the training "
+             f"split (test accuracy {judge['test_accuracy']:.1%}, {judge['classes']} classes). FID "
+             "and KID (unbiased, cubic kernel): lower is better; FID depends on the sample count, "
+             "and every member here is scored at the same count. Precision and recall (k = 3, "
+             "Kynkäänniemi et al. 2019): the share of samples on the data's manifold and of data "
+             "on the samples'; class coverage: the share of classes found among the samples "
+             "(1/classes for a collapsed generator). Mean and 95% CI over seeds of each "
+             "activation's mean over cells.")
+    order = [a for a in ctx.order if a in set(runs["activation"])]
+    table = {"activation": order}
+    for metric in QUALITY:
+        per_seed = stats.overall_by_seed(runs[runs[metric].notna()], metric)
+        summary = stats.summarize(per_seed.assign(status="ok"), metric, ["activation"]).set_index("activation")
+        table[metric] = [ci(summary.loc[a]) if a in summary.index else "–" for a in order]
+    doc.table(pd.DataFrame(table))
 
 
 def collapse(ctx: Context) -> None:

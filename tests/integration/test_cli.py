@@ -38,7 +38,8 @@ def test_run_writes_every_output(finished):
     for col in ("activation", "latent_dim", "kl_weight", "seed", "status", "test_nelbo",
                 "test_recon", "test_kl", "test_nll", "active_units", "mutual_info", "dead_units",
                 "probe_accuracy", "epochs_run", "train_seconds", "val_nelbo", "val_recon", "val_kl",
-                "val_nll", "val_active_units", "val_probe_accuracy"):
+                "val_nll", "val_active_units", "val_probe_accuracy", "fid", "kid", "precision",
+                "recall", "class_coverage", "val_fid"):
         assert col in runs.columns, col
     ok = runs[runs["status"] == "ok"]
     assert len(ok) >= 8 and ok["test_nll"].notna().all()
@@ -46,6 +47,8 @@ def test_run_writes_every_output(finished):
     assert {"train_loss", "train_recon", "train_kl", "val_nelbo", "val_recon", "val_kl", "epoch"} <= set(epochs.columns)
     assert "test_nelbo" not in epochs.columns  # the test split is evaluated once, at the end
     assert epochs["epoch"].max() == 2
+    assert ok["fid"].notna().all() and ((ok["class_coverage"] > 0) & (ok["class_coverage"] <= 1)).all()
+    assert (out / "classifier.pt").is_file()
 
 
 class _Page(HTMLParser):
