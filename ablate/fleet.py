@@ -20,14 +20,17 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from ablate.layers import Groups
+from ablate.layers import Groups, Slot
 from ablate.models import build_model, flat_shape
 from ablate.nonlinear import get_activation
 from ablate.study import RunConfig
 
 ADAM_BETAS = (0.9, 0.999)
+GAN_BETAS = (0.5, 0.999)
+"""A GAN's two Adams (Radford et al. 2016), as issue 15 asks."""
 ADAM_EPS = 1e-8
 FUSED_ADAM = hasattr(torch, "_fused_adam_")
 """PyTorch's fused Adam kernel (a private op, so checked for): used when a cohort shares one
@@ -92,13 +95,18 @@ class Fleet:
         self.model = build_model([(m.config, g) for m, g in zip(members, gens)], self.shape,
                                  groups, dev)
         self.latent = self.model.latent
-        self.slots = self.model.slots()
-        self.steps = torch.zeros(len(members), dtype=torch.float64, device=dev)  # Adam steps per member
+        self._slots()
         self.train_gens = [torch.Generator(device=dev).manual_seed(stream_seed(m.seed, 2))
                            for m in members]
         self.mask_gens = [torch.Generator(device=dev).manual_seed(stream_seed(m.seed, 5))
                           for m in members]
         self._derive()
+
+    def _slots(self) -> None:
+        """Every stacked parameter, and a GAN's two networks' (encoder side: discriminator)."""
+        self.slots = self.model.slots()
+        self.sides = {side: [s for k, s in self.slots.items() if self.model.side(k) == side]
+                      for side in ("encoder", "decoder")}
 
     def _derive(self) -> None:
         """Per-member tensors that follow from `members` (rebuilt after a select)."""
@@ -116,9 +124,8 @@ class Fleet:
         keep = [i for i, m in enumerate(self.members) if m.key in keys]
         new_position = {old: new for new, old in enumerate(keep)}
         self.model.select(new_position)
-        self.slots = self.model.slots()
+        self._slots()
         self.members = [self.members[i] for i in keep]
-        self.steps = self.steps[keep]
         self.train_gens = [self.train_gens[i] for i in keep]
         self.mask_gens = [self.mask_gens[i] for i in keep]
         self._derive()
@@ -196,7 +203,7 @@ class Fleet:
         """Each member's data order (N, n) and reparameterisation noise (N, n, L) for one epoch."""
         perms = torch.stack([torch.randperm(n, generator=g, device=self.device) for g in self.train_gens])
         eps = torch.zeros(len(self), n, self.latent, device=self.device)
-        if self.family == "vae":
+        if self.family in ("vae", "gan"):  # a GAN's generator noise
             for i, (m, g) in enumerate(zip(self.members, self.train_gens)):
                 eps[i, :, :m.config.latent_dim] = torch.randn(
                     n, m.config.latent_dim, generator=g, device=self.device)
@@ -210,7 +217,10 @@ class Fleet:
 
     def train_step(self, x: Tensor, eps: Tensor, beta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One Adam step of every member on its batch x (N, B, D); dropout and a dae's
-        corruption only here (evaluation sees the clean input and the whole network)."""
+        corruption only here (evaluation sees the clean input and the whole network). Returns
+        the loss and its two parts: recon and KL, or a GAN's generator and discriminator losses."""
+        if self.family == "gan":
+            return self.gan_step(x, eps)
         self.model.rng = self.mask_gens
         try:
             x_in = self.corrupt(x) if self.family == "dae" else None
@@ -223,17 +233,39 @@ class Fleet:
         self.adam_step()
         return loss.detach(), recon.detach(), kl.detach()
 
+    def gan_step(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One discriminator step, then one generator step, with the non-saturating loss
+        (Goodfellow et al. 2014) and Adam(β1 = 0.5, β2 = 0.999), each member on its own real
+        batch x (N, B, D) and noise z (N, B, L)."""
+        model = self.model
+        model.rng = self.mask_gens
+        try:
+            fake = torch.sigmoid(model.decode(z))  # images in [0, 1]
+            d_loss = (F.softplus(-model.discriminate(x)) + F.softplus(model.discriminate(fake.detach()))).mean(1)
+            self._step(d_loss, self.sides["encoder"])
+            g_loss = F.softplus(-model.discriminate(fake)).mean(1)
+            self._step(g_loss, self.sides["decoder"])
+        finally:
+            model.rng = None
+        return (d_loss + g_loss).detach(), g_loss.detach(), d_loss.detach()
+
+    def _step(self, loss: Tensor, slots: list[Slot]) -> None:
+        for p in self.parameters():
+            p.grad = None
+        loss.sum().backward()  # members share nothing, so each gets exactly its own gradient
+        self.adam_step(slots, GAN_BETAS)
+
     @torch.no_grad()
-    def adam_step(self) -> None:
-        """torch.optim.Adam's update (default betas, eps, no weight decay), per member.
+    def adam_step(self, slots: list[Slot] | None = None, betas: tuple[float, float] = ADAM_BETAS) -> None:
+        """torch.optim.Adam's update (no weight decay) of `slots` (default: every one with a
+        gradient), per member.
 
         Every row of a stacked tensor is one member's, and Adam is elementwise, so one update
         over the stacked tensors is N independent Adams. With one learning rate for the whole
         cohort (the usual case) that is PyTorch's own fused Adam kernel over every tensor;
         with per-member learning rates, the same formula with per-row step sizes."""
-        b1, b2 = ADAM_BETAS
-        self.steps += 1
-        slots = [s for s in self.slots.values() if s.tensor.grad is not None]
+        b1, b2 = betas
+        slots = [s for s in (slots or self.slots.values()) if s.tensor.grad is not None]
         torch._foreach_add_([s.step for s in slots], 1.0)
         if self.shared_lr is not None and FUSED_ADAM:
             torch._fused_adam_(
@@ -242,13 +274,14 @@ class Fleet:
                 [s.step for s in slots], amsgrad=False, lr=self.shared_lr, beta1=b1, beta2=b2,
                 weight_decay=0.0, eps=ADAM_EPS, maximize=False, grad_scale=None, found_inf=None)
             return
-        step_size = (self.lr / (1.0 - b1 ** self.steps)).float()  # (N,)
-        bc2_sqrt = torch.sqrt(1.0 - b2 ** self.steps).float()
         for slot in slots:
+            t = slot.step.double()  # steps this slot took (every row the same)
+            step_size = (self.lr / (1.0 - b1 ** t)).float()  # (N,)
+            bc2_sqrt = torch.sqrt(1.0 - b2 ** t).float()
             p, g = slot.tensor, slot.tensor.grad
             shape = (-1,) + (1,) * (p.dim() - 1)
             own = slot.owners if len(slot.owners) != len(self) else slice(None)
             slot.exp_avg.lerp_(g, 1.0 - b1)
             slot.exp_avg_sq.mul_(b2).addcmul_(g, g, value=1.0 - b2)
-            denom = (slot.exp_avg_sq.sqrt() / bc2_sqrt[own].view(shape)).add_(ADAM_EPS)
+            denom = (slot.exp_avg_sq.sqrt() / bc2_sqrt.view(())).add_(ADAM_EPS)
             p.sub_(slot.exp_avg.div(denom).mul_(step_size[own].view(shape)))

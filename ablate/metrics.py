@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FAMILIES = ("vae", "ae", "dae", "sae", "cae")
-"""Every model family (`model.family`): the VAE and the deterministic autoencoders (plain,
-denoising, sparse, contractive); a metric names the ones that have it."""
+FAMILIES = ("vae", "ae", "dae", "sae", "cae", "gan")
+"""Every model family (`model.family`): the VAE, the deterministic autoencoders (plain,
+denoising, sparse, contractive) and the GAN; a metric names the ones that have it."""
+AUTOENCODERS = frozenset(FAMILIES) - {"gan"}
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class Metric:
     per_epoch: str | None = None
     """The per-epoch record (of the validation split) a pruner compares when this metric is
     the objective (None: known only at the end, so it cannot be pruned on)."""
-    families: frozenset[str] = frozenset(FAMILIES)
+    families: frozenset[str] = AUTOENCODERS
     final: bool = True
     """A final result of runs.csv (True) or only a per-epoch record of epochs.csv (False)."""
 
@@ -48,8 +49,8 @@ class Metric:
 
 
 VAE = frozenset({"vae"})
-GENERATIVE = VAE
-"""The families that sample new images (a VAE from its prior)."""
+GENERATIVE = frozenset({"vae", "gan"})
+"""The families that sample new images (a VAE from its prior, a GAN from its generator)."""
 _TEST = (
     Metric("test_nelbo", "test −ELBO (nats/image)"),
     Metric("test_recon", "test reconstruction (nats/image)"),
@@ -85,8 +86,10 @@ def _val(m: Metric) -> Metric:
 _TABLE = (
     *_TEST,
     *map(_val, _TEST),
-    Metric("train_seconds", "train seconds per member", split="none"),
-    Metric("train_loss", "train loss (nats/image)", split="train", final=False),
+    Metric("train_seconds", "train seconds per member", split="none", families=frozenset(FAMILIES)),
+    Metric("train_loss", "train loss (nats/image)", split="train", final=False, families=frozenset(FAMILIES)),
+    Metric("train_g_loss", "generator loss", split="train", final=False, families=frozenset({"gan"})),
+    Metric("train_d_loss", "discriminator loss", split="train", final=False, families=frozenset({"gan"})),
     Metric("train_recon", "train reconstruction (nats/image)", split="train", final=False),
     Metric("train_kl", "train KL (nats/image)", split="train", final=False, families=VAE),
 )

@@ -56,7 +56,7 @@ def flat_shape(shape: Sequence[int] | int) -> tuple[int, ...]:
 def param_count(config: RunConfig, shape: Sequence[int] | int) -> int:
     """Trainable weights of one member (memory estimates and cost shares)."""
     shape = flat_shape(shape)
-    heads = 2 if config.family == "vae" else 1
+    heads = {"vae": 2 * config.latent_dim, "gan": 1}.get(config.family, config.latent_dim)
     h, latent, k2 = list(config.hidden), config.latent_dim, 16
     if config.arch == "conv":
         sizes, ch = conv_sizes(shape, config.channels), [shape[0], *config.channels]
@@ -66,7 +66,7 @@ def param_count(config: RunConfig, shape: Sequence[int] | int) -> int:
         convs, flat = 0, math.prod(shape)
     widths = [flat, *h]
     fc = sum((a + 1) * b + (b + 1) * a for a, b in zip(widths[:-1], widths[1:]))
-    return convs + fc + (widths[-1] + 1) * latent * heads + (latent + 1) * widths[-1]
+    return convs + fc + (widths[-1] + 1) * heads + (latent + 1) * widths[-1]
 
 
 def activation_floats(config: RunConfig, shape: Sequence[int] | int) -> int:
@@ -117,6 +117,20 @@ class Autoencoder:
         """Each member's mask generator while training (dropout on); None when evaluating."""
 
     # ---------------------------------------------------------------------- construction
+    def _head(self, n: int, fan_in: int) -> Linear:
+        """μ and log σ² (vae), the code (autoencoders), or a GAN discriminator's one logit."""
+        if self.family == "gan":
+            return Linear(n, fan_in, 1)
+        return Linear(n, fan_in, self.latent, 2 if self.family == "vae" else 1)
+
+    def side(self, slot: str) -> str:
+        """Which network a slot (`layer.parameter`) belongs to: encoder (a GAN's
+        discriminator) or decoder (its generator)."""
+        layer = slot.split(".")[0]
+        if layer == "act":
+            return "decoder" if int(slot.split(".")[1]) >= len(self.acts) // 2 else "encoder"
+        return "decoder" if layer in (*DECODER_LAYERS, "out", "log_sigma") else "encoder"
+
     def _nonlinear(self, width: int, real: list[int] | None = None, decoder: bool = False) -> None:
         act = Nonlinear(self._groups[decoder], width, real)
         self.layers[f"act.{len(self.acts)}"] = act
@@ -135,7 +149,7 @@ class Autoencoder:
         """Init draws of the encoder's fully connected layers, the heads and the decoder's."""
         d = self.depth
         draws = [(f"enc.{i}", _width(i - 1, first), _width(i, 0), True) for i in range(d)]
-        draws.append(("head", _width(d - 1, first), _latent, False))
+        draws.append(("head", _width(d - 1, first), (lambda c: 1) if self.family == "gan" else _latent, False))
         return draws + [(f"dec.{i}", _width(d - i, 0, latent=i == 0), _width(d - 1 - i, 0), True)
                         for i in range(d)]
 
@@ -218,6 +232,15 @@ class Autoencoder:
             logvar = None if logvar is None else logvar * self.latent_mask
         return mu, logvar
 
+    def encode(self, x: Tensor, hidden: list | None = None) -> tuple[Tensor, Tensor | None]:
+        """x (N, B, D) or shared (B, D) → μ, log σ² (N, B, L), zero on padded latent dims."""
+        return self._heads(self._features(x, hidden))
+
+    def discriminate(self, x: Tensor) -> Tensor:
+        """A GAN's discriminator logits (N, B) of images x (N, B, D): the encoder's layers and
+        a one-unit head."""
+        return self.layers["head"](self._features(x, None))[..., 0]
+
     def log_likelihood(self, x: Tensor, out: Tensor) -> Tensor:
         """log p(x | z) summed over pixels: x (N, B, D) or (B, D), out (N, B, D) → (N, B)."""
         if self.likelihood == "bernoulli":
@@ -243,14 +266,14 @@ class MLP(Autoencoder):
         super().__init__(configs, shape, groups)
         n, D = len(configs), self.data_dim
         self._fc_stack(configs, "enc", D, reverse=False)
-        self.layers["head"] = Linear(n, self.acts[-1].width, self.latent, 2 if self.family == "vae" else 1)
+        self.layers["head"] = self._head(n, self.acts[-1].width)
         self._fc_stack(configs, "dec", self.latent, reverse=True)
         self.layers["out"] = Linear(n, self.acts[-1].width, D)
         self._init(members, self._fc_draws(D) + [("out", _width(0, 0), lambda c: D, False)])
 
-    def encode(self, x: Tensor, hidden: list | None = None) -> tuple[Tensor, Tensor | None]:
-        """x (N, B, D) or shared (B, D) → μ, log σ² (N, B, L), zero on padded latent dims."""
-        return self._heads(self._fc("enc", 0, x, hidden))
+    def _features(self, x: Tensor, hidden: list | None) -> Tensor:
+        """The encoder's last hidden layer (N, B, W) of x (N, B, D) or shared (B, D)."""
+        return self._fc("enc", 0, x, hidden)
 
     def decode(self, z: Tensor, hidden: list | None = None) -> Tensor:
         """z (N, B, L) → decoder output (N, B, D): Bernoulli logits or Gaussian means."""
@@ -278,7 +301,7 @@ class ConvNet(Autoencoder):
             self._nonlinear(chans[i + 1])
         self._fc_stack(configs, "enc", flat, reverse=False)
         last = self.acts[-1].width if self.depth else flat
-        self.layers["head"] = Linear(n, last, self.latent, 2 if self.family == "vae" else 1)
+        self.layers["head"] = self._head(n, last)
         self._fc_stack(configs, "dec", self.latent, reverse=True)
         self.layers["proj"] = Linear(n, self.acts[-1].width if self.depth else self.latent, flat)
         self._nonlinear(channels[-1], decoder=True)
@@ -294,12 +317,12 @@ class ConvNet(Autoencoder):
         draws += [(f"deconv.{j}", None, None, j < self.n_conv - 1) for j in range(self.n_conv)]
         self._init(members, draws)
 
-    def encode(self, x: Tensor, hidden: list | None = None) -> tuple[Tensor, Tensor | None]:
-        """x (N, B, D) or shared (B, D) → μ, log σ² (N, B, L), zero on padded latent dims."""
+    def _features(self, x: Tensor, hidden: list | None) -> Tensor:
+        """The encoder's last hidden layer (N, B, W) of x (N, B, D) or shared (B, D)."""
         h = x.unflatten(-1, self.shape)
         for j in range(self.n_conv):
             h = self._act(j, self.layers[f"conv.{j}"](h), hidden)
-        return self._heads(self._fc("enc", self.n_conv, h.flatten(-3), hidden))
+        return self._fc("enc", self.n_conv, h.flatten(-3), hidden)
 
     def decode(self, z: Tensor, hidden: list | None = None) -> Tensor:
         """z (N, B, L) → decoder output (N, B, D): Bernoulli logits or Gaussian means."""

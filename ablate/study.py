@@ -490,7 +490,7 @@ def parse_study(text: str, path: str = "<study>") -> Study:
     top["baseline"] = _baseline(ld, top.get("baseline"), activations)
     families = set(space.get("family", (base.get("family", default(RunConfig, "family")),)))
     search = _search(ld, doc.get("search") or {}, search, top.get("metric"),
-                     "test_nll" if "vae" in families else "test_recon", top["dataset"])
+                     _default_metric(families), top["dataset"])
     top["metric"] = top.get("metric", twin_on_test(search.objective))
     _needs_validation(ld, top["dataset"], search, protocol)
     _architecture(ld, base, space)
@@ -643,6 +643,12 @@ def _search(ld: _Loader, sr: dict, values: dict, metric: str | None, fallback: s
                                        f"({', '.join(PRUNABLE)}); {objective} is measured only at "
                                        "the end. Use pruner: none or one of those objectives.")
     return Search(**values)
+
+
+def _default_metric(families: set[str]) -> str:
+    """What a report ranks by when report.metric is not given: the VAE's NLL, a GAN's FID
+    (its samples are all it has), the autoencoders' reconstruction."""
+    return "test_nll" if "vae" in families else "fid" if families == {"gan"} else "test_recon"
 
 
 def _architecture(ld: _Loader, base: dict, space: dict) -> None:

@@ -80,10 +80,13 @@ EpochHook = Callable[[int, dict[str, dict]], set]
 """Called after each epoch with {key: record} of running members; returns keys to prune."""
 
 
-def _record(epoch: int, values: list[float], vae: bool) -> dict:
-    """One epoch of one member: training means, and the validation −ELBO and its parts when
-    the study has a validation split (the test split is evaluated once, at the end)."""
-    record = {"epoch": epoch, **dict(zip(("train_loss", "train_recon", "train_kl"), values[:3]))}
+def _record(epoch: int, values: list[float], family: str) -> dict:
+    """One epoch of one member: training means (a GAN's generator and discriminator losses),
+    and the validation −ELBO and its parts when the study has a validation split (the test
+    split is evaluated once, at the end)."""
+    names = ("train_g_loss", "train_d_loss") if family == "gan" else ("train_recon", "train_kl")
+    record = {"epoch": epoch, **dict(zip(("train_loss", *names), values[:3]))}
+    vae = family == "vae"
     if len(values) > 3:
         record.update(val_nelbo=values[3], val_recon=values[4], val_kl=values[5] if vae else float("nan"))
     return record
@@ -169,7 +172,7 @@ def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 10
             bad_nan |= bad & torch.isnan(loss)
             sums += torch.stack([loss, recon, kl], 1) * idx.shape[1]
             step += 1
-        val = evaluate_elbo(fleet, data.x_val) if data.x_val is not None else None
+        val = evaluate_elbo(fleet, data.x_val) if data.x_val is not None and fleet.family != "gan" else None
         rows = torch.cat([sums / n, *([torch.stack(val, 1)] if val else [])], 1).cpu()
         first_bad, bad_nan = first_bad.cpu(), bad_nan.cpu()
         elapsed = time.perf_counter() - t0
@@ -179,7 +182,7 @@ def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 10
             o = outcomes[key]
             o.epochs_run = epoch
             o.train_seconds += elapsed * cost[key] / total_cost
-            record = _record(epoch, rows[i].tolist(), fleet.family == "vae")
+            record = _record(epoch, rows[i].tolist(), fleet.family)
             o.history.append(record)
             if first_bad[i] >= 0 or not math.isfinite(record["train_loss"]):
                 kind = "NaN" if bad_nan[i] else "inf"
@@ -202,7 +205,8 @@ def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 10
                 return outcomes
             fleet.select(keep)
     t0 = time.perf_counter()
-    final = evaluate_final(fleet, data, iwae_samples)
+    final = (evaluate_final(fleet, data, iwae_samples) if fleet.family != "gan"
+             else {m.key: {} for m in fleet.members})  # a GAN is judged by its samples only
     if fleet.family in GENERATIVE and data.judge is not None:
         for key, values in sample_quality(fleet, data).items():
             final[key].update(values)
@@ -215,9 +219,12 @@ def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 10
         o = outcomes[key]
         o.metrics, o.status, o.images = values, "ok", images[key]
         o.train_seconds += elapsed * cost[key] / total_cost
-        if not math.isfinite(values["test_nelbo"]):
+        if not math.isfinite(values.get("test_nelbo", 0.0)):
             o.status, o.fail_epoch = "failed", o.epochs_run
             o.reason = "final test ELBO is not finite"
+        elif fleet.family == "gan" and "prior" not in images[key]:
+            o.status, o.fail_epoch = "failed", o.epochs_run
+            o.reason = "the generator's output is not finite"
     return outcomes
 
 
@@ -402,8 +409,11 @@ def sample_quality(fleet: Fleet, data: DeviceData) -> dict[str, dict[str, float]
 
 
 def _means(fleet: Fleet, out: Tensor) -> Tensor:
-    """The decoder's mean image in [0, 1]: sigmoid of Bernoulli logits, clamped Gaussian means."""
-    return torch.sigmoid(out) if fleet.likelihood == "bernoulli" else out.clamp(0, 1)
+    """The decoder's mean image in [0, 1]: sigmoid of Bernoulli logits (and of a GAN
+    generator's output), clamped Gaussian means."""
+    if fleet.likelihood == "bernoulli" or fleet.family == "gan":
+        return torch.sigmoid(out)
+    return out.clamp(0, 1)
 
 
 RECON_IMAGES = 8  # the first this-many test images are reconstructed by every member
@@ -416,7 +426,8 @@ def sample_images(fleet: Fleet, x_test: Tensor) -> dict[str, dict[str, np.ndarra
     """Per member: decoded means of reconstructions of fixed test images, prior samples and,
     for a 2-d latent space, the decoded latent manifold; as uint8 (0–255) rows of D pixels."""
     N, L, dev = len(fleet), fleet.latent, fleet.device
-    mu, _ = fleet.encode(x_test[:RECON_IMAGES])
+    gan = fleet.family == "gan"  # no encoder: nothing to reconstruct
+    mu = torch.zeros(N, RECON_IMAGES, L, device=dev) if gan else fleet.encode(x_test[:RECON_IMAGES])[0]
     recon = fleet.decode(mu)  # the posterior mean, as is usual for reconstructions
     gens = [torch.Generator(device=dev).manual_seed(stream_seed(m.seed, 4)) for m in fleet.members]
     prior = fleet.decode(_member_noise(fleet, gens, PRIOR_IMAGES))
@@ -431,11 +442,12 @@ def sample_images(fleet: Fleet, x_test: Tensor) -> dict[str, dict[str, np.ndarra
     def to_uint8(out: Tensor) -> np.ndarray:
         return (_means(fleet, out) * 255).round().to(torch.uint8).cpu().numpy()
 
+    finite = torch.isfinite(prior).flatten(1).all(1).tolist()
     recon, prior, manifold = to_uint8(recon), to_uint8(prior), to_uint8(manifold)
     result = {}
     for i, m in enumerate(fleet.members):
-        result[m.key] = {"recon": recon[i]}
-        if fleet.family == "vae":  # an AE has no prior to sample
+        result[m.key] = {} if gan else {"recon": recon[i]}
+        if fleet.family in GENERATIVE and finite[i]:  # an AE has no prior to sample
             result[m.key]["prior"] = prior[i]
             if m.config.latent_dim == 2:
                 result[m.key]["manifold"] = manifold[i]

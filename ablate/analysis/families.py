@@ -30,7 +30,7 @@ def family_comparisons(runs: pd.DataFrame, cells: list[str], baseline: str | Non
     out = {}
     for family, part in runs.groupby("family", sort=False):
         axes = [c for c in others if part[c].notna().any()]  # kl_weight is empty for an ae
-        c = stats.compare(part, SHARED, axes, False, baseline)
+        c = stats.compare(part, SHARED, axes, False, baseline) if part[SHARED].notna().any() else None
         if c is not None:
             out[family] = c
     return out
@@ -67,6 +67,14 @@ def cross_family(ctx) -> None:
              "tests rank the activations within each family's own matched blocks.")
     doc.table(table.reindex(order).reset_index())
     doc.bullets([s for f, c in comparisons.items() for s in stats.claims(c, f"{f.upper()}")[:1]])
+    generative = runs[runs["fid"].notna()] if "fid" in runs else runs.iloc[:0]
+    if generative["family"].nunique() > 1:
+        per_seed = generative.groupby(["family", "activation", "seed"], as_index=False)["fid"].mean()
+        fid = stats.summarize(per_seed.assign(status="ok"), "fid", ["family", "activation"])
+        doc.para("The generative families on sample quality: FID of each activation's samples "
+                 "(lower is better), mean and 95% CI over seeds.")
+        doc.table(fid.assign(v=fid.apply(ci, axis=1)).pivot(index="activation", columns="family", values="v")
+                  .reindex([a for a in order if a in set(fid["activation"])]).reset_index())
     if len(comparisons) > 1:
         tau = family_tau(comparisons)
         doc.para("Kendall's τ between the families' activation rankings (average ranks): 1 = the "
@@ -80,6 +88,42 @@ def cross_family(ctx) -> None:
                  + (" — the same in every family." if same else
                     " — it depends on the family (see each family's top group above for what "
                     "the tests can separate)."))
+
+
+def gans(ctx) -> None:
+    """The GAN members: generated samples per activation, the FID ranking with the paired
+    tests, precision / recall, coverage and divergence per activation."""
+    runs = ctx.runs[ctx.runs["family"] == "gan"]
+    if runs.empty or "fid" not in runs or runs["fid"].isna().all():
+        return
+    doc = ctx.doc
+    doc.heading("GANs")
+    cells = [c for c in ctx.cells if c != "family" and runs[c].notna().any()]
+    c = stats.compare(runs, "fid", cells, False, ctx.baseline)
+    doc.para("Each GAN (non-saturating loss, Adam β1 = 0.5, one discriminator step per generator "
+             "step) judged by its samples: FID against the test images in the classifier's "
+             "features (lower is better; every member at the same sample count), precision and "
+             "recall, and the share of classes its samples cover (mode collapse: 1/classes).")
+    if c is not None:
+        doc.bullets(stats.claims(c, "GAN FID"))
+    order = [a for a in (list(c.avg_ranks.index) if c is not None else ctx.order) if a in set(runs["activation"])]
+    ok = runs[runs["status"] == "ok"]
+    rows = {"activation": order}
+    for metric in ("fid", "precision", "recall", "class_coverage"):
+        per_seed = stats.overall_by_seed(ok[ok[metric].notna()], metric).assign(status="ok")
+        summary = stats.summarize(per_seed, metric, ["activation"]).set_index("activation")
+        rows[metric] = [ci(summary.loc[a]) if a in summary.index else "–" for a in order]
+    failed = runs.groupby("activation")["status"].agg(lambda s: f"{(s == 'failed').sum()}/{len(s)}")
+    rows["diverged"] = [failed.get(a, "–") for a in order]
+    doc.table(pd.DataFrame(rows))
+    shape = ctx.info.get("data", {}).get("image_shape")
+    cell, members = plots.showcase_members(runs, "fid", False, cells)
+    samples = plots.image_rows(ctx.out_dir / "samples", members, "prior", order)
+    if shape and samples:
+        at = ", ".join(f"{k} = {v}" for k, v in cell.items()) or "each activation's best configuration"
+        ctx.figure(plots.image_table(samples, tuple(shape), f"GAN samples at {at}",
+                                     ctx.fig_dir / "gan_samples.png"),
+                   f"Generated images (fixed noise) of each activation's best seed at {at}.")
 
 
 def encoder_decoder(ctx) -> None:

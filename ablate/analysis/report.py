@@ -131,7 +131,7 @@ def sections_of(ctx: Context) -> tuple[Section, ...]:
                 sections.cost, sections.per_cell, sections.failures, sections.reproduce)
     if ctx.study.search.is_grid:
         return (sections.grid_summary, sections.setup, sections.results, sections.statistics,
-                families.cross_family, families.encoder_decoder, families.dropout_gap,
+                families.cross_family, families.gans, families.encoder_decoder, families.dropout_gap,
                 families.learned_shapes, sections.collapse, sections.sample_quality, sections.images,
                 sections.cost,
                 sections.per_cell, sections.failures, sections.reproduce)

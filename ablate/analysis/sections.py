@@ -151,7 +151,8 @@ def results(ctx: Context) -> None:
              "seeds; avg_rank is its average rank within matched blocks (1 = best).")
     doc.table(view[cols].rename(columns={"n": "seeds"}))
     # the tuned protocol: arms apart; several families: families apart (kl_weight is a vae's)
-    split = "arm" if ctx.study.protocol else "family" if ctx.runs["family"].nunique() > 1 else "kl_weight"
+    split = ("arm" if ctx.study.protocol else "family"
+             if ctx.runs["family"].nunique() > 1 or ctx.runs["kl_weight"].isna().all() else "kl_weight")
     ctx.figure(plots.boxes(ctx.runs, metric, order, figs / "ranking.png", hue=split),
                f"{label(metric)} of every member (box over cells and seeds, points "
                f"coloured by {split}), activations ordered by mean, one panel per latent_dim.")
@@ -250,7 +251,7 @@ def sample_quality(ctx: Context) -> None:
 def collapse(ctx: Context) -> None:
     """Active units and I(x; z) against kl_weight, KL per latent dimension, dead units and
     divergence, with a table of them per activation."""
-    if ctx.health is None:
+    if ctx.health is None or (ctx.runs["family"] == "gan").all():  # a GAN has no code to collapse
         return
     doc, runs, order, figs = ctx.doc, ctx.runs, ctx.order, ctx.fig_dir
     grid = ctx.study.search.is_grid  # a search's members sit at scattered kl_weights and sizes

@@ -346,3 +346,22 @@ def test_families_decoder_and_dropout_axes_reach_the_report(tmp_path):
     for name in ("encoder_decoder", "learned_shapes"):
         assert (out / "figures" / f"{name}.png").is_file(), name
     assert "snake→tanh" in report
+
+
+def test_gans_beside_vaes_reach_the_report(tmp_path):
+    """GAN and VAE members in one study: the GAN section and the families compared on FID."""
+    (tmp_path / "g.yaml").write_text(
+        "name: g\ndataset: {name: digits, train_size: 200, test_size: 60}\n"
+        "model: {hidden: [16], latent_dim: 2}\ntrain: {epochs: 2, batch_size: 64, lr: 5.0e-4}\n"
+        "eval: {iwae_samples: 4}\nseeds: 2\nreport: {metric: fid}\n"
+        "space: {family: [vae, gan], kl_weight: [0.5, 1.0], activation: [relu, tanh]}\n")
+    proc = ablate("run", "g.yaml", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "results" / "g"
+    runs = pd.read_csv(out / "runs.csv")
+    gans = runs[runs["family"] == "gan"]
+    assert len(gans) == 2 * 2 and gans["kl_weight"].isna().all()  # kl_weight does not multiply GANs
+    assert gans["fid"].notna().all() and gans["test_nll"].isna().all()
+    report = (out / "report.md").read_text()
+    assert "## GANs" in report and "The generative families on sample quality" in report
+    assert (out / "figures" / "gan_samples.png").is_file()
