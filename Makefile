@@ -26,7 +26,7 @@ report: setup
 	$(PY) -m ablate report $(STUDY) --results $(RESULTS)
 
 test: setup
-	$(PY) -m pytest -q tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile tests
 
 bench: setup
 	$(PY) bench/fleet_vs_loop.py
