@@ -340,7 +340,7 @@ def test_families_decoder_and_dropout_axes_reach_the_report(tmp_path):
     assert len(runs) == (8 + 16) * 2  # an ae is not multiplied by kl_weight
     assert runs.loc[runs["family"] == "ae", "kl_weight"].isna().all()
     report = (out / "report.md").read_text()
-    for heading in ("## Across the autoencoder family", "## Encoder × decoder activations",
+    for heading in ("## Across families", "## Encoder × decoder activations",
                     "## Dropout: the train / validation gap", "## Learned activations"):
         assert heading in report, heading
     for name in ("encoder_decoder", "learned_shapes"):
