@@ -168,11 +168,9 @@ def dropout_gap(ctx) -> None:
 def learned_shape_data(samples, runs: pd.DataFrame) -> dict[tuple[str, str], dict]:
     """(activation, side) → {"x", "init" (points,), "mean", "low", "high" (layers, points)}: each
     learnable activation's shape per layer, mean and range over its finished members."""
-    from ablate.analysis.plots import load_images
-
     curves: dict[tuple[str, str], dict[str, list]] = {}
     for _, r in runs[runs["status"] == "ok"].iterrows():
-        arrays = load_images(samples, r["trial"], r["seed"])
+        arrays = plots.load_images(samples, r["trial"], r["seed"])
         for side, prefix, name in (("encoder", "", r.get("encoder", r["activation"])),
                                    ("decoder", "dec_", r.get("decoder", r.get("decoder_activation")))):
             if f"{prefix}shape" in arrays:

@@ -306,16 +306,21 @@ def test_conv_on_data_without_an_image_shape_is_refused(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def _run_tiny(tmp_path, name: str, body: str):
+    """Run a tiny study on 200 training and 50–60 test digits; its results folder and runs.csv."""
+    (tmp_path / f"{name}.yaml").write_text(f"name: {name}\n{body}")
+    proc = ablate("run", f"{name}.yaml", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "results" / name
+    return out, pd.read_csv(out / "runs.csv")
+
+
 def test_conv_study_runs_and_reports_images(tmp_path):
     """A tiny conv study end to end: runs.csv names the architecture, the report draws images."""
-    (tmp_path / "c.yaml").write_text(
-        "name: c\ndataset: {name: digits, train_size: 200, test_size: 50}\n"
+    out, runs = _run_tiny(tmp_path, "c", (
+        "dataset: {name: digits, train_size: 200, test_size: 50}\n"
         "model: {arch: conv, channels: [4, 8], hidden: []}\ntrain: {epochs: 2, batch_size: 64}\n"
-        "eval: {iwae_samples: 4}\nseeds: 1\nspace: {activation: [relu, tanh], latent_dim: [2]}\n")
-    proc = ablate("run", "c.yaml", "--no-progress", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    out = tmp_path / "results" / "c"
-    runs = pd.read_csv(out / "runs.csv")
+        "eval: {iwae_samples: 4}\nseeds: 1\nspace: {activation: [relu, tanh], latent_dim: [2]}\n"))
     assert (runs["arch"] == "conv").all() and (runs["channels"] == "4-8").all()
     assert (runs["status"] == "ok").all() and runs["test_nll"].notna().all()
     for name in ("reconstructions", "samples", "manifold"):
@@ -327,16 +332,12 @@ def test_conv_study_runs_and_reports_images(tmp_path):
 
 def test_families_decoder_and_dropout_axes_reach_the_report(tmp_path):
     """Families, an encoder × decoder axis, dropout and a learnable activation, end to end."""
-    (tmp_path / "f.yaml").write_text(
-        "name: f\ndataset: {name: digits, train_size: 200, test_size: 50}\n"
+    out, runs = _run_tiny(tmp_path, "f", (
+        "dataset: {name: digits, train_size: 200, test_size: 50}\n"
         "model: {hidden: [16], latent_dim: 2}\ntrain: {epochs: 2, batch_size: 64}\n"
         "eval: {iwae_samples: 4}\nseeds: 2\nreport: {metric: test_recon}\n"
         "space: {family: [ae, vae], kl_weight: [0.5, 1.0], activation: [relu, snake],\n"
-        "        decoder_activation: [relu, tanh], dropout: [0.0, 0.2]}\n")
-    proc = ablate("run", "f.yaml", "--no-progress", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    out = tmp_path / "results" / "f"
-    runs = pd.read_csv(out / "runs.csv")
+        "        decoder_activation: [relu, tanh], dropout: [0.0, 0.2]}\n"))
     assert len(runs) == (8 + 16) * 2  # an ae is not multiplied by kl_weight
     assert runs.loc[runs["family"] == "ae", "kl_weight"].isna().all()
     report = (out / "report.md").read_text()
@@ -350,15 +351,11 @@ def test_families_decoder_and_dropout_axes_reach_the_report(tmp_path):
 
 def test_gans_beside_vaes_reach_the_report(tmp_path):
     """GAN and VAE members in one study: the GAN section and the families compared on FID."""
-    (tmp_path / "g.yaml").write_text(
-        "name: g\ndataset: {name: digits, train_size: 200, test_size: 60}\n"
+    out, runs = _run_tiny(tmp_path, "g", (
+        "dataset: {name: digits, train_size: 200, test_size: 60}\n"
         "model: {hidden: [16], latent_dim: 2}\ntrain: {epochs: 2, batch_size: 64, lr: 5.0e-4}\n"
         "eval: {iwae_samples: 4}\nseeds: 2\nreport: {metric: fid}\n"
-        "space: {family: [vae, gan], kl_weight: [0.5, 1.0], activation: [relu, tanh]}\n")
-    proc = ablate("run", "g.yaml", "--no-progress", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    out = tmp_path / "results" / "g"
-    runs = pd.read_csv(out / "runs.csv")
+        "space: {family: [vae, gan], kl_weight: [0.5, 1.0], activation: [relu, tanh]}\n"))
     gans = runs[runs["family"] == "gan"]
     assert len(gans) == 2 * 2 and gans["kl_weight"].isna().all()  # kl_weight does not multiply GANs
     assert gans["fid"].notna().all() and gans["test_nll"].isna().all()
