@@ -15,7 +15,7 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from ablate.analysis import plots, stats
+from ablate.analysis import plots, sections, stats
 from ablate.activations import SHAPE_GRID
 from ablate.analysis.document import ci, fmt
 from ablate.metrics import label
@@ -108,15 +108,10 @@ def gans(ctx) -> None:
     if c is not None:
         doc.bullets(stats.claims(c, "GAN FID"))
     order = [a for a in (list(c.avg_ranks.index) if c is not None else ctx.order) if a in set(runs["activation"])]
-    ok = runs[runs["status"] == "ok"]
-    rows = {"activation": order}
-    for metric in ("fid", "precision", "recall", "class_coverage"):
-        per_seed = stats.overall_by_seed(ok[ok[metric].notna()], metric).assign(status="ok")
-        summary = stats.summarize(per_seed, metric, ["activation"]).set_index("activation")
-        rows[metric] = [ci(summary.loc[a]) if a in summary.index else "–" for a in order]
+    table = sections.activation_cis(runs, ("fid", "precision", "recall", "class_coverage"), order)
     failed = runs.groupby("activation")["status"].agg(lambda s: f"{(s == 'failed').sum()}/{len(s)}")
-    rows["diverged"] = [failed.get(a, "–") for a in order]
-    doc.table(pd.DataFrame(rows))
+    table["diverged"] = [failed.get(a, "–") for a in order]
+    doc.table(table)
     shape = ctx.info.get("data", {}).get("image_shape")
     cell, members = plots.showcase_members(runs, "fid", False, cells)
     samples = plots.image_rows(ctx.out_dir / "samples", members, "prior", order)

@@ -239,13 +239,17 @@ def sample_quality(ctx: Context) -> None:
              "on the samples'; class coverage: the share of classes found among the samples "
              "(1/classes for a collapsed generator). Mean and 95% CI over seeds of each "
              "activation's mean over cells.")
-    order = [a for a in ctx.order if a in set(runs["activation"])]
+    doc.table(activation_cis(runs, QUALITY, [a for a in ctx.order if a in set(runs["activation"])]))
+
+
+def activation_cis(runs: pd.DataFrame, metrics, order: list[str]) -> pd.DataFrame:
+    """One row per activation in `order`: each metric's mean and 95% CI over seeds of the
+    activation's mean over cells (the ranking's numbers, `stats.ranking`); – without any."""
     table = {"activation": order}
-    for metric in QUALITY:
-        per_seed = stats.overall_by_seed(runs[runs[metric].notna()], metric)
-        summary = stats.summarize(per_seed.assign(status="ok"), metric, ["activation"]).set_index("activation")
-        table[metric] = [ci(summary.loc[a]) if a in summary.index else "–" for a in order]
-    doc.table(pd.DataFrame(table))
+    for metric in metrics:
+        r = stats.ranking(runs, metric, METRICS[metric].higher_is_better).set_index("activation")
+        table[metric] = [ci(r.loc[a]) if a in r.index and r.loc[a, "n"] > 0 else "–" for a in order]
+    return pd.DataFrame(table)
 
 
 def collapse(ctx: Context) -> None:
