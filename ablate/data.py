@@ -67,15 +67,43 @@ DATASET_OPTIONS: dict[str, dict[str, type | str]] = {
 DATASETS: Registry[Callable[[dict[str, Any]], Dataset]] = Registry("dataset")
 
 
-def load_dataset(options: dict[str, Any]) -> Dataset:
-    """Load the dataset a study's `dataset:` section describes (validated keys): size caps
-    first, then the validation split out of the (capped) training split, unless the files
-    bring their own."""
+def load_dataset(options: dict[str, Any], unit: bool = False) -> Dataset:
+    """Load the dataset a study's `dataset:` section describes (validated keys): its values
+    checked (finite; in [0, 1] when `unit`: a Bernoulli likelihood or a GAN's sigmoid needs
+    it), size caps, then the validation split out of the (capped) training split, unless the
+    files bring their own."""
     loader = DATASETS.get(options["name"])
-    data = _cap(loader(options), options.get("train_size"), options.get("test_size"))
+    data = loader(options)
+    check_values(data, _origin(options), unit)
+    data = _cap(data, options.get("train_size"), options.get("test_size"))
     if data.x_val is not None:
         return data
     return split_validation(data, options.get("val_fraction", VAL_FRACTION))
+
+
+def _origin(options: dict[str, Any]) -> str:
+    """Where a dataset's values come from, for error messages."""
+    for key in ("path", "root"):
+        if key in options:
+            return f"dataset.{key} {os.path.expanduser(str(options[key]))}"
+    return f"dataset {options['name']}"
+
+
+def check_values(data: Dataset, origin: str, unit: bool) -> None:
+    """Refuse values no member could train on, before anything is written: a NaN or inf in
+    any split (every member would fail on it), or, when `unit`, values outside [0, 1]."""
+    for split, x in (("training", data.x_train), ("validation", data.x_val), ("test", data.x_test)):
+        if x is None:
+            continue
+        bad = ~np.isfinite(x).all(1)
+        if bad.any():
+            raise UserError(f"{origin}: the {split} split holds non-finite values (NaN or inf) "
+                            f"in {int(bad.sum())} of its {len(x)} rows, the first at row "
+                            f"{int(np.flatnonzero(bad)[0])}; drop or repair those rows.")
+        if unit and len(x) and (x.min() < 0.0 or x.max() > 1.0):
+            raise UserError(f"{origin}: the {split} split spans [{x.min():g}, {x.max():g}], but a "
+                            "Bernoulli likelihood (and a GAN's sigmoid output) needs values in "
+                            "[0, 1]; scale the data, or use model.likelihood: gaussian.")
 
 
 def split_validation(data: Dataset, fraction: float) -> Dataset:
@@ -246,10 +274,6 @@ def _npz(options: dict[str, Any]) -> Dataset:
     if len({x.shape[1] for x in xs.values()}) > 1:
         raise UserError(f"dataset.path: {', '.join(xs)} in {path} have different widths.")
     shape = _npz_shape(options.get("shape"), arrays["x_train"], xs["x_train"].shape[1], path)
-    lo, hi = min(x.min() for x in xs.values()), max(x.max() for x in xs.values())
-    if lo < 0.0 or hi > 1.0:
-        raise UserError(f"dataset.path: values in {path} span [{lo:g}, {hi:g}]; scale them to "
-                        "[0, 1] first.")
     labels = all(k in arrays for k in ("y_train", "y_test")) and ("x_val" not in xs or "y_val" in arrays)
     y = {k: arrays[k].astype(np.int64) if labels and k in arrays else None for k in ("y_train", "y_val", "y_test")}
     return Dataset("npz", xs["x_train"], xs["x_test"], y["y_train"], y["y_test"], shape,

@@ -136,8 +136,10 @@ def _tell(store: optuna.Study, study: Study, trial: optuna.Trial,
 def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
     """Train every unfinished trial of `study` (each grid point, n_trials of a search, or the
     tuned protocol's searches and final arms); returns the results folder."""
+    configs = {study.config(p) for p in study.points()}
+    unit = any(c.likelihood == "bernoulli" or c.family == "gan" for c in configs)
     try:  # user errors surface before anything is written
-        data = load_dataset(study.dataset)
+        data = load_dataset(study.dataset, unit)
     except UserError as exc:
         raise UserError(f"{study.path}: {exc}") from None
     check_architecture(study, data)

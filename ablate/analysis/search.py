@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from ablate.analysis import plots
+from ablate.analysis import plots, sections
 from ablate.analysis.document import ci, fmt, param, upper
 from ablate.metrics import label, twin_on_test
 from ablate.study import Range
@@ -72,6 +72,7 @@ def summary(ctx: Context) -> None:
              + f"Pruner: {s.pruner}"
              + (f"; it stopped {pruned} trials early, so {ran} of {full} member-epochs were "
                 f"trained ({saved:.0%} saved)." if s.pruner != "none" else "."))
+    sections.failure_reasons(ctx)
     done = _ranked(ctx)
     if done.empty:
         doc.para("No trial completed yet.")

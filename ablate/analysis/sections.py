@@ -38,6 +38,7 @@ def grid_summary(ctx: Context) -> None:
              "seeds; tests are paired over matched blocks (one block = one cell and seed, where "
              "every activation saw the same data order and noise) at α = "
              f"{stats.ALPHA:g}.")
+    failure_reasons(ctx)
     if ctx.ranking is not None:
         rank = ctx.ranking
         best = rank.iloc[0]
@@ -62,6 +63,22 @@ def grid_summary(ctx: Context) -> None:
     else:
         doc.para("Too few finished members for a statistical comparison (at least two "
                  "activations with two matched blocks are needed).")
+
+
+def failure_reasons(ctx: Context) -> None:
+    """When no member trained to the end, say so and why: each distinct reason (epoch
+    numbers aside) with how many members and which activations it stopped."""
+    runs = ctx.runs
+    if runs.empty or len(ctx.ok):
+        return
+    why = runs.assign(why=runs["reason"].fillna("").astype(str)
+                      .str.replace(r"\d+", "N", regex=True).replace("", "no reason recorded"))
+    items = [f"{n} member{'s' if n > 1 else ''} ({', '.join(sorted(set(g['activation'])))}): {reason}"
+             for reason, g in why.groupby("why", sort=False) for n in [len(g)]]
+    doc = ctx.doc
+    doc.para(f"No member trained to the end: all {len(runs)} failed or were pruned, so there is "
+             "nothing to rank. The reasons (N stands for an epoch or step number):")
+    doc.bullets(sorted(items, key=lambda t: -int(t.split(" ", 1)[0])))
 
 
 def split_of(ctx: Context, metric: str) -> str:

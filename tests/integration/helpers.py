@@ -78,6 +78,26 @@ def load_store(url: str, name: str):
     return optuna.load_study(study_name=name, storage=url)
 
 
+def trial_states(db: Path, name: str) -> list:
+    """The states of the trials of every Optuna study in `db` whose name matches the SQL
+    pattern `name`, read from the SQLite file opened read-only. A poller that opened it
+    through Optuna would create the schema itself, racing the run that is creating it (the
+    run takes its lock for that; a reader must not write at all)."""
+    import sqlite3
+
+    from optuna.trial import TrialState
+
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            rows = conn.execute("SELECT t.state FROM trials t JOIN studies s USING (study_id) "
+                                "WHERE s.study_name LIKE ?", (name,)).fetchall()
+    except sqlite3.Error:  # tables not created yet, or busy
+        return []
+    return [TrialState[state] for (state,) in rows]
+
+
 def counted(store) -> list:
     """Trials that count toward n_trials: not a dead worker's (re-run) and not an empty claim."""
     from ablate.store import counted as counts

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from tests.integration.helpers import ablate, counted, load_store, start
+from tests.integration.helpers import ablate, counted, load_store, start, trial_states
 
 TUNED = """\
 name: {name}
@@ -94,11 +94,7 @@ def test_kill_during_tuning_then_rerun_keeps_the_budget_and_duplicates_nothing(t
     proc = start("run", str(study), "--no-progress", cwd=tmp_path, quiet=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        try:
-            states = [t.state for s in _tuning_stores(tmp_path, "killed").values()
-                      for t in s.get_trials(deepcopy=False)]
-        except Exception:  # not created yet, or busy
-            states = []
+        states = trial_states(tmp_path / "results" / "killed" / "study.db", "killed/tune/%")
         if states.count(TrialState.COMPLETE) >= 3 and TrialState.RUNNING in states:
             break
         time.sleep(0.05)

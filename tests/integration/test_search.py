@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from tests.integration.helpers import ablate, counted, load_store, search_study, start
+from tests.integration.helpers import ablate, counted, load_store, search_study, start, trial_states
 
 
 def _url(tmp_path, name):
@@ -69,30 +69,13 @@ def test_two_workers_share_one_search_without_collisions(tmp_path):
     assert len({t.user_attrs["worker"] for t in trials}) == 2
 
 
-def _states(db, name):
-    """The study's trial states, read from its SQLite file opened read-only: a poller that
-    opened it through Optuna would create the schema itself, racing the run that is creating
-    it (the run takes its lock for that; a reader must not write at all)."""
-    import sqlite3
-
-    if not db.exists():
-        return []
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            rows = conn.execute("SELECT t.state FROM trials t JOIN studies s USING (study_id) "
-                                "WHERE s.study_name = ?", (name,)).fetchall()
-    except sqlite3.Error:  # tables not created yet, or busy
-        return []
-    return [TrialState[state] for (state,) in rows]
-
-
 def test_sigkill_mid_cohort_then_rerun_loses_and_duplicates_nothing(tmp_path):
     study = search_study(tmp_path, name="killed", n_trials=6, cohort=2, epochs=40)
     url = _url(tmp_path, "killed")
     proc = start("run", str(study), "--no-progress", cwd=tmp_path, quiet=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        states = _states(tmp_path / "results" / "killed" / "study.db", "killed")
+        states = trial_states(tmp_path / "results" / "killed" / "study.db", "killed")
         if states.count(TrialState.COMPLETE) >= 2 and TrialState.RUNNING in states:
             break
         time.sleep(0.05)

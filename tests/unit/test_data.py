@@ -80,8 +80,9 @@ def test_npz_and_caps(tmp_path):
     assert data.x_train.shape == (18, 16) and data.image_shape == (1, 4, 4) and len(data.y_train) == 18
     assert data.x_val.shape == (2, 16) and len(data.y_val) == 2
     np.savez(path, x_train=rng.random((5, 3)) * 2, x_test=rng.random((5, 3)))
-    with pytest.raises(UserError, match=r"scale them to \[0, 1\]"):
-        load_dataset({"name": "npz", "path": str(path)})
+    with pytest.raises(UserError, match=r"training split spans \[0\.\d+, 1\.\d+\], but a Bernoulli"):
+        load_dataset({"name": "npz", "path": str(path)}, unit=True)
+    assert load_dataset({"name": "npz", "path": str(path)}).x_train.max() > 1  # a Gaussian's data
 
 
 def test_synthetic_is_seeded():

@@ -1,0 +1,73 @@
+"""Bad data and total failure through the real CLI (issue 16): a NaN pixel or a value outside
+[0, 1] for a Bernoulli likelihood is one line and exit 2 with nothing written; a study whose
+every member diverges still writes its tables and a report that says why."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_digits
+
+from tests.integration.helpers import ablate
+
+NPZ_STUDY = """\
+name: bad
+dataset: {{name: npz, path: {path}, shape: [1, 8, 8]}}
+model: {{hidden: [16], likelihood: {likelihood}}}
+train: {{epochs: 1, batch_size: 64}}
+seeds: 1
+space: {{activation: [relu]}}
+"""
+
+
+def _npz(tmp_path, poison) -> str:
+    digits = load_digits()
+    x, y = (digits.data / 16.0).astype(np.float32), digits.target
+    x_train, x_test = x[:300].copy(), x[300:360].copy()
+    poison(x_train, x_test)
+    np.savez(tmp_path / "bad.npz", x_train=x_train, y_train=y[:300], x_test=x_test, y_test=y[300:360])
+    return str(tmp_path / "bad.npz")
+
+
+def _nan_in_test(x_train, x_test):
+    x_test[7, 3] = np.nan
+
+
+def _above_one(x_train, x_test):
+    x_train[4] *= 3.0
+
+
+@pytest.mark.parametrize("poison,likelihood,says", [
+    (_nan_in_test, "gaussian", "the test split holds non-finite values (NaN or inf) in 1 of its "
+                               "60 rows, the first at row 7"),
+    (_above_one, "bernoulli", "the training split spans [0, 3], but a Bernoulli likelihood"),
+])
+def test_bad_values_are_one_line_exit_2_and_nothing_written(tmp_path, poison, likelihood, says):
+    (tmp_path / "bad.yaml").write_text(NPZ_STUDY.format(path=_npz(tmp_path, poison),
+                                                        likelihood=likelihood))
+    proc = ablate("run", "bad.yaml", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert lines[0].startswith("ablate: error: bad.yaml: dataset.path ") and str(tmp_path / "bad.npz") in lines[0]
+    assert says in lines[0]
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_study_whose_every_member_diverges_still_reports_why(tmp_path):
+    (tmp_path / "boom.yaml").write_text(
+        "name: boom\ndataset: {name: digits, train_size: 200, test_size: 50}\n"
+        "model: {hidden: [16]}\ntrain: {epochs: 3, batch_size: 50, lr: 10.0}\n"
+        "eval: {iwae_samples: 4}\nseeds: 2\nspace: {activation: [exponential], latent_dim: [2]}\n")
+    proc = ablate("run", "boom.yaml", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    out = tmp_path / "results" / "boom"
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 2 and (runs["status"] == "failed").all()
+    assert runs["reason"].str.contains("became NaN at epoch").all()
+    summary = (out / "report.md").read_text().split("## Summary")[1].split("\n## ")[0]
+    assert "No member trained to the end: all 2 failed or were pruned" in summary
+    assert "- 2 members (exponential): training loss became NaN at epoch N (step N)" in summary
+    assert (out / "report.html").stat().st_size > 1000
