@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", metavar="URL", help="the study's store, overriding the YAML's "
                      "storage: a database URL (postgresql://user@host:5432/db) that workers on "
                      "several machines share; default results/<name>/study.db")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one of the YAML's values, checked like the YAML, e.g. --set "
+                     "train.epochs=5 --set 'space.activation=[relu, gelu]' (repeatable)")
 
     rep = sub.add_parser("report", help="rebuild tables, figures and report from the store",
                          description="Rebuild runs.csv, epochs.csv, figures and report.html/.md "
@@ -58,7 +61,7 @@ def _run(args) -> int:
     from ablate.runner import run_study
     from ablate.study import load_study
 
-    study = _with_storage(load_study(args.study), args.storage)
+    study = _with_storage(load_study(args.study, tuple(args.set)), args.storage)
     out_dir = run_study(study, Path(args.results), progress=not args.no_progress)
     report = build_report(study, out_dir)
     print(f"report: {report}")

@@ -214,6 +214,7 @@ def _record_setup(store: optuna.Study, study: Study, data: Dataset, device: torc
     store.set_user_attr("data", {"n_train": len(data.x_train), "n_test": len(data.x_test),
                                  "n_val": 0 if data.x_val is None else len(data.x_val),
                                  "dim": data.dim, "image_shape": data.image_shape})
+    store.set_user_attr("overrides", list(study.overrides))
     store.set_user_attr("device", str(device) if device.type == "cpu"
                         else f"{device} ({torch.cuda.get_device_name(device)})")
     store.set_user_attr("environment", environment(device))

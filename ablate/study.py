@@ -327,8 +327,10 @@ class Study:
     """What the report ranks by; when not given, the test twin of search.objective if that is
     given, else test_nll for studies with a VAE and test_recon otherwise."""
     source: str = ""
-    """The YAML text as written (shown in the report)."""
+    """The YAML text as written (shown in the report), or as `overrides` made it."""
     path: str = ""
+    overrides: tuple[str, ...] = ()
+    """The `--set KEY=VALUE` given on the command line, in order."""
 
     def points(self) -> list[dict[str, Any]]:
         """Every grid point: a dict of space key → value, in a stable order. An axis that does
@@ -428,11 +430,17 @@ class _Lines:
 
 
 class _Loader:
-    def __init__(self, path: str, text: str):
+    def __init__(self, path: str, text: str, overrides: dict[str, str] | None = None):
         self.path, self.where = path, _Lines(text)
+        self.overrides = overrides or {}
+        """key → the `--set KEY=VALUE` that gave it: an error in it names the override."""
 
     def fail(self, key: str, message: str) -> UserError:
         prefix = f"{key}: " if key else ""
+        given = next((item for k, item in self.overrides.items()
+                      if key == k or key.startswith(k + ".")), None)
+        if given is not None:
+            return UserError(f"{self.path}: --set {given}: {prefix}{message}")
         return UserError(f"{self.path}{self.where.at(key)}: {prefix}{message}")
 
     def check(self, key: str, value, checker):
@@ -458,8 +466,9 @@ class _Loader:
         return value
 
 
-def load_study(path: str | Path) -> Study:
-    """Read and validate a study YAML file; raise UserError naming file, key and fix."""
+def load_study(path: str | Path, overrides: tuple[str, ...] = ()) -> Study:
+    """Read and validate a study YAML file, with `overrides` (`KEY=VALUE`, as `--set` gives
+    them) applied first; raise UserError naming the file (or the override), key and fix."""
     path = str(path)
     try:
         text = Path(path).read_text()
@@ -468,12 +477,19 @@ def load_study(path: str | Path) -> Study:
                         "(see studies/quick.yaml).") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read it as a study YAML ({exc}).") from None
-    return parse_study(text, path)
+    return parse_study(text, path, overrides)
 
 
-def parse_study(text: str, path: str = "<study>") -> Study:
-    """Validate a study's YAML text; `path` names it in error messages."""
+def parse_study(text: str, path: str = "<study>", overrides: tuple[str, ...] = ()) -> Study:
+    """Validate a study's YAML text with `overrides` applied; `path` names it in error
+    messages. With overrides, the study's `source` is the YAML they make (what results/<name>/
+    study.yaml keeps, so a report rebuilt from it sees the same study)."""
     ld, doc = _document(text, path)
+    if overrides:
+        doc = override(doc, overrides, path)
+        ld.overrides = {item.partition("=")[0].strip(): item for item in overrides}
+        text = (f"# {Path(path).name} with " + " ".join(f"--set '{o}'" for o in overrides) + "\n"
+                + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100))
     ld.mapping("", doc, TOP_KEYS)
     top = _read(ld, Study, doc)
     if "name" not in top:
@@ -495,7 +511,59 @@ def parse_study(text: str, path: str = "<study>") -> Study:
     _needs_validation(ld, top["dataset"], search, protocol)
     _architecture(ld, base, space)
     return Study(**top, base=RunConfig(**base), space=space, ranges=ranges, search=search,
-                 protocol=protocol, source=text, path=path)
+                 protocol=protocol, source=text, path=path, overrides=tuple(overrides))
+
+
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _override_value(raw: str):
+    """A `--set` value read as YAML, with numbers like 1e-3 (a string to YAML 1.1) as floats."""
+    def numbers(v):
+        if isinstance(v, str) and NUMBER.fullmatch(v.strip()):
+            return float(v)
+        if isinstance(v, list):
+            return [numbers(x) for x in v]
+        if isinstance(v, dict):
+            return {k: numbers(x) for k, x in v.items()}
+        return v
+    try:
+        return numbers(yaml.safe_load(raw))
+    except yaml.YAMLError as exc:
+        raise _Bad(f"the value is not YAML ({getattr(exc, 'problem', None) or exc})") from None
+
+
+def override(doc: dict, overrides: tuple[str, ...], path: str) -> dict:
+    """The YAML mapping with each `KEY=VALUE` set: KEY a dotted path (train.epochs,
+    space.activation, dataset.train_size), VALUE YAML ([relu, gelu], 5, 1e-3). The result is
+    validated like any study; this only places the values."""
+    import copy
+
+    doc = copy.deepcopy(doc)
+    for item in overrides:
+        key, eq, raw = item.partition("=")
+        parts = key.strip().split(".")
+        try:
+            if not eq or not all(parts):
+                raise _Bad("give KEY=VALUE with a dotted key, e.g. --set train.epochs=5 or "
+                           "--set 'space.activation=[relu, gelu]'")
+            value = _override_value(raw)
+            node = doc
+            for i, part in enumerate(parts[:-1]):
+                child = node.get(part)
+                if part == "dataset" and i == 0 and isinstance(child, str):
+                    child = {"name": child}  # dataset: digits, with an option set
+                if child is None:
+                    child = {}
+                if not isinstance(child, dict):
+                    raise _Bad(f"{'.'.join(parts[:i + 1])} is {child!r}, not a mapping to set "
+                               f"'{parts[i + 1]}' in")
+                node[part] = child
+                node = child
+            node[parts[-1]] = value
+        except _Bad as exc:
+            raise UserError(f"{path}: --set {item}: {exc}.") from None
+    return doc
 
 
 def _read(ld: _Loader, cls, doc: dict, more: tuple[str, ...] = ()) -> dict:

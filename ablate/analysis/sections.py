@@ -112,6 +112,9 @@ def setup(ctx: Context) -> None:
                  "activation needs, Kaiming for the ReLU family, LeCun for SELU, Xavier for "
                  "tanh and sigmoid; default: PyTorch's own nn.Linear, nn.Conv2d init):")
         doc.table(inits(ctx))
+    if overrides := info.get("overrides"):
+        doc.para("Values set on the command line over the study file's (the YAML below is "
+                 "the file with them applied): " + ", ".join(f"`--set {o}`" for o in overrides) + ".")
     doc.code(study.source)
 
 

@@ -71,3 +71,32 @@ def test_a_study_whose_every_member_diverges_still_reports_why(tmp_path):
     assert "No member trained to the end: all 2 failed or were pruned" in summary
     assert "- 2 members (exponential): training loss became NaN at epoch N (step N)" in summary
     assert (out / "report.html").stat().st_size > 1000
+
+
+def test_set_overrides_are_checked_like_the_yaml_and_shown_in_the_report(tmp_path):
+    (tmp_path / "o.yaml").write_text(
+        "name: o\ndataset: {name: digits, train_size: 200, test_size: 50}\nmodel: {hidden: [16]}\n"
+        "train: {epochs: 4, batch_size: 50}\neval: {iwae_samples: 4}\nseeds: 1\n"
+        "space: {activation: [relu], latent_dim: [2]}\n")
+    bad = ablate("run", "o.yaml", "--set", "train.epoch=1", cwd=tmp_path)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip() == ("ablate: error: o.yaml: --set train.epoch=1: train.epoch: unknown "
+                                  "key 'epoch'. Did you mean 'epochs'? Allowed here: kl_weight, "
+                                  "epochs, batch_size, lr, kl_warmup_epochs.")
+    bad = ablate("run", "o.yaml", "--set", "space.activation=[relu, gelux]", cwd=tmp_path)
+    assert bad.returncode == 2 and "--set space.activation=[relu, gelux]: space.activation: unknown activation 'gelux'" in bad.stderr
+    assert not (tmp_path / "results").exists()
+
+    ok = ablate("run", "o.yaml", "--no-progress", "--set", "train.epochs=1", "--set",
+                "space.activation=[relu, tanh]", "--set", "train.lr=3e-3", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    out = tmp_path / "results" / "o"
+    runs = pd.read_csv(out / "runs.csv")
+    assert sorted(runs["activation"]) == ["relu", "tanh"]
+    assert (runs["epochs"] == 1).all() and (runs["lr"] == 3e-3).all()
+    report = (out / "report.md").read_text()
+    assert "`--set train.epochs=1`, `--set space.activation=[relu, tanh]`, `--set train.lr=3e-3`" in report
+    # the results folder keeps the study as overridden: a report rebuilt from it is the same study
+    again = ablate("report", str(out), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "`--set train.lr=3e-3`" in (out / "report.md").read_text()
