@@ -17,6 +17,7 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ import torch
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from ablate.checkpoints import Checkpoints, CohortCheckpoint, identity
 from ablate.classifier import judge_for
 from ablate.data import Dataset, load_dataset
 from ablate.errors import UserError
@@ -33,7 +35,8 @@ from ablate.fleet import Member
 from ablate.metrics import GENERATIVE, METRICS
 from ablate.models import activation_floats, conv_sizes, param_count
 from ablate.sources import Source, claim, make_pruner, make_sampler, plan, sources
-from ablate.store import WORKER, Backend, Heartbeat, check_results_dir, is_running, open_store, trial_id
+from ablate.store import (WORKER, Backend, Heartbeat, check_results_dir, decode_params, is_running,
+                          open_store, point_id, trial_id)
 from ablate.study import Study
 from ablate.train import RECON_IMAGES, DeviceData, Outcome, train_cohort
 
@@ -166,10 +169,11 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
                desc=f"{study.name} on {device}", dynamic_ncols=True,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} trials "
                           "[{elapsed}<{remaining}]")
+    outputs = Outputs(out_dir / "samples", Checkpoints(out_dir / "checkpoints", study.checkpoint_minutes))
     started = time.perf_counter()
     try:
         _loop(study, srcs, backend, Heartbeat(store), cohort_capacity(study, data, device), dev_data,
-              bar, out_dir / "samples")
+              bar, outputs)
     finally:
         bar.close()
         wall = store.user_attrs.get("wall_seconds", 0.0) + time.perf_counter() - started
@@ -177,8 +181,17 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
     return out_dir
 
 
+@dataclass
+class Outputs:
+    """Where a run keeps what its cohorts leave besides the store: the images the report
+    draws, and the checkpoints of cohorts in training."""
+
+    samples: Path
+    checkpoints: Checkpoints
+
+
 def _loop(study: Study, srcs: list[Source], backend: Backend, heart: Heartbeat, capacity: int,
-          dev_data: DeviceData, bar, samples: Path) -> None:
+          dev_data: DeviceData, bar, outputs: Outputs) -> None:
     """Claim trials worth up to `capacity` members, train those of one cohort key together,
     tell, and again, until no source has work; an interruption fails the held trials as
     interrupted (their configurations run again)."""
@@ -194,7 +207,7 @@ def _loop(study: Study, srcs: list[Source], backend: Backend, heart: Heartbeat, 
             keys = [s.config(study, t.params).cohort_key for s, t in held]
             cohort = [h for h, k in zip(held, keys) if k == keys[0]]
             held = [h for h, k in zip(held, keys) if k != keys[0]]  # another cohort key: the next cohort
-            capacity = min(capacity, _train_trials(study, cohort, dev_data, bar, samples))
+            capacity = min(capacity, _train_trials(study, cohort, dev_data, bar, outputs))
             heart.release(t for _, t in cohort)
             cohort = []
     except BaseException:
@@ -307,29 +320,33 @@ def _release_memory(device: torch.device) -> None:
 
 
 def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]], dev_data: DeviceData,
-                  bar, samples: Path) -> int:
-    """Train the trials of `cohort` (each with its source's seeds) as one fleet and tell their
+                  bar, outputs: Outputs) -> int:
+    """Train the trials of `cohort` (each with its source's seeds) as one fleet — members a
+    killed run left a checkpoint of resume from it, as a fleet of their own — and tell their
     results.
 
     When the cohort does not fit in memory after all (the estimate is only an estimate), it
     is split in two and each half trained on its own; members' results do not depend on their
     cohort, so nothing changes but the wall time. Returns the members per cohort that fitted."""
-    members, owner, start = [], {}, bar.n
+    members, owner, idents, start = [], {}, {}, bar.n
     for source, trial in cohort:
         config = source.config(study, trial.params)
+        point = point_id(decode_params(study, trial.params))
         for seed in source.seeds:
             key = f"{trial_id(trial)}-{seed}"  # ids are unique across the sources' studies
             members.append(Member(key, config, seed))
             owner[key] = (source, trial, seed)
+            idents[key] = identity(source.store.study_name, point, seed)
     epochs = members[0].config.epochs
     proxy = METRICS[study.search.objective].per_epoch
     reported: set[tuple[int, int]] = set()
     pruned: set[int] = set()
 
-    def on_epoch(epoch: int, records: dict[str, dict]) -> set:
+    def on_epoch(epoch: int, records: dict[str, dict], replay: bool) -> set:
         """Report each trial's mean per-epoch objective (validation) over its running seeds;
         then, with every trial of the cohort reported (a pruner compares them), prune trials
-        whose curve the pruner gives up on: their members leave the computation."""
+        whose curve the pruner gives up on: their members leave the computation. An epoch
+        replayed from a checkpoint is reported only (it was judged when it was trained)."""
         by_trial: dict[int, list[float]] = {}
         for key, rec in records.items():
             source, trial, _ = owner[key]
@@ -341,31 +358,46 @@ def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]], dev_d
             reported.add((trial_id(trial), epoch))
             vals = by_trial[trial_id(trial)]
             trial.report(sum(vals) / len(vals), epoch)
+        if replay:
+            return set()
         pruned.update(trial_id(t) for s, t in now
                       if s.prune and trial_id(t) not in pruned and t.should_prune())
         return {key for key in records if trial_id(owner[key][1]) in pruned}
 
-    outcomes, fitted = _train_fitting(members, dev_data, study, on_epoch, bar)
+    outcomes, fitted = {}, len(members)
+    for keys, checkpoint in outputs.checkpoints.partition(idents):
+        group = [m for m in members if m.key in set(keys)]
+        if checkpoint.epoch:
+            trials = sorted({owner[k][1].number for k in keys})
+            tqdm.write(f"{study.name}: resuming {len(group)} members (trials "
+                       f"{', '.join(map(str, trials))}) from their checkpoint at epoch "
+                       f"{checkpoint.epoch} of {epochs}", file=sys.stderr)
+        got, fit = _train_fitting(group, dev_data, study, on_epoch, bar, checkpoint)
+        outcomes.update(got)
+        fitted = min(fitted, fit)
     for source, trial in cohort:
         mine = sorted([(owner[k][2], o) for k, o in outcomes.items() if owner[k][1] is trial],
                       key=lambda p: p[0])
         if source.images:  # before tell: a told trial has its images
-            _save_npz(samples / f"t{trial.number}.npz",
+            _save_npz(outputs.samples / f"t{trial.number}.npz",
                       {f"s{seed}_{kind}": img for seed, o in mine for kind, img in o.images.items()})
         _tell(source.store, study, trial, mine)
+    outputs.checkpoints.forget(list(idents.values()))
     bar.n = start + len(cohort)  # members that stopped early leave fractional progress behind
     bar.refresh()
     return max(1, fitted)
 
 
 def _train_fitting(members: list[Member], dev_data: DeviceData, study: Study, on_epoch,
-                   bar) -> tuple[dict[str, Outcome], int]:
-    """train_cohort, halving the cohort on out-of-memory; returns outcomes and the size that fit.
+                   bar, checkpoint: CohortCheckpoint) -> tuple[dict[str, Outcome], int]:
+    """train_cohort, halving the cohort on out-of-memory (each half with a checkpoint of its
+    own, from the start); returns outcomes and the size that fit.
 
     A single member that cannot fit fails with the allocator's message as its reason."""
     start = bar.n
     try:
-        return train_cohort(members, dev_data, study.iwae_samples, on_epoch), len(members)
+        return (train_cohort(members, dev_data, study.iwae_samples, on_epoch, checkpoint),
+                len(members))
     except RuntimeError as exc:
         if not out_of_memory(exc):
             raise
@@ -380,6 +412,8 @@ def _train_fitting(members: list[Member], dev_data: DeviceData, study: Study, on
     half = len(members) // 2
     tqdm.write(f"{study.name}: a cohort of {len(members)} members did not fit in memory "
                f"({message}); training it as cohorts of {half} and {len(members) - half}.", file=sys.stderr)
-    first, fit_a = _train_fitting(members[:half], dev_data, study, on_epoch, bar)
-    second, fit_b = _train_fitting(members[half:], dev_data, study, on_epoch, bar)
+    halves = [members[:half], members[half:]]
+    (first, fit_a), (second, fit_b) = (
+        _train_fitting(h, dev_data, study, on_epoch, bar, checkpoint.part([m.key for m in h]))
+        for h in halves)
     return {**first, **second}, min(fit_a, fit_b)

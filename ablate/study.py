@@ -318,6 +318,9 @@ class Study:
     storage: str = setting("sqlite", lambda v: check_storage(v))
     """sqlite (results/<name>/study.db) or a database URL shared by several machines."""
     device: str = setting("auto", _device)
+    checkpoint_minutes: float = setting(5.0, _float(0))
+    """A training cohort's state is saved at an epoch end at most this often (0: never), so a
+    killed run resumes it from there."""
     cohort_size: int | None = setting(None, _auto(_int(1)))
     """Members trained together; None (auto): what fits in half the free memory."""
     baseline: str = setting("relu", _str, "report")

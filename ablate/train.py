@@ -20,6 +20,7 @@ from torch import Tensor
 from ablate import estimators as M
 from ablate import quality
 from ablate.activations import SHAPE_GRID
+from ablate.checkpoints import CohortCheckpoint
 from ablate.classifier import Judge
 from ablate.data import Dataset
 from ablate.fleet import Fleet, Member, stream_seed
@@ -76,8 +77,9 @@ class Outcome:
     float32 (layers, points)."""
 
 
-EpochHook = Callable[[int, dict[str, dict]], set]
-"""Called after each epoch with {key: record} of running members; returns keys to prune."""
+EpochHook = Callable[[int, dict[str, dict], bool], set]
+"""Called after each epoch with {key: record} of running members and whether the epoch is
+replayed from a checkpoint (reported, not judged again); returns keys to prune."""
 
 
 def _record(epoch: int, values: list[float], family: str) -> dict:
@@ -147,8 +149,10 @@ def evaluate_elbo(fleet: Fleet, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 100,
-                 on_epoch: EpochHook | None = None) -> dict[str, Outcome]:
-    """Train every member for its epochs; returns each member's Outcome by key."""
+                 on_epoch: EpochHook | None = None,
+                 checkpoint: CohortCheckpoint | None = None) -> dict[str, Outcome]:
+    """Train every member for its epochs (from `checkpoint`'s epoch, when it holds one, saving
+    into it at epoch ends when due); returns each member's Outcome by key."""
     device = data.x_train.device
     fleet = Fleet(members, data.shape or data.x_train.shape[1], device)
     outcomes = {m.key: Outcome(m.key) for m in members}
@@ -156,8 +160,11 @@ def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 10
     n, bs = len(data.x_train), cfg.batch_size
     steps = math.ceil(n / bs)
     cost = {m.key: param_count(m.config, fleet.shape) for m in members}
-    step = 0
-    for epoch in range(1, cfg.epochs + 1):
+    start = checkpoint.restore(fleet, outcomes) if checkpoint is not None else 0
+    if start and on_epoch is not None:
+        _replay(outcomes, start, on_epoch)
+    step = start * steps
+    for epoch in range(start + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         perms, eps = fleet.epoch_draws(n)
         sums = torch.zeros(len(fleet), 3, device=device)
@@ -195,7 +202,7 @@ def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 10
                 keep.add(key)
                 records[key] = record
         if on_epoch is not None and records:
-            for key in on_epoch(epoch, records) or ():
+            for key in on_epoch(epoch, records, False) or ():
                 if key in keep:
                     keep.discard(key)
                     outcomes[key].status = "pruned"
@@ -204,6 +211,8 @@ def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 10
             if not keep:
                 return outcomes
             fleet.select(keep)
+        if checkpoint is not None and checkpoint.due():
+            checkpoint.save(fleet, outcomes, epoch)
     t0 = time.perf_counter()
     final = (evaluate_final(fleet, data, iwae_samples) if fleet.family != "gan"
              else {m.key: {} for m in fleet.members})  # a GAN is judged by its samples only
@@ -226,6 +235,17 @@ def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 10
             o.status, o.fail_epoch = "failed", o.epochs_run
             o.reason = "the generator's output is not finite"
     return outcomes
+
+
+def _replay(outcomes: dict[str, Outcome], epochs: int, on_epoch: EpochHook) -> None:
+    """Report the epochs a checkpoint holds again, as they were reported when trained: each
+    epoch's records of the members still running after it (a member that failed in an epoch
+    was not reported in it)."""
+    for epoch in range(1, epochs + 1):
+        records = {key: o.history[epoch - 1] for key, o in outcomes.items()
+                   if len(o.history) >= epoch and (o.fail_epoch is None or epoch < o.fail_epoch)}
+        if records:
+            on_epoch(epoch, records, True)
 
 
 @torch.no_grad()

@@ -132,7 +132,7 @@ def test_pruned_members_leave_the_computation(tiny_data):
     members = [member("a"), member("b", seed=1), member("c", seed=2)]
     sizes = []
 
-    def hook(epoch, records):
+    def hook(epoch, records, replay):
         sizes.append(len(records))
         return {"b"} if epoch == 1 else set()
 
