@@ -1,4 +1,5 @@
-"""Command-line interface: `ablate run | report | compare | list`. User errors exit 2 with one message.
+"""Command-line interface: `ablate run | report | compare | status | export | sample | list`.
+User errors exit 2 with one message.
 
 Owns: argument parsing, exit codes, printing. Does not own: any of the work it dispatches.
 """
@@ -50,6 +51,22 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", help="output folder (default: RESULTS/compare-<names>)")
     cmp.add_argument("--storage", metavar="URL", help="the store of studies not kept in their "
                      "results folder's study.db")
+
+    exp = sub.add_parser("export", help="write one trained member as a TorchScript file",
+                         description="Write member (TRIAL, SEED) of a results folder as a "
+                         "TorchScript module that plain PyTorch loads without ablate: "
+                         "m = torch.jit.load(FILE); mu, logvar = m.encode(x); out = m.decode(z) "
+                         "(a GAN: m.generate(z)).")
+    _member_args(exp)
+    exp.add_argument("-o", "--out", required=True, metavar="FILE", help="the .pt file to write")
+
+    smp = sub.add_parser("sample", help="draw prior samples of one trained member as a PNG grid",
+                         description="Decode N draws z ~ N(0, I) of member (TRIAL, SEED) of a "
+                         "results folder (a VAE's or a GAN's) and save them as an image grid.")
+    _member_args(smp)
+    smp.add_argument("-n", type=int, default=64, help="how many samples (default 64)")
+    smp.add_argument("--noise-seed", type=int, default=0, help="seed of the draws (default 0)")
+    smp.add_argument("-o", "--out", required=True, metavar="FILE", help="the .png file to write")
 
     lst = sub.add_parser("list", help="list the registered activations or datasets")
     lst.add_argument("what", choices=["activations", "datasets"])
@@ -126,6 +143,43 @@ def _compare(args) -> int:
     return 0
 
 
+def _member_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", metavar="RESULTS_DIR", help="a results folder (results/<name>)")
+    p.add_argument("--trial", type=int, required=True, help="the trial (runs.csv: trial)")
+    p.add_argument("--seed", type=int, required=True, help="the member's seed (runs.csv: seed)")
+
+
+def _results_dir(path: str) -> Path:
+    folder = Path(path)
+    if not (folder / "study.yaml").is_file():
+        raise UserError(f"{folder}: not a results folder (no study.yaml); give results/<name> "
+                        "of a study that `ablate run` trained.")
+    return folder
+
+
+def _export(args) -> int:
+    from ablate.trained import export
+
+    print(f"exported: {export(_results_dir(args.results), args.trial, args.seed, Path(args.out))}")
+    return 0
+
+
+def _sample(args) -> int:
+    from ablate.analysis.plots import sample_grid
+    from ablate.trained import prior_samples
+
+    if args.n < 1:
+        raise UserError(f"sample: -n must be at least 1, got {args.n}.")
+    images, shape = prior_samples(_results_dir(args.results), args.trial, args.seed, args.n,
+                                  args.noise_seed)
+    if len(shape) != 3:
+        raise UserError(f"sample: the data of {args.results} are rows of {shape[0]} values, not "
+                        "images; `ablate export` the member and decode draws of your own.")
+    title = f"{Path(args.results).name}: trial {args.trial}, seed {args.seed}, {args.n} prior samples"
+    print(f"samples: {sample_grid(images, shape, title, Path(args.out))}")
+    return 0
+
+
 def _list(args) -> int:
     if args.what == "activations":
         from ablate.activations import ACTIVATIONS
@@ -145,7 +199,8 @@ def _list(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"run": _run, "report": _report, "compare": _compare, "list": _list}[args.command]
+    handler = {"run": _run, "report": _report, "compare": _compare, "export": _export,
+               "sample": _sample, "list": _list}[args.command]
     try:
         return handler(args)
     except UserError as exc:

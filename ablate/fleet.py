@@ -56,7 +56,7 @@ def stream_seed(seed: int, stream: int) -> int:
     return (x ^ (x >> 29)) & (2**63 - 1)
 
 
-def _runs(names: list[str]) -> Groups:
+def activation_groups(names: list[str]) -> Groups:
     """(activation, start, end) for each run of equal names in members' order."""
     groups: Groups = []
     for i, name in enumerate(names):
@@ -89,8 +89,8 @@ class Fleet:
 
     def _build(self) -> None:
         members, dev = self.members, self.device
-        groups = (_runs([m.config.activation for m in members]),
-                  _runs([m.config.decoder for m in members]))
+        groups = (activation_groups([m.config.activation for m in members]),
+                  activation_groups([m.config.decoder for m in members]))
         gens = [torch.Generator().manual_seed(stream_seed(m.seed, 1)) for m in members]
         self.model = build_model([(m.config, g) for m, g in zip(members, gens)], self.shape,
                                  groups, dev)

@@ -53,6 +53,14 @@ def flat_shape(shape: Sequence[int] | int) -> tuple[int, ...]:
     return (shape,) if isinstance(shape, int) else tuple(shape)
 
 
+def mean_image(out: Tensor, likelihood: str, family: str) -> Tensor:
+    """The decoder's mean image in [0, 1]: sigmoid of Bernoulli logits (and of a GAN
+    generator's output), clamped Gaussian means."""
+    if likelihood == "bernoulli" or family == "gan":
+        return torch.sigmoid(out)
+    return out.clamp(0, 1)
+
+
 def param_count(config: RunConfig, shape: Sequence[int] | int) -> int:
     """Trainable weights of one member (memory estimates and cost shares)."""
     shape = flat_shape(shape)

@@ -39,6 +39,7 @@ from ablate.store import (WORKER, Backend, Heartbeat, check_results_dir, decode_
                           open_store, point_id, trial_id)
 from ablate.study import Study
 from ablate.train import RECON_IMAGES, DeviceData, Outcome, train_cohort
+from ablate.trained import MODELS, save_trial
 
 def resolve_device(name: str) -> torch.device:
     """`auto` → the first CUDA device when there is one, else the CPU."""
@@ -169,7 +170,8 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
                desc=f"{study.name} on {device}", dynamic_ncols=True,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} trials "
                           "[{elapsed}<{remaining}]")
-    outputs = Outputs(out_dir / "samples", Checkpoints(out_dir / "checkpoints", study.checkpoint_minutes))
+    outputs = Outputs(out_dir / "samples", out_dir / MODELS,
+                      Checkpoints(out_dir / "checkpoints", study.checkpoint_minutes))
     started = time.perf_counter()
     try:
         _loop(study, srcs, backend, Heartbeat(store), cohort_capacity(study, data, device), dev_data,
@@ -184,9 +186,10 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
 @dataclass
 class Outputs:
     """Where a run keeps what its cohorts leave besides the store: the images the report
-    draws, and the checkpoints of cohorts in training."""
+    draws, the trained members, and the checkpoints of cohorts in training."""
 
     samples: Path
+    models: Path
     checkpoints: Checkpoints
 
 
@@ -350,7 +353,7 @@ def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]], dev_d
         by_trial: dict[int, list[float]] = {}
         for key, rec in records.items():
             source, trial, _ = owner[key]
-            if proxy:
+            if proxy and proxy in rec:  # (a GAN has no validation ELBO to report)
                 by_trial.setdefault(trial_id(trial), []).append(rec[proxy])
             bar.update(1 / (epochs * len(source.seeds)))
         now = [(s, t) for s, t in cohort if trial_id(t) in by_trial and (trial_id(t), epoch) not in reported]
@@ -378,9 +381,12 @@ def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]], dev_d
     for source, trial in cohort:
         mine = sorted([(owner[k][2], o) for k, o in outcomes.items() if owner[k][1] is trial],
                       key=lambda p: p[0])
-        if source.images:  # before tell: a told trial has its images
+        if source.images:  # before tell: a told trial has its images and models (not a tuning trial)
             _save_npz(outputs.samples / f"t{trial.number}.npz",
                       {f"s{seed}_{kind}": img for seed, o in mine for kind, img in o.images.items()})
+            save_trial(outputs.models, trial.number, dev_data.shape or (dev_data.x_train.shape[1],),
+                       [(seed, owner[o.key][0].config(study, trial.params), o.weights)
+                        for seed, o in mine if o.status == "ok"])
         _tell(source.store, study, trial, mine)
     outputs.checkpoints.forget(list(idents.values()))
     bar.n = start + len(cohort)  # members that stopped early leave fractional progress behind

@@ -24,7 +24,8 @@ from ablate.checkpoints import CohortCheckpoint
 from ablate.classifier import Judge
 from ablate.data import Dataset
 from ablate.fleet import Fleet, Member, stream_seed
-from ablate.models import activation_floats, param_count
+from ablate.models import activation_floats, mean_image, param_count
+from ablate.trained import member_weights
 from ablate.metrics import GENERATIVE, val_name
 
 PROBE_MAX_TRAIN = 5000  # latent means of at most this many training images fit the probe
@@ -75,6 +76,8 @@ class Outcome:
     images: dict = field(default_factory=dict)
     """recon / prior / manifold: uint8 (n, D); a learnable activation's shape and shape0:
     float32 (layers, points)."""
+    weights: dict = field(default_factory=dict)
+    """A member that trained to the end: its own (unpadded) parameters, on the CPU."""
 
 
 EpochHook = Callable[[int, dict[str, dict], bool], set]
@@ -224,9 +227,10 @@ def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 10
     images = sample_images(fleet, data.x_test)
     for key, curves in learned_shapes(fleet).items():
         images[key].update(curves)
+    weights = {m.key: member_weights(fleet, i) for i, m in enumerate(fleet.members)}
     for key, values in final.items():
         o = outcomes[key]
-        o.metrics, o.status, o.images = values, "ok", images[key]
+        o.metrics, o.status, o.images, o.weights = values, "ok", images[key], weights[key]
         o.train_seconds += elapsed * cost[key] / total_cost
         if not math.isfinite(values.get("test_nelbo", 0.0)):
             o.status, o.fail_epoch = "failed", o.epochs_run
@@ -429,11 +433,7 @@ def sample_quality(fleet: Fleet, data: DeviceData) -> dict[str, dict[str, float]
 
 
 def _means(fleet: Fleet, out: Tensor) -> Tensor:
-    """The decoder's mean image in [0, 1]: sigmoid of Bernoulli logits (and of a GAN
-    generator's output), clamped Gaussian means."""
-    if fleet.likelihood == "bernoulli" or fleet.family == "gan":
-        return torch.sigmoid(out)
-    return out.clamp(0, 1)
+    return mean_image(out, fleet.likelihood, fleet.family)
 
 
 RECON_IMAGES = 8  # the first this-many test images are reconstructed by every member

@@ -466,6 +466,20 @@ def image_table(rows: list[tuple[str, np.ndarray]], shape: tuple[int, int, int],
     return _save(fig, path)
 
 
+def sample_grid(images: np.ndarray, shape: tuple[int, int, int], title: str, path: Path) -> Path:
+    """uint8 images (n, C·H·W) as one square-ish mosaic (`ablate sample`)."""
+    cols = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    h, w = shape[-2:]
+    side = max(2.0, min(8.0, 0.45 * cols * w / 8))
+    fig, ax = plt.subplots(figsize=(side, side * rows * h / (cols * w) + 0.4))
+    _show(ax, _tile(images, shape, cols))
+    ax.axis("off")
+    ax.set_title(title, fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _save(fig, path)
+
+
 def manifold_side(rows: list[tuple[str, np.ndarray]]) -> int:
     """Images per side of the decoded latent grid (the saved arrays hold side² images)."""
     return int(round(math.sqrt(len(rows[0][1]))))

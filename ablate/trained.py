@@ -1,0 +1,168 @@
+"""Trained models, kept: each finished member's weights, and what a researcher does with them.
+
+Owns: the files under results/<name>/models/ (one per trial, `t<number>.pt`: each finished
+member's own, unpadded weights with its configuration and the data's shape; plain tensors,
+numbers and strings that `torch.load(weights_only=True)` reads without running code), taking a
+member's weights out of a trained fleet, rebuilding one member as a one-member model,
+`Standalone` (the module `ablate export` writes as TorchScript: `encode`, `decode`, a GAN's
+`generate`, on tensors shaped like the dataset's images) and prior samples (`ablate sample`).
+Does not own: the layers and models (layers.py, models.py) or training (train.py).
+
+A member's rows in a fleet are padded to the cohort's widest member; padding is exactly zero
+(docs/architecture.md, "The fleet"), so its own weights are the leading block of each row
+(block by block for a VAE's μ and log σ² heads).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ablate.errors import UserError
+from ablate.files import atomic_open
+from ablate.fleet import Fleet, activation_groups
+from ablate.layers import Linear
+from ablate.models import Autoencoder, build_model, mean_image
+from ablate.study import RunConfig
+
+FORMAT = 1
+MODELS = "models"
+"""The folder of a results folder that holds the trained members."""
+
+
+def _alone(config: RunConfig, shape: tuple[int, ...]) -> Autoencoder:
+    """A one-member model of `config` on the CPU (its init values are overwritten)."""
+    groups = (activation_groups([config.activation]), activation_groups([config.decoder]))
+    return build_model([(config, torch.Generator().manual_seed(0))], shape, groups, torch.device("cpu"))
+
+
+def member_weights(fleet: Fleet, i: int) -> dict[str, Tensor]:
+    """Member i's own (unpadded) value of every stacked parameter, on the CPU."""
+    alone = _alone(fleet.members[i].config, fleet.shape)
+    out = {}
+    for name, slot in alone.slots().items():
+        stacked = fleet.slots[name]
+        row = stacked.owners.index(i)
+        padded = stacked.tensor.detach()[row].cpu()
+        own = tuple(slot.tensor.shape[1:])
+        layer = alone.layers.get(name.rpartition(".")[0])
+        blocks = layer.blocks if isinstance(layer, Linear) else 1
+        if blocks > 1:  # heads side by side: the leading columns of each block
+            padded = padded.unflatten(-1, (blocks, -1))[..., :own[-1] // blocks].flatten(-2)
+        out[name] = padded[tuple(slice(0, s) for s in own)].clone()
+    return out
+
+
+def save_trial(folder: Path, trial: int, shape: tuple[int, ...],
+               members: list[tuple[int, RunConfig, dict[str, Tensor]]]) -> None:
+    """One trial's finished members (seed, configuration, weights) as `t<trial>.pt`."""
+    if not members:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    content = {"format": FORMAT, "trial": trial, "shape": list(shape),
+               "members": {int(seed): {"config": asdict(config), "weights": weights}
+                           for seed, config, weights in members}}
+    with atomic_open(folder / f"t{trial}.pt", "wb") as f:
+        torch.save(content, f)
+
+
+def load_member(results: Path, trial: int, seed: int) -> tuple[Autoencoder, RunConfig, tuple[int, ...]]:
+    """Member (trial, seed) of a results folder as a one-member model on the CPU, with its
+    configuration and the data's shape; a UserError names what is missing."""
+    path = Path(results) / MODELS / f"t{trial}.pt"
+    if not path.is_file():
+        kept = sorted(int(p.stem[1:]) for p in (Path(results) / MODELS).glob("t*.pt"))
+        raise UserError(f"{path}: no trained model of trial {trial} (a trial that failed, was "
+                        "pruned or is still running keeps none; kept: "
+                        f"{', '.join(map(str, kept)) or 'none'}); see runs.csv for trials and seeds.")
+    content = torch.load(path, map_location="cpu", weights_only=True)
+    members = content["members"]
+    if seed not in members:
+        raise UserError(f"{path}: trial {trial} keeps no member of seed {seed} (it keeps seeds "
+                        f"{', '.join(map(str, sorted(members)))}; a failed or pruned member keeps none).")
+    known = {f.name for f in fields(RunConfig)}
+    raw = members[seed]["config"]
+    config = RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known})
+    shape = tuple(content["shape"])
+    model = _alone(config, shape)
+    with torch.no_grad():
+        for name, slot in model.slots().items():
+            slot.tensor.copy_(members[seed]["weights"][name][None])
+    return model, config, shape
+
+
+class Standalone(torch.nn.Module):
+    """One member as a plain module: `encode(x)` → (μ, log σ²) for a VAE, the code z for the
+    other autoencoders; `decode(z)` → Bernoulli logits or Gaussian means; a GAN's
+    `generate(z)` → images in [0, 1] and `discriminate(x)` → logits. x and outputs are shaped
+    like the dataset's examples, (B, C, H, W) or (B, D); z is (B, latent_dim)."""
+
+    def __init__(self, model: Autoencoder, config: RunConfig, shape: tuple[int, ...]):
+        super().__init__()
+        self.model, self.family, self.shape = model, config.family, shape
+        for name, slot in model.slots().items():  # the traced module owns every weight
+            slot.tensor = slot.tensor.detach()
+            self.register_buffer(name.replace(".", "_"), slot.tensor)
+
+    def _flat(self, x: Tensor) -> Tensor:
+        return x.reshape(x.shape[0], -1)
+
+    def _shaped(self, out: Tensor) -> Tensor:
+        return out[0].reshape((out.shape[1], *self.shape))
+
+    def encode(self, x: Tensor):
+        mu, logvar = self.model.encode(self._flat(x))
+        return (mu[0], logvar[0]) if self.family == "vae" else mu[0]
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self._shaped(self.model.decode(z[None]))
+
+    def generate(self, z: Tensor) -> Tensor:
+        return torch.sigmoid(self.decode(z))
+
+    def discriminate(self, x: Tensor) -> Tensor:
+        return self.model.discriminate(self._flat(x)[None])[0]
+
+
+def export(results: Path, trial: int, seed: int, out: Path) -> Path:
+    """Member (trial, seed) as a TorchScript file that `torch.jit.load` reads without ablate;
+    its configuration rides along as the extra file `ablate.json`."""
+    model, config, shape = load_member(results, trial, seed)
+    module = Standalone(model, config, shape).eval()
+    x = torch.rand(3, *shape)
+    z = torch.randn(3, config.latent_dim)
+    methods = ({"generate": z, "decode": z, "discriminate": x} if config.family == "gan"
+               else {"encode": x, "decode": z})
+    meta = {"trial": trial, "seed": seed, "shape": list(shape), "config": asdict(config),
+            "methods": sorted(methods)}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # TorchScript is deprecated from PyTorch 2.13 on in favour of torch.export, but it is what
+    # plain PyTorch loads as a module with several methods (torch.jit.load): its warnings are
+    # the library's news, not the user's problem.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace_module(module, methods, check_trace=False)
+        with atomic_open(out, "wb") as f:
+            torch.jit.save(traced, f, _extra_files={"ablate.json": json.dumps(meta, default=list)})
+    return out
+
+
+@torch.no_grad()
+def prior_samples(results: Path, trial: int, seed: int, n: int, noise_seed: int = 0) -> tuple[np.ndarray, tuple]:
+    """n decoded draws z ~ N(0, I) of member (trial, seed), as mean images in [0, 1] (a VAE's
+    or GAN's; an autoencoder has no prior and is refused): uint8 (n, D) and the data's shape."""
+    model, config, shape = load_member(results, trial, seed)
+    if config.family not in ("vae", "gan"):
+        raise UserError(f"trial {trial} is a {config.family}: only a VAE or a GAN has a prior to "
+                        "sample; use `ablate export` and decode codes of your own.")
+    z = torch.randn(n, config.latent_dim, generator=torch.Generator().manual_seed(noise_seed))
+    means = mean_image(model.decode(z[None])[0], config.likelihood, config.family)
+    return (means * 255).round().to(torch.uint8).numpy(), shape
