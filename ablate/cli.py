@@ -52,6 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--storage", metavar="URL", help="the store of studies not kept in their "
                      "results folder's study.db")
 
+    sts = sub.add_parser("status", help="how far a study is: trials by state, workers, ETA",
+                         description="Trials finished, running (with each worker and the age of "
+                         "its heartbeat), queued, failed and pruned; members done; an ETA. "
+                         "Reads the store, writes nothing.")
+    sts.add_argument("target", help="a results folder (results/<name>) or the study YAML")
+    sts.add_argument("--results", default="results", help="results root when TARGET is a YAML")
+    sts.add_argument("--storage", metavar="URL", help="the study's store when it is not the "
+                     "results folder's study.db (as given to `ablate run --storage`)")
+
     exp = sub.add_parser("export", help="write one trained member as a TorchScript file",
                          description="Write member (TRIAL, SEED) of a results folder as a "
                          "TorchScript module that plain PyTorch loads without ablate: "
@@ -143,6 +152,15 @@ def _compare(args) -> int:
     return 0
 
 
+def _status(args) -> int:
+    from ablate.status import lines, progress
+    from ablate.store import Backend
+
+    study, out_dir = _resolve(args.target, args.results, args.storage)
+    print("\n".join(lines(study, progress(study, Backend(study, out_dir).rdb()))))
+    return 0
+
+
 def _member_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", metavar="RESULTS_DIR", help="a results folder (results/<name>)")
     p.add_argument("--trial", type=int, required=True, help="the trial (runs.csv: trial)")
@@ -199,7 +217,7 @@ def _list(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"run": _run, "report": _report, "compare": _compare, "export": _export,
+    handler = {"run": _run, "report": _report, "compare": _compare, "status": _status, "export": _export,
                "sample": _sample, "list": _list}[args.command]
     try:
         return handler(args)

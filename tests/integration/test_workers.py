@@ -4,11 +4,13 @@ every grid point is trained exactly once, and none fails with "database is locke
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
+import time
 
 import pandas as pd
 
-from tests.integration.helpers import start, tiny_study
+from tests.integration.helpers import ablate, start, tiny_study
 
 
 def test_two_local_workers_share_one_grid_exactly_once(tmp_path):
@@ -36,3 +38,27 @@ def test_two_local_workers_share_one_grid_exactly_once(tmp_path):
     runs = pd.read_csv(tmp_path / "results" / "shared" / "runs.csv")
     assert len(runs) == 6 * 2
     assert not runs.duplicated(["activation", "latent_dim", "kl_weight", "seed"]).any()
+
+
+def test_status_of_a_running_two_worker_study_shows_both_workers(tmp_path):
+    (tmp_path / "busy.yaml").write_text(
+        "name: busy\ndataset: {name: digits, train_size: 1000, test_size: 60}\nmodel: {hidden: [64]}\n"
+        "train: {epochs: 60, batch_size: 50}\neval: {iwae_samples: 4}\nseeds: 2\ncohort_size: 2\n"
+        "space: {activation: [relu, tanh, softplus, elu], latent_dim: [2, 4]}\n")
+    procs = [start("run", "busy.yaml", "--no-progress", cwd=tmp_path, quiet=True) for _ in range(2)]
+    pids = [f":{p.pid}:" for p in procs]
+    try:
+        deadline, shown = time.time() + 120, ""
+        while time.time() < deadline and not all(pid in shown for pid in pids):
+            status = ablate("status", "busy.yaml", cwd=tmp_path)
+            shown = status.stdout if status.returncode == 0 else ""
+        assert all(pid in shown for pid in pids), shown
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    first, *workers, eta = shown.strip().splitlines()
+    assert first.startswith("study busy: ") and "of 8 trials finished" in first
+    assert "of 16 members done" in first
+    assert len(workers) == 2 and all(re.search(r"trials \d+; last heartbeat \d+ s ago$", w) for w in workers)
+    assert eta.startswith("ETA: ")
