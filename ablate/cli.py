@@ -90,6 +90,11 @@ def _run(args) -> int:
     study = _with_storage(load_study(args.study, tuple(args.set)), args.storage)
     out_dir = run_study(study, Path(args.results), progress=not args.no_progress)
     report = build_report(study, out_dir)
+    if study.tracking:
+        from ablate.tracking import Trackers
+
+        Trackers(study, out_dir).report([out_dir / name for name in
+                                         ("report.html", "report.md", "runs.csv", "epochs.csv", "figures")])
     print(f"report: {report}")
     print(f"tables: {out_dir / 'runs.csv'}, {out_dir / 'epochs.csv'}")
     return 0

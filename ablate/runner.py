@@ -17,7 +17,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ import torch
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from ablate import tracking
 from ablate.checkpoints import Checkpoints, CohortCheckpoint, identity
 from ablate.classifier import judge_for
 from ablate.data import Dataset, load_dataset
@@ -147,6 +148,7 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
     except UserError as exc:
         raise UserError(f"{study.path}: {exc}") from None
     check_architecture(study, data)
+    tracking.check(study)
     device = resolve_device(study.device)
     out_dir = Path(results_root) / study.name
     backend = Backend(study, out_dir)
@@ -171,7 +173,8 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} trials "
                           "[{elapsed}<{remaining}]")
     outputs = Outputs(out_dir / "samples", out_dir / MODELS,
-                      Checkpoints(out_dir / "checkpoints", study.checkpoint_minutes))
+                      Checkpoints(out_dir / "checkpoints", study.checkpoint_minutes),
+                      tracking.Trackers(study, out_dir))
     started = time.perf_counter()
     try:
         _loop(study, srcs, backend, Heartbeat(store), cohort_capacity(study, data, device), dev_data,
@@ -191,6 +194,7 @@ class Outputs:
     samples: Path
     models: Path
     checkpoints: Checkpoints
+    trackers: tracking.Trackers
 
 
 def _loop(study: Study, srcs: list[Source], backend: Backend, heart: Heartbeat, capacity: int,
@@ -388,10 +392,22 @@ def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]], dev_d
                        [(seed, owner[o.key][0].config(study, trial.params), o.weights)
                         for seed, o in mine if o.status == "ok"])
         _tell(source.store, study, trial, mine)
+        outputs.trackers.trial(_tracked(study, source, trial, mine))
     outputs.checkpoints.forget(list(idents.values()))
     bar.n = start + len(cohort)  # members that stopped early leave fractional progress behind
     bar.refresh()
     return max(1, fitted)
+
+
+def _tracked(study: Study, source: Source, trial: optuna.Trial, mine: list[tuple[int, Outcome]]) -> dict:
+    """A told trial as the trackers log it: its configuration, state, members and curves."""
+    stored = source.store._storage.get_trial(trial_id(trial))
+    params = {k: v for k, v in asdict(source.config(study, trial.params)).items()}
+    params.update(seeds=",".join(str(seed) for seed, _ in mine), **decode_params(study, trial.params))
+    return {"name": source.store.study_name, "number": trial.number,
+            "state": {"COMPLETE": "complete", "PRUNED": "pruned"}.get(stored.state.name, "failed"),
+            "params": params, "epochs": {seed: o.history for seed, o in mine},
+            "members": [{"seed": seed, "status": o.status, **o.metrics} for seed, o in mine]}
 
 
 def _train_fitting(members: list[Member], dev_data: DeviceData, study: Study, on_epoch,

@@ -334,6 +334,9 @@ class Study:
     path: str = ""
     overrides: tuple[str, ...] = ()
     """The `--set KEY=VALUE` given on the command line, in order."""
+    tracking: dict[str, dict[str, str]] = field(default_factory=dict)
+    """`tracking:` — mlflow: {uri, experiment} and/or tensorboard: {dir} (tracking.py); not
+    part of the fingerprint: it changes where numbers are logged, not the numbers."""
 
     def points(self) -> list[dict[str, Any]]:
         """Every grid point: a dict of space key → value, in a stable order. An axis that does
@@ -405,7 +408,7 @@ AXES: dict[str, Field] = {f.name: f for f in settings(RunConfig) if f.metadata["
 SECTIONS = tuple(dict.fromkeys(f.metadata["section"] for f in settings(RunConfig)))
 """The YAML sections RunConfig fields are written in (model, train)."""
 TOP_KEYS = tuple(dict.fromkeys([*(f.metadata["section"] or f.name for f in settings(Study)),
-                                "dataset", *SECTIONS, "space", "search", "protocol"]))
+                                "dataset", *SECTIONS, "space", "search", "protocol", "tracking"]))
 """Every key a study may have at its top level."""
 
 
@@ -503,6 +506,7 @@ def parse_study(text: str, path: str = "<study>", overrides: tuple[str, ...] = (
     strategy = search.get("strategy", default(Search, "strategy"))
     space, ranges = _space(ld, doc.get("space") or {}, strategy)
     protocol = _protocol(ld, doc, top, space, strategy) if doc.get("protocol") is not None else None
+    top["tracking"] = _tracking(ld, doc.get("tracking"))
 
     # Cross-field rules: defaults that follow from other fields.
     activations = space.get("activation", (base.get("activation", default(RunConfig, "activation")),))
@@ -597,6 +601,19 @@ def _document(text: str, path: str) -> tuple[_Loader, dict]:
         raise UserError(f"{path}: a study must be a YAML mapping with keys such as dataset, "
                         f"model, train, space; got {type(doc).__name__}.")
     return _Loader(path, text), doc
+
+
+TRACKERS = {"mlflow": ("uri", "experiment"), "tensorboard": ("dir",)}
+"""Each tracker `tracking:` may name, and its keys (all optional strings)."""
+
+
+def _tracking(ld: _Loader, raw) -> dict[str, dict[str, str]]:
+    """`tracking:` → {tracker: {key: value}}; a tracker given as null or {} takes defaults."""
+    out = {}
+    for name, options in ld.mapping("tracking", raw, list(TRACKERS)).items():
+        options = ld.mapping(f"tracking.{name}", options, list(TRACKERS[name]))
+        out[name] = {k: ld.check(f"tracking.{name}.{k}", v, _str) for k, v in options.items()}
+    return out
 
 
 def _dataset(ld: _Loader, ds) -> dict[str, Any]:
