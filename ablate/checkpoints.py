@@ -139,8 +139,9 @@ class CohortCheckpoint:
         if not self.state or not self._fits(fleet):
             return 0
         saved = {key: self.state["members"][ident] for key, ident in self.idents.items()}
-        for key, entry in saved.items():
-            outcomes[key] = dataclasses.replace(outcomes[key], **entry["outcome"])
+        for key, entry in saved.items():  # (under this run's key: the trial numbers are new)
+            record = {k: v for k, v in entry["outcome"].items() if k != "key"}
+            outcomes[key] = dataclasses.replace(outcomes[key], **record)
         running = {k for k in fleet.keys if "slots" in saved[k]}
         if len(running) < len(fleet):
             fleet.select(running)

@@ -216,6 +216,15 @@ def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 10
             fleet.select(keep)
         if checkpoint is not None and checkpoint.due():
             checkpoint.save(fleet, outcomes, epoch)
+    _finish(fleet, data, iwae_samples, outcomes, cost)
+    return outcomes
+
+
+def _finish(fleet: Fleet, data: DeviceData, iwae_samples: int, outcomes: dict[str, Outcome],
+            cost: dict[str, int]) -> None:
+    """The members that trained to the end: final metrics, sample quality, images, learned
+    shapes and weights into their outcomes, each charged its share of the time by its size;
+    a non-finite final ELBO or generator output still fails a member."""
     t0 = time.perf_counter()
     final = (evaluate_final(fleet, data, iwae_samples) if fleet.family != "gan"
              else {m.key: {} for m in fleet.members})  # a GAN is judged by its samples only
@@ -238,7 +247,6 @@ def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 10
         elif fleet.family == "gan" and "prior" not in images[key]:
             o.status, o.fail_epoch = "failed", o.epochs_run
             o.reason = "the generator's output is not finite"
-    return outcomes
 
 
 def _replay(outcomes: dict[str, Outcome], epochs: int, on_epoch: EpochHook) -> None:

@@ -11,11 +11,17 @@ import base64
 import html
 import math
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from ablate.files import atomic_open
+
+
+def _inline(text: str) -> str:
+    """Markdown-ish text as HTML: escaped, `code` spans as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
 def fmt(x, digits: int = 2) -> str:
@@ -64,13 +70,13 @@ class Doc:
         self.md += [f"{'#' * level} {text}", ""]
 
     def para(self, text: str) -> None:
-        self.html.append(f"<p>{html.escape(text)}</p>")
+        self.html.append(f"<p>{_inline(text)}</p>")
         self.md += [text, ""]
 
     def bullets(self, items: list[str]) -> None:
         if not items:
             return
-        self.html.append("<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in items) + "</ul>")
+        self.html.append("<ul>" + "".join(f"<li>{_inline(t)}</li>" for t in items) + "</ul>")
         self.md += [f"- {t}" for t in items] + [""]
 
     def code(self, text: str) -> None:
@@ -115,6 +121,7 @@ th, td {{ border: 1px solid #d0d7de; padding: 3px 8px; text-align: right; }}
 th {{ background: #f0f4f8; }} td:first-child, th:first-child {{ text-align: left; }}
 tbody tr:nth-child(even) {{ background: #f8fafc; }}
 pre {{ background: #f6f8fa; padding: 1em; overflow-x: auto; font-size: 12px; }}
+code {{ background: #f6f8fa; padding: 0 0.25em; font-size: 0.92em; }}
 figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
 figcaption {{ font-size: 13px; color: #57606a; }}
 @media print {{ body {{ max-width: none; }} figure, table {{ page-break-inside: avoid; }} }}

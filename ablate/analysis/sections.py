@@ -60,7 +60,7 @@ def grid_summary(ctx: Context) -> None:
         if axis_claims:
             doc.para("Does the answer change along the axes? The same tests within each value:")
             doc.bullets(axis_claims)
-    else:
+    elif len(ctx.ok):  # (with none, failure_reasons said why)
         doc.para("Too few finished members for a statistical comparison (at least two "
                  "activations with two matched blocks are needed).")
 

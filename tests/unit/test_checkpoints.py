@@ -47,13 +47,17 @@ def _interrupted_then_resumed(tmp_path, data, members, stop_after: int, prune: s
     shutil.rmtree(folder)
     folder.mkdir()
     shutil.copy(kept, folder / kept.name)
-    (_, again), = Checkpoints(folder, minutes=0).partition(idents)
+    # the rerun's trials are new (other keys), its members the same (same identities)
+    again_members = [Member(f"new-{m.key}", m.config, m.seed) for m in members]
+    (_, again), = Checkpoints(folder, minutes=0).partition(
+        {f"new-{k}": ident for k, ident in idents.items()})
     assert again.epoch == stop_after
     replayed = []
-    resumed = train_cohort(members, data, iwae_samples=4, checkpoint=again,
+    resumed = train_cohort(again_members, data, iwae_samples=4, checkpoint=again,
                            on_epoch=lambda e, r, replay: replayed.append((e, replay)) or set())
     assert [e for e, replay in replayed if replay] == list(range(1, stop_after + 1))
-    return whole, resumed
+    assert all(o.key == key for key, o in resumed.items())
+    return whole, {key.removeprefix("new-"): o for key, o in resumed.items()}
 
 
 def _same(whole, resumed):
