@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("study", help="study YAML file, e.g. studies/quick.yaml")
     run.add_argument("--results", default="results", help="results root (default: results/)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.add_argument("--no-report", action="store_true", help="train only (a worker among "
+                     "several, say); `ablate report` builds tables and report later")
     run.add_argument("--storage", metavar="URL", help="the study's store, overriding the YAML's "
                      "storage: a database URL (postgresql://user@host:5432/db) that workers on "
                      "several machines share; default results/<name>/study.db")
@@ -83,12 +85,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> int:
-    from ablate.analysis.report import build_report
-    from ablate.runner import run_study
     from ablate.study import load_study
 
+    # the study is checked before torch, pandas and matplotlib load: a typo costs no wait
     study = _with_storage(load_study(args.study, tuple(args.set)), args.storage)
+    from ablate.analysis.report import build_report
+    from ablate.runner import run_study
+
     out_dir = run_study(study, Path(args.results), progress=not args.no_progress)
+    if args.no_report:
+        print(f"trained: {out_dir} (no report: `ablate report {out_dir}` builds it)")
+        return 0
     report = build_report(study, out_dir)
     if study.tracking:
         from ablate.tracking import Trackers
