@@ -43,23 +43,28 @@ class Checkpoints:
     def __init__(self, folder: Path, minutes: float):
         self.folder, self.minutes = Path(folder), minutes
         self.told: set[str] = set()
+        self.members: dict[Path, set[str]] = {}
+        """Every checkpoint file this run knows (found or written) → its members' identities."""
+        self._found: dict[Path, dict] | None = None
 
     @property
     def enabled(self) -> bool:
         return self.minutes > 0
 
-    def saved(self) -> dict[Path, dict]:
-        """Every checkpoint in the folder: file → its contents (an unreadable one is skipped:
-        its members train again from epoch 0)."""
-        out = {}
-        for path in sorted(self.folder.glob("*.pt")) if self.folder.is_dir() else ():
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception:  # noqa: BLE001 - a torn or foreign file only costs a restart
-                continue
-            if isinstance(state, dict) and state.get("format") == FORMAT:
-                out[path] = state
-        return out
+    def found(self) -> dict[Path, dict]:
+        """The checkpoints a killed run left, read once per run: file → contents, until a
+        cohort takes one over (an unreadable file is skipped: its members start again)."""
+        if self._found is None:
+            self._found = {}
+            for path in sorted(self.folder.glob("*.pt")) if self.folder.is_dir() else ():
+                try:
+                    state = torch.load(path, map_location="cpu", weights_only=True)
+                except Exception:  # noqa: BLE001 - a torn or foreign file only costs a restart
+                    continue
+                if isinstance(state, dict) and state.get("format") == FORMAT:
+                    self._found[path] = state
+                    self.members[path] = set(state["members"])
+        return self._found
 
     def partition(self, idents: dict[str, str]) -> list[tuple[list[str], "CohortCheckpoint"]]:
         """The member keys of a cohort (`idents`: key → identity) grouped by where they start:
@@ -67,10 +72,11 @@ class Checkpoints:
         from it; the remaining keys form one group that starts at epoch 0."""
         by_ident = {v: k for k, v in idents.items()}
         groups, left = [], dict(idents)
-        for path, state in self.saved().items():
+        for path, state in list(self.found().items()):
             mine = [by_ident.get(i) for i in state["members"]]
             if mine and all(k in left for k in mine):
                 groups.append((mine, CohortCheckpoint(self, {k: idents[k] for k in mine}, path, state)))
+                del self._found[path]  # the cohort holds it now
                 for k in mine:
                     left.pop(k)
         if left:
@@ -80,13 +86,11 @@ class Checkpoints:
     def forget(self, idents: list[str]) -> None:
         """These members' trials are told: delete every checkpoint all of whose members are."""
         self.told.update(idents)
-        for path in sorted(self.folder.glob("*.pt")) if self.folder.is_dir() else ():
-            try:
-                members = torch.load(path, map_location="cpu", weights_only=True)["members"]
-            except Exception:  # noqa: BLE001
-                continue
-            if set(members) <= self.told:
+        for path, members in list(self.members.items()):
+            if members <= self.told:
                 path.unlink(missing_ok=True)
+                self.members.pop(path)
+                (self._found or {}).pop(path, None)
 
 
 class CohortCheckpoint:
@@ -129,6 +133,7 @@ class CohortCheckpoint:
         self.owner.folder.mkdir(parents=True, exist_ok=True)
         with atomic_open(self.path, "wb") as f:
             torch.save({"format": FORMAT, "epoch": epoch, "steps": steps, "members": members}, f)
+        self.owner.members[self.path] = set(members)
         self.last = time.monotonic()
 
     def restore(self, fleet, outcomes: dict) -> int:

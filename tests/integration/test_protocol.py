@@ -111,8 +111,10 @@ def test_kill_during_tuning_then_rerun_keeps_the_budget_and_duplicates_nothing(t
         trials = counted(store)
         assert len(trials) == 4 and all(t.state.is_finished() for t in trials), act
         failed = [t for t in store.get_trials(deepcopy=False) if t.user_attrs.get("interrupted")]
-        for t in failed:  # the dead worker's trial was re-run with the same values, once
-            assert sum(u.params == t.params for u in trials) == 1
+        for t in failed:  # the dead worker's trial was re-run with the same values, once (a
+            # kill inside `ask` leaves only the values drawn so far; the rerun draws the rest)
+            same = [u for u in trials if all(u.params.get(k) == v for k, v in t.params.items())]
+            assert len(same) == 1 or not t.params
     runs = pd.read_csv(tmp_path / "results" / "killed" / "runs.csv")
     assert len(runs) == 3 * 2 * 2
     assert not runs.duplicated(["arm", "activation", "latent_dim", "seed"]).any()

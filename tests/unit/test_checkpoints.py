@@ -92,11 +92,12 @@ def test_a_checkpoint_of_other_members_or_shapes_is_not_used(tmp_path, tiny_data
     (_, ck), = ckpts.partition(idents)
     train_cohort(members, tiny_data, iwae_samples=4, checkpoint=ck)
     assert ck.path.exists()
-    # another cohort holding only some of these members resumes none of them from it
-    groups = ckpts.partition({"a": idents["a"], "x": identity("s", "x", 9)})
+    # the next run: another cohort holding only some of these members resumes none of them
+    groups = Checkpoints(tmp_path, minutes=0).partition({"a": idents["a"], "x": identity("s", "x", 9)})
     assert [(keys, c.epoch) for keys, c in groups] == [(["a", "x"], 0)]
     # the same members with other widths (other code, another study) start from epoch 0
     wider = [Member(m.key, RunConfig(**{**m.config.__dict__, "hidden": (20,)}), m.seed) for m in members]
+    ckpts = Checkpoints(tmp_path, minutes=0)
     (_, c), = ckpts.partition(idents)
     assert c.epoch == 4
     trained = []
