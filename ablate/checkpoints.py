@@ -91,6 +91,8 @@ class Checkpoints:
                 path.unlink(missing_ok=True)
                 self.members.pop(path)
                 (self._found or {}).pop(path, None)
+        if self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()  # nothing in training: no folder left behind
 
 
 class CohortCheckpoint:
