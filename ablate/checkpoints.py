@@ -89,6 +89,8 @@ class Checkpoints:
         for path, members in list(self.members.items()):
             if members <= self.told:
                 path.unlink(missing_ok=True)
+                for torn in path.parent.glob(f".{path.name}.*"):  # a killed writer's temporary file
+                    torn.unlink(missing_ok=True)
                 self.members.pop(path)
                 (self._found or {}).pop(path, None)
         if self.folder.is_dir() and not any(self.folder.iterdir()):

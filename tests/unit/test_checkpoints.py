@@ -104,5 +104,6 @@ def test_a_checkpoint_of_other_members_or_shapes_is_not_used(tmp_path, tiny_data
     train_cohort(wider, tiny_data, iwae_samples=4, checkpoint=c,
                  on_epoch=lambda e, r, replay: trained.append((e, replay)) or set())
     assert trained == [(e, False) for e in range(1, 5)]
+    (tmp_path / "ck" / f".{c.path.name}.x1y2").write_bytes(b"half a file")  # a writer killed mid-write
     ckpts.forget(list(idents.values()))
     assert not (tmp_path / "ck").exists()
