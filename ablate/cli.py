@@ -39,10 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild tables, figures and report from the store",
                          description="Rebuild runs.csv, epochs.csv, figures and report.html/.md "
                          "from a results folder without training.")
-    rep.add_argument("target", help="a results folder (results/<name>) or the study YAML")
-    rep.add_argument("--results", default="results", help="results root when TARGET is a YAML")
-    rep.add_argument("--storage", metavar="URL", help="the study's store when it is not the "
-                     "results folder's study.db (as given to `ablate run --storage`)")
+    _target_args(rep)
 
     cmp = sub.add_parser("compare", help="put two or more studies side by side",
                          description="One report comparing the activations across studies "
@@ -58,10 +55,7 @@ def _parser() -> argparse.ArgumentParser:
                          description="Trials finished, running (with each worker and the age of "
                          "its heartbeat), queued, failed and pruned; members done; an ETA. "
                          "Reads the store, writes nothing.")
-    sts.add_argument("target", help="a results folder (results/<name>) or the study YAML")
-    sts.add_argument("--results", default="results", help="results root when TARGET is a YAML")
-    sts.add_argument("--storage", metavar="URL", help="the study's store when it is not the "
-                     "results folder's study.db (as given to `ablate run --storage`)")
+    _target_args(sts)
 
     exp = sub.add_parser("export", help="write one trained member as a TorchScript file",
                          description="Write member (TRIAL, SEED) of a results folder as a "
@@ -171,6 +165,14 @@ def _status(args) -> int:
     study, out_dir = _resolve(args.target, args.results, args.storage)
     print("\n".join(lines(study, progress(study, Backend(study, out_dir).rdb()))))
     return 0
+
+
+def _target_args(p: argparse.ArgumentParser) -> None:
+    """A study named by its results folder or its YAML, and where its store is."""
+    p.add_argument("target", help="a results folder (results/<name>) or the study YAML")
+    p.add_argument("--results", default="results", help="results root when TARGET is a YAML")
+    p.add_argument("--storage", metavar="URL", help="the study's store when it is not the "
+                   "results folder's study.db (as given to `ablate run --storage`)")
 
 
 def _member_args(p: argparse.ArgumentParser) -> None:

@@ -37,7 +37,7 @@ from ablate.metrics import GENERATIVE, METRICS
 from ablate.models import activation_floats, conv_sizes, param_count
 from ablate.sources import Source, claim, make_pruner, make_sampler, plan, sources
 from ablate.store import (WORKER, Backend, Heartbeat, check_results_dir, decode_params, is_running,
-                          open_store, point_id, trial_id)
+                          open_store, point_id, stored_state, trial_id)
 from ablate.study import Study
 from ablate.train import RECON_IMAGES, DeviceData, Outcome, train_cohort
 from ablate.trained import MODELS, save_trial
@@ -392,7 +392,8 @@ def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]], dev_d
                        [(seed, owner[o.key][0].config(study, trial.params), o.weights)
                         for seed, o in mine if o.status == "ok"])
         _tell(source.store, study, trial, mine)
-        outputs.trackers.trial(_tracked(study, source, trial, mine))
+        if outputs.trackers.active:
+            outputs.trackers.trial(_tracked(study, source, trial, mine))
     outputs.checkpoints.forget(list(idents.values()))
     bar.n = start + len(cohort)  # members that stopped early leave fractional progress behind
     bar.refresh()
@@ -401,11 +402,11 @@ def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]], dev_d
 
 def _tracked(study: Study, source: Source, trial: optuna.Trial, mine: list[tuple[int, Outcome]]) -> dict:
     """A told trial as the trackers log it: its configuration, state, members and curves."""
-    stored = source.store._storage.get_trial(trial_id(trial))
+    state = stored_state(source.store, trial)
     params = {k: v for k, v in asdict(source.config(study, trial.params)).items()}
     params.update(seeds=",".join(str(seed) for seed, _ in mine), **decode_params(study, trial.params))
     return {"name": source.store.study_name, "number": trial.number,
-            "state": {"COMPLETE": "complete", "PRUNED": "pruned"}.get(stored.state.name, "failed"),
+            "state": {"COMPLETE": "complete", "PRUNED": "pruned"}.get(state.name, "failed"),
             "params": params, "epochs": {seed: o.history for seed, o in mine},
             "members": [{"seed": seed, "status": o.status, **o.metrics} for seed, o in mine]}
 

@@ -60,9 +60,13 @@ def was_queued(store: optuna.Study, trial: optuna.Trial) -> bool:
     return "fixed_params" in store._storage.get_trial_system_attrs(trial_id(trial))
 
 
-def is_running(store: optuna.Study, trial: optuna.Trial | FrozenTrial) -> bool:
+def stored_state(store: optuna.Study, trial: optuna.Trial | FrozenTrial) -> TrialState:
     """The trial's state as stored now (another process may have told it)."""
-    return store._storage.get_trial(trial_id(trial)).state == TrialState.RUNNING
+    return store._storage.get_trial(trial_id(trial)).state
+
+
+def is_running(store: optuna.Study, trial: optuna.Trial | FrozenTrial) -> bool:
+    return stored_state(store, trial) == TrialState.RUNNING
 
 
 def fail_interrupted(store: optuna.Study, t: FrozenTrial) -> None:

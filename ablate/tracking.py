@@ -61,6 +61,11 @@ class Trackers:
         self.live = dict.fromkeys(study.tracking, True)
         self._mlflow = None
 
+    @property
+    def active(self) -> bool:
+        """Whether any tracker is on (else the run loop builds no records for them)."""
+        return any(self.live.values())
+
     def _guard(self, name: str, action) -> None:
         if not self.live.get(name):
             return
