@@ -1,8 +1,9 @@
 """Pure estimator functions on tensors. Shapes carry a leading member axis N where noted.
 
 Owns: the math of the metrics defined in docs/architecture.md (KL, IWAE bound, active units,
-mutual information, dead units, linear probe). Does not own: each metric's name, label and
-direction (metrics.py), or running models and chunking over data (train.py).
+mutual information, dead units, linear probe) and the NLL of the trivial model that the
+report scales test_nll by (`trivial_nll`, on NumPy arrays). Does not own: each metric's name,
+label and direction (metrics.py), or running models and chunking over data (train.py).
 """
 
 from __future__ import annotations
@@ -80,3 +81,40 @@ def probe_accuracies(train_features: np.ndarray, train_labels: np.ndarray,
     model.fit(train_features, train_labels)
     return [float(model.score(f, y)) if y is not None and np.isfinite(f).all() else float("nan")
             for f, y in evaluations]
+
+
+TRIVIAL_EPS = 1e-6  # the trivial model's pixel probabilities stay in [ε, 1 − ε], its σ² ≥ ε
+_ROWS = 4096  # rows per chunk: the sums run in float64 without a float64 copy of a split
+
+
+def trivial_nll(train: np.ndarray, test: np.ndarray, likelihood: str) -> float:
+    """−log p(x) in nats per image of `test` (n, D) under independent pixels fitted to
+    `train`: what a model that learns nothing scores, the scale for test_nll.
+
+    bernoulli: p_d, the training mean of pixel d clipped to [ε, 1 − ε]; −Σ_d [x_d log p_d +
+    (1 − x_d) log(1 − p_d)], the cross-entropy models.py's Bernoulli likelihood takes on
+    values in [0, 1]. gaussian: N(μ_d, σ²) with μ_d the training mean and one σ² for every
+    pixel, the training variance averaged over pixels (its maximum-likelihood value), at
+    least ε: models.py's Gaussian decoder with its one learned σ, emitting the mean image
+    whatever z is. (A variance per pixel would let pixels that never vary, such as MNIST's
+    border, score far better than any model with one σ can.)"""
+    mean = sum(chunk.sum(0) for chunk in _chunks(train)) / len(train)  # (D,)
+    if likelihood == "bernoulli":
+        p = np.clip(mean, TRIVIAL_EPS, 1.0 - TRIVIAL_EPS)
+        weight, bias = np.log(p) - np.log1p(-p), np.log1p(-p).sum()
+        total = sum(-(chunk @ weight + bias).sum() for chunk in _chunks(test))
+    elif likelihood == "gaussian":
+        squares = sum(np.square(chunk - mean).sum(0) for chunk in _chunks(train)) / len(train)
+        var = max(float(squares.mean()), TRIVIAL_EPS)
+        norm = len(mean) * math.log(2.0 * math.pi * var)
+        total = sum(0.5 * (np.square(chunk - mean).sum(1) / var + norm).sum()
+                    for chunk in _chunks(test))
+    else:
+        raise ValueError(f"unknown likelihood {likelihood!r}")
+    return float(total / len(test))
+
+
+def _chunks(x: np.ndarray):
+    """`x` in float64 blocks of _ROWS rows."""
+    for s in range(0, len(x), _ROWS):
+        yield np.asarray(x[s:s + _ROWS], dtype=np.float64)

@@ -1,8 +1,9 @@
 """Sample quality in a feature space, on arrays: torch-free (NumPy and SciPy).
 
 Owns: the math of the sample-quality metrics between real and generated features (n, d):
-the Fréchet distance (`fid`), the kernel inception distance (`kid`, unbiased), precision and
-recall (`precision_recall`, Kynkäänniemi et al. 2019) and class coverage (`coverage`).
+the Fréchet distance (`fid`), the kernel inception distance (`kid`, unbiased, × 10³),
+precision and recall (`precision_recall`, Kynkäänniemi et al. 2019) and class coverage
+(`coverage`).
 Does not own: the feature extractor (classifier.py) or when the metrics are computed
 (train.py).
 
@@ -39,9 +40,14 @@ def fid(real: np.ndarray, fake: np.ndarray) -> float:
     return float(np.sum((mu_r - mu_f) ** 2) + np.trace(cov_r) + np.trace(cov_f) - 2.0 * np.trace(root))
 
 
+KID_SCALE = 1e3
+"""`kid` is reported × 10³, the unit papers report KID in."""
+
+
 def kid(real: np.ndarray, fake: np.ndarray) -> float:
-    """Unbiased squared MMD with the cubic polynomial kernel k(x, y) = (x·y / d + 1)³
-    (Bińkowski et al. 2018), over all pairs of the two sets."""
+    """KID × 10³: the unbiased squared MMD with the cubic polynomial kernel
+    k(x, y) = (x·y / d + 1)³ (Bińkowski et al. 2018), over all pairs of the two sets, times
+    KID_SCALE."""
     d = real.shape[1]
     k_rr = (real @ real.T / d + 1.0) ** 3
     k_ff = (fake @ fake.T / d + 1.0) ** 3
@@ -49,7 +55,7 @@ def kid(real: np.ndarray, fake: np.ndarray) -> float:
     m, n = len(real), len(fake)
     within_r = (k_rr.sum() - np.trace(k_rr)) / (m * (m - 1))
     within_f = (k_ff.sum() - np.trace(k_ff)) / (n * (n - 1))
-    return float(within_r + within_f - 2.0 * k_rf.mean())
+    return float(KID_SCALE * (within_r + within_f - 2.0 * k_rf.mean()))
 
 
 def _knn_radius(x: np.ndarray, k: int) -> np.ndarray:

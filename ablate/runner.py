@@ -3,9 +3,10 @@ tell results.
 
 Owns: the run loop for every strategy (grid, search, the tuned protocol), cohort sizing,
 resume after an interruption, the progress bar, what a run records beside the trials (data
-sizes, device, environment, activation cost). Does not own: where trials come from and how
-they are planned (sources.py), training (train.py), the store and its lock (store.py), or what
-is derived from the store afterwards (analysis/).
+sizes and the trivial model's NLL, device, environment, activation cost), each member's record
+as told (with its cohort). Does not own: where trials come from and how they are planned
+(sources.py), training (train.py), the store and its lock (store.py), or what is derived from
+the store afterwards (analysis/).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ablate import tracking
 from ablate.checkpoints import Checkpoints, CohortCheckpoint, identity
 from ablate.classifier import judge_for
 from ablate.data import Dataset, load_dataset
+from ablate.estimators import trivial_nll
 from ablate.errors import UserError
 from ablate.files import atomic_open
 from ablate.fleet import Member
@@ -39,7 +41,7 @@ from ablate.sources import Source, claim, make_pruner, make_sampler, plan, sourc
 from ablate.store import (WORKER, Backend, Heartbeat, check_results_dir, decode_params, is_running,
                           open_store, point_id, stored_state, trial_id)
 from ablate.study import Study
-from ablate.train import RECON_IMAGES, DeviceData, Outcome, train_cohort
+from ablate.train import RECON_IMAGES, DeviceData, Outcome, cohort_id, train_cohort
 from ablate.trained import MODELS, save_trial
 
 def resolve_device(name: str) -> torch.device:
@@ -117,14 +119,17 @@ def _available_ram() -> int:
 
 def _tell(store: optuna.Study, study: Study, trial: optuna.Trial,
           outcomes: list[tuple[int, Outcome]]) -> None:
-    """The trial's value is the mean objective over its seeds that trained to the end; all
-    pruned → PRUNED (Optuna keeps the last reported value); none usable → FAIL."""
+    """Store each member's record (status, metrics, its cohort: id, size, wall seconds) and
+    its curves; the trial's value is the mean objective over its seeds that trained to the
+    end; all pruned → PRUNED (Optuna keeps the last reported value); none usable → FAIL."""
     objective = study.search.objective
     members, epochs = [], {}
     for seed, o in outcomes:
         members.append({"seed": seed, "status": o.status, "reason": o.reason,
                         "fail_epoch": o.fail_epoch, "epochs_run": o.epochs_run,
-                        "train_seconds": o.train_seconds, **o.metrics})
+                        "train_seconds": o.train_seconds, "cohort": o.cohort,
+                        "cohort_members": o.cohort_members, "cohort_seconds": o.cohort_seconds,
+                        **o.metrics})
         epochs[str(seed)] = o.history
     trial.set_user_attr("epochs", epochs)
     trial.set_user_attr("members", members)
@@ -229,11 +234,16 @@ def _loop(study: Study, srcs: list[Source], backend: Backend, heart: Heartbeat, 
 
 def _record_setup(store: optuna.Study, study: Study, data: Dataset, device: torch.device,
                   out_dir: Path) -> None:
-    """What the report says about the run besides the trials: data sizes, device, versions,
-    each activation's measured cost; and the test images every member reconstructs."""
+    """What the report says about the run besides the trials: data sizes and the test NLL of
+    independent pixels under each likelihood the study uses (`trivial_nll`, nats per image),
+    device, versions, each activation's measured cost; and the test images every member
+    reconstructs."""
+    likelihoods = sorted({study.config(p).likelihood for p in study.points()})
     store.set_user_attr("data", {"n_train": len(data.x_train), "n_test": len(data.x_test),
                                  "n_val": 0 if data.x_val is None else len(data.x_val),
-                                 "dim": data.dim, "image_shape": data.image_shape})
+                                 "dim": data.dim, "image_shape": data.image_shape,
+                                 "trivial_nll": {lik: trivial_nll(data.x_train, data.x_test, lik)
+                                                 for lik in likelihoods}})
     store.set_user_attr("overrides", list(study.overrides))
     store.set_user_attr("device", str(device) if device.type == "cpu"
                         else f"{device} ({torch.cuda.get_device_name(device)})")
@@ -285,30 +295,81 @@ def environment(device: torch.device) -> dict:
             "platform": platform.platform()}
 
 
-def activation_cost(names: list[str], device: torch.device, elements: int = 1 << 20,
-                    reps: int = 5) -> dict[str, float]:
-    """Measured nanoseconds per element of each activation's forward + backward on `device`.
+COST_ELEMENTS = 1 << 16
+"""Elements per call of the activation-cost measurement, as a stacked layer (4, 1, 2¹⁴): 256
+KiB of float32 that stays in cache, so every study measures the activation's arithmetic the
+same way, not the memory bus of the moment."""
+
+
+def activation_cost(names: list[str], device: torch.device, elements: int = COST_ELEMENTS,
+                    samples: int = 9, calls: int = 20, warmup: int = 5) -> dict[str, dict]:
+    """Each activation's forward + backward time per element on `device`: {name: {"median",
+    "q25", "q75": ns per element, "samples", "elements", "threads"}}.
 
     Fleet members share every step, so wall time cannot be split by activation; this is the
-    part of the cost that differs between activations (the matmuls are the same for all)."""
+    part of the cost that differs between activations (the matmuls are the same for all).
+    After `warmup` calls each, `samples` samples are taken round-robin over the activations
+    (a noisy spell of the machine hits every one), each timing `calls` calls so that a sample
+    lasts milliseconds; the median and quartiles of the samples are reported. On the CPU it
+    runs on one torch thread (the previous count is restored after) and counts that thread's
+    CPU time, so another process taking turns on the cores is not counted (on 2 cores, two
+    busy processes doubled the wall time but not this); on an accelerator, wall time, each
+    sample synchronised."""
+    threads = torch.get_num_threads()
+    try:
+        if device.type == "cpu":
+            torch.set_num_threads(1)
+        steps = {name: _cost_step(name, device, elements) for name in names}
+        times = _cost_samples(steps, device, samples, calls, warmup)
+        used = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads)
+    out = {}
+    for name, seconds in times.items():
+        q25, median, q75 = np.percentile(np.asarray(seconds) / (calls * elements) * 1e9, [25, 50, 75])
+        out[name] = {"median": float(median), "q25": float(q25), "q75": float(q75),
+                     "samples": samples, "elements": elements, "threads": used}
+    return out
+
+
+def _cost_step(name: str, device: torch.device, elements: int):
+    """One forward + backward of activation `name` on a stacked layer (G=4, B=1, H) of
+    `elements` values, gradients taken for the input and the learnable parameters."""
     from ablate.nonlinear import get_activation
 
-    x = torch.randn(4, elements // 4, device=device, generator=torch.Generator(device=device).manual_seed(0))
-    acts = {name: get_activation(name) for name in names}
-    params = {name: {k: v.to(device).requires_grad_(True) for k, v in act.initial(4, x.shape[1]).items()}
-              for name, act in acts.items()}
-    best = dict.fromkeys(names, float("inf"))
-    for _ in range(reps + 1):  # round-robin, so a noisy spell of the machine hits every activation
-        for name, act in acts.items():
-            xs = x.unsqueeze(1).clone().requires_grad_(True)  # (G=4, B=1, H)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            act.apply(xs, params[name]).sum().backward()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return {name: t / elements * 1e9 for name, t in best.items()}
+    act = get_activation(name)
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(4, 1, elements // 4, device=device, generator=gen).requires_grad_(True)
+    params = {k: v.to(device).requires_grad_(True) for k, v in act.initial(4, x.shape[-1]).items()}
+    inputs, grad = [x, *params.values()], torch.ones_like(x)
+
+    def step() -> None:
+        torch.autograd.grad(act.apply(x, params), inputs, grad, allow_unused=True)
+
+    return step
+
+
+def _cost_samples(steps: dict, device: torch.device, samples: int, calls: int,
+                  warmup: int) -> dict[str, list[float]]:
+    """Seconds of `calls` calls of each step, `samples` times, round-robin over the steps: the
+    calling thread's CPU time on the CPU (every op runs on it with one torch thread), wall
+    time on an accelerator (CUDA), synchronised before and after."""
+    cpu = device.type == "cpu"
+    sync = (lambda _: None) if cpu else torch.accelerator.synchronize
+    clock = time.thread_time if cpu else time.perf_counter
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(samples):
+        for name, step in steps.items():
+            sync(device)
+            t0 = clock()
+            for _ in range(calls):
+                step()
+            sync(device)
+            times[name].append(clock() - t0)
+    return times
 
 
 def out_of_memory(exc: BaseException) -> bool:
@@ -430,8 +491,8 @@ def _train_fitting(members: list[Member], dev_data: DeviceData, study: Study, on
     bar.n = start
     if len(members) == 1:
         (m,) = members
-        return {m.key: Outcome(m.key, status="failed", fail_epoch=0,
-                               reason=f"out of memory even alone: {message}")}, 1
+        return {m.key: Outcome(m.key, status="failed", fail_epoch=0, cohort=cohort_id([m.key]),
+                               cohort_members=1, reason=f"out of memory even alone: {message}")}, 1
     half = len(members) // 2
     tqdm.write(f"{study.name}: a cohort of {len(members)} members did not fit in memory "
                f"({message}); training it as cohorts of {half} and {len(members) - half}.", file=sys.stderr)

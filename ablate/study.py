@@ -329,6 +329,10 @@ class Study:
     metric: str = setting("test_nll", _choice(*FINAL), "report")
     """What the report ranks by; when not given, the test twin of search.objective if that is
     given, else test_nll for studies with a VAE and test_recon otherwise."""
+    rope: float | None = setting(None, _auto(_float(0.0)), "report")
+    """The region of practical equivalence of report.metric, in its unit: differences within
+    ±rope count as equivalent in the Bayesian signed-rank test; auto (None): the metric
+    table's default (metrics.Metric.rope)."""
     source: str = ""
     """The YAML text as written (shown in the report), or as `overrides` made it."""
     path: str = ""

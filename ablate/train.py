@@ -2,12 +2,14 @@
 
 Owns: minibatches gathered by index on the device, per-epoch records, divergence (a member
 whose loss turns NaN/inf fails alone and leaves the computation), stopping members on request
-(pruning), final metrics. Does not own: the model's insides (fleet.py), the metric
-definitions (metrics.py), or the study store (runner.py).
+(pruning), final metrics, each cohort's name (`cohort_id`) and wall time. Does not own: the
+model's insides (fleet.py), the metric definitions (metrics.py), or the study store
+(runner.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -71,6 +73,15 @@ class Outcome:
     fail_epoch: int | None = None
     reason: str = ""
     train_seconds: float = 0.0
+    """The member's share of its cohort's time by parameter count (the same for every
+    activation: a configuration's cost, not an activation's)."""
+    cohort: str = ""
+    """The cohort the member trained in (`cohort_id`): shared by the members trained together."""
+    cohort_members: int = 0
+    """How many members that cohort started with."""
+    cohort_seconds: float = float("nan")
+    """That cohort's wall time of training and final evaluation in this run (a cohort resumed
+    from a checkpoint: only the resumed part; NaN: it never trained)."""
     history: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     images: dict = field(default_factory=dict)
@@ -151,11 +162,30 @@ def evaluate_elbo(fleet: Fleet, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return recon + (kl if fleet.family == "vae" else 0.0), recon, kl
 
 
+def cohort_id(keys: list[str]) -> str:
+    """A cohort's name: a hash of its members' keys (unique trial ids and seeds, so unique in
+    a study across runs and workers)."""
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:12]
+
+
 def train_cohort(members: list[Member], data: DeviceData, iwae_samples: int = 100,
                  on_epoch: EpochHook | None = None,
                  checkpoint: CohortCheckpoint | None = None) -> dict[str, Outcome]:
     """Train every member for its epochs (from `checkpoint`'s epoch, when it holds one, saving
-    into it at epoch ends when due); returns each member's Outcome by key."""
+    into it at epoch ends when due); returns each member's Outcome by key, each naming the
+    cohort, its size and its wall time (training and final evaluation; after a resume, this
+    run's part only)."""
+    t0 = time.perf_counter()
+    outcomes = _train(members, data, iwae_samples, on_epoch, checkpoint)
+    name, seconds = cohort_id([m.key for m in members]), time.perf_counter() - t0
+    for o in outcomes.values():
+        o.cohort, o.cohort_members, o.cohort_seconds = name, len(members), seconds
+    return outcomes
+
+
+def _train(members: list[Member], data: DeviceData, iwae_samples: int,
+           on_epoch: EpochHook | None, checkpoint: CohortCheckpoint | None) -> dict[str, Outcome]:
+    """train_cohort's epochs and final evaluation."""
     device = data.x_train.device
     fleet = Fleet(members, data.shape or data.x_train.shape[1], device)
     outcomes = {m.key: Outcome(m.key) for m in members}

@@ -12,8 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from ablate.analysis import plots, stats
+from ablate.analysis import strata as strata_
 from ablate.analysis.document import Doc, ci
-from ablate.analysis.tables import cell_axes, runs_frame
+from ablate.analysis.tables import cell_axes, epochs_frame, runs_frame
 from ablate.metrics import label, maximize as maximized
 from ablate.store import open_store
 from ablate.study import Study
@@ -41,7 +42,7 @@ def build_comparison(pairs: list[tuple[Study, Path]], out_dir: Path) -> Path:
         if frame.isna().any().any():
             doc.para("The studies do not test the same activations, so their ranks are out of "
                      "different numbers of competitors: compare orders, not rank values.")
-        columns = ["activation"] + [c for s, _ in pairs for c in (f"{s.name}: {s.metric}", f"{s.name}: avg rank")]
+        columns = list(dict.fromkeys(c for row in table.values() for c in row))  # each stratum's columns
         rows = [table[a] for a in frame.index if a in table]
         doc.table(pd.DataFrame(rows).reindex(columns=columns).fillna("–"))
         doc.figure(plots.rank_comparison(frame, out_dir / "figures" / "ranks.png"),
@@ -65,13 +66,16 @@ def _study(study: Study, folder: Path, table: dict, ranks: dict) -> list[str]:
     if runs.empty or (runs["status"] == "ok").sum() == 0:
         return lines
     baseline = study.baseline if study.baseline in set(runs["activation"]) else None
-    c = stats.compare(runs, metric, cells, maximize, baseline)
-    if c is not None:
-        ranks[study.name] = c.avg_ranks
-        lines += [f"{study.name} — {t}" for t in stats.claims(c)]
-    for _, row in stats.ranking(runs, metric, maximize).iterrows():
-        entry = table.setdefault(row["activation"], {"activation": row["activation"]})
-        entry[f"{study.name}: {metric}"] = ci(row)
+    for part in strata_.split(runs, epochs_frame(store, study), cells, metric, maximize, baseline,
+                              study.rope, grid=study.search.is_grid):
+        name = f"{study.name} ({part.label})" if part.key else study.name  # each stratum apart
+        c = part.comparison
         if c is not None:
-            entry[f"{study.name}: avg rank"] = f"{c.avg_ranks[row['activation']]:.2f}"
+            ranks[name] = c.avg_ranks
+            lines += [f"{name} — {t}" for t in stats.claims(c)]
+        for _, row in part.ranking.iterrows():
+            entry = table.setdefault(row["activation"], {"activation": row["activation"]})
+            entry[f"{name}: {metric}"] = ci(row)
+            if c is not None:
+                entry[f"{name}: avg rank"] = f"{row['avg_rank']:.2f}"
     return lines

@@ -18,7 +18,7 @@ import pandas as pd
 from ablate.analysis import plots, sections, stats
 from ablate.activations import SHAPE_GRID
 from ablate.analysis.document import ci, fmt
-from ablate.metrics import label
+from ablate.metrics import METRICS, label
 
 SHARED = "test_recon"
 """What every family is compared on: reconstruction (the VAE's and the autoencoders' alike)."""
@@ -100,12 +100,15 @@ def gans(ctx) -> None:
     doc = ctx.doc
     doc.heading("GANs")
     cells = [c for c in ctx.cells if c != "family" and runs[c].notna().any()]
-    c = stats.compare(runs, "fid", cells, False, ctx.baseline)
-    doc.para("Each GAN (non-saturating loss, Adam β1 = 0.5, one discriminator step per generator "
-             "step) judged by its samples: FID against the test images in the classifier's "
+    own = ctx.stratum(family="gan") if ctx.stratified else (ctx.strata[0] if ctx.strata else None)
+    ranked = own is not None and own.metric == "fid" and own.comparison is not None
+    c = own.comparison if ranked else stats.compare(runs, "fid", cells, False, ctx.baseline,
+                                                    rope=METRICS["fid"].rope)
+    doc.para("Each GAN (a generator and a discriminator; non-saturating loss, Adam β1 = 0.5, "
+             "one discriminator step per generator step) judged by its generator's samples: FID against the test images in the classifier's "
              "features (lower is better; every member at the same sample count), precision and "
              "recall, and the share of classes its samples cover (mode collapse: 1/classes).")
-    if c is not None:
+    if c is not None and not ranked:  # ranked by FID, the Statistics section has these tests
         doc.bullets(stats.claims(c, "GAN FID"))
     order = [a for a in (list(c.avg_ranks.index) if c is not None else ctx.order) if a in set(runs["activation"])]
     table = sections.activation_cis(runs, ("fid", "precision", "recall", "class_coverage"), order)
@@ -117,9 +120,9 @@ def gans(ctx) -> None:
     samples = plots.image_rows(ctx.out_dir / "samples", members, "prior", order)
     if shape and samples:
         at = ", ".join(f"{k} = {v}" for k, v in cell.items()) or "each activation's best configuration"
-        ctx.figure(plots.image_table(samples, tuple(shape), f"GAN samples at {at}",
+        ctx.figure(plots.image_table(samples, tuple(shape), f"GAN generator samples at {at}",
                                      ctx.fig_dir / "gan_samples.png"),
-                   f"Generated images (fixed noise) of each activation's best seed at {at}.")
+                   f"The generator's images (fixed noise) of each activation's best seed at {at}.")
 
 
 def encoder_decoder(ctx) -> None:
@@ -166,8 +169,9 @@ def learned_shape_data(samples, runs: pd.DataFrame) -> dict[tuple[str, str], dic
     curves: dict[tuple[str, str], dict[str, list]] = {}
     for _, r in runs[runs["status"] == "ok"].iterrows():
         arrays = plots.load_images(samples, r["trial"], r["seed"])
-        for side, prefix, name in (("encoder", "", r.get("encoder", r["activation"])),
-                                   ("decoder", "dec_", r.get("decoder", r.get("decoder_activation")))):
+        first, second = ("discriminator", "generator") if r.get("family") == "gan" else ("encoder", "decoder")
+        for side, prefix, name in ((first, "", r.get("encoder", r["activation"])),
+                                   (second, "dec_", r.get("decoder", r.get("decoder_activation")))):
             if f"{prefix}shape" in arrays:
                 entry = curves.setdefault((name or r["activation"], side), {"shape": [], "init": []})
                 entry["shape"].append(arrays[f"{prefix}shape"])

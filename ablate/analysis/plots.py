@@ -41,14 +41,15 @@ def activation_order(runs: pd.DataFrame, metric: str, maximize: bool) -> list[st
     return list(means.index) + rest
 
 
-def heatmap_data(runs: pd.DataFrame, metric: str, order: list[str],
-                 facet: str = "kl_weight") -> dict:
-    """Mean metric over seeds: for each value of `facet` (kl_weight, or the tuned protocol's
-    arm), a table activation × latent_dim."""
-    cells = summarize(runs, metric, [facet, "activation", "latent_dim"])
+def heatmap_data(runs: pd.DataFrame, metric: str, order: list[str], columns: str,
+                 facet: str | None = None) -> dict:
+    """Mean metric over seeds: for each value of `facet` (one panel when None), a table
+    activation × `columns`."""
+    by = [*([facet] if facet else []), "activation", columns]
+    cells = summarize(runs, metric, by)
     out = {}
-    for value, part in cells.groupby(facet):
-        table = part.pivot(index="activation", columns="latent_dim", values="mean")
+    for value, part in (cells.groupby(facet) if facet else [(None, cells)]):
+        table = part.pivot(index="activation", columns=columns, values="mean")
         out[value] = table.reindex([a for a in order if a in table.index])
     return out
 
@@ -57,46 +58,59 @@ def heatmap_title(metric: str) -> str:
     return f"Mean {label(metric)} over seeds ({METRICS[metric].better} is better)"
 
 
-def heatmaps(runs: pd.DataFrame, metric: str, order: list[str], path: Path,
-             facet: str = "kl_weight") -> Path:
-    data = heatmap_data(runs, metric, order, facet)
+def heatmaps(runs: pd.DataFrame, metric: str, order: list[str], path: Path, columns: str,
+             facet: str | None = None) -> Path:
+    data = heatmap_data(runs, metric, order, columns, facet)
     cmap = "viridis" if METRICS[metric].higher_is_better else "viridis_r"  # dark: better
-    fig, axes = plt.subplots(1, len(data), figsize=(3.2 + 2.6 * len(data), 0.45 * len(order) + 1.6),
-                             squeeze=False)
+    width = max(t.shape[1] for t in data.values())
+    fig, axes = plt.subplots(1, len(data), figsize=(3.2 + (1.1 + 0.8 * width) * len(data),
+                                                    0.45 * len(order) + 1.6), squeeze=False)
     vmin = min(np.nanmin(t.values) for t in data.values())
     vmax = max(np.nanmax(t.values) for t in data.values())
     for ax, (value, table) in zip(axes[0], data.items()):
         first = ax is axes[0][0]
         sns.heatmap(table, annot=True, fmt=".1f", cmap=cmap, vmin=vmin, vmax=vmax, ax=ax,
                     cbar=ax is axes[0][-1], cbar_kws={"label": label(metric)}, yticklabels=first)
-        ax.set_title(f"{facet} = {value:g}" if isinstance(value, float) else f"{facet} = {value}")
-        ax.set_xlabel("latent_dim")
+        if facet:
+            ax.set_title(f"{facet} = {value:g}" if isinstance(value, float) else f"{facet} = {value}")
+        ax.set_xlabel(columns)
         ax.set_ylabel("activation" if first else "")
     fig.suptitle(heatmap_title(metric), y=1.02)
     return _save(fig, path)
 
 
-def box_data(runs: pd.DataFrame, metric: str, hue: str = "kl_weight") -> pd.DataFrame:
+def varied(runs: pd.DataFrame, axes) -> list[str]:
+    """The axes among `axes` that take more than one value in `runs`."""
+    return [a for a in axes if a in runs and runs[a].nunique() > 1]
+
+
+def box_data(runs: pd.DataFrame, metric: str, panel: str | None = None, hue: str | None = None) -> pd.DataFrame:
     """Per-member values of the finished members (one point per seed and cell)."""
-    return runs.loc[runs["status"] == "ok", list(dict.fromkeys(["activation", "latent_dim", hue, "seed", metric]))]
+    keep = ["activation", *([panel] if panel else []), *([hue] if hue else []), "seed", metric]
+    return runs.loc[runs["status"] == "ok", list(dict.fromkeys(keep))]
 
 
-def boxes(runs: pd.DataFrame, metric: str, order: list[str], path: Path, hue: str = "kl_weight") -> Path:
-    """One panel per latent_dim: a box per activation, its members as points coloured by `hue`."""
-    data = box_data(runs, metric, hue)
-    latents = sorted(data["latent_dim"].unique())
-    fig, axes = plt.subplots(1, len(latents), figsize=(4.2 * len(latents), 0.42 * len(order) + 1.8),
+def boxes(runs: pd.DataFrame, metric: str, order: list[str], path: Path, panel: str | None = None,
+          hue: str | None = None) -> Path:
+    """A box per activation of its members' values, its members as points (coloured by
+    `hue` when given), one panel per value of `panel` when given."""
+    data = box_data(runs, metric, panel, hue)
+    values = sorted(data[panel].unique()) if panel else [None]
+    order = [a for a in order if a in set(data["activation"])]
+    fig, axes = plt.subplots(1, len(values), figsize=(4.2 * len(values) + 1, 0.42 * len(order) + 1.8),
                              sharey=True, squeeze=False)
-    for ax, latent in zip(axes[0], latents):
-        part = data[data["latent_dim"] == latent]
+    for ax, value in zip(axes[0], values):
+        part = data if panel is None else data[data[panel] == value]
         sns.boxplot(part, x=metric, y="activation", order=order, ax=ax, color="#d9e6f2",
                     showfliers=False)
         sns.stripplot(part, x=metric, y="activation", order=order, ax=ax, hue=hue,
-                      palette="viridis" if hue == "kl_weight" else "Set1", size=4, jitter=0.2,
-                      legend=ax is axes[0][-1])
-        ax.set_title(f"latent_dim = {latent}")
+                      palette=("viridis" if hue == "kl_weight" else "Set1") if hue else None,
+                      color=None if hue else "#33557a", size=4, jitter=0.2,
+                      legend=bool(hue) and ax is axes[0][-1])
+        if panel:
+            ax.set_title(f"{panel} = {value:g}" if isinstance(value, float) else f"{panel} = {value}")
         ax.set_xlabel(label(metric))
-    if axes[0][-1].get_legend() is not None:
+    if hue and axes[0][-1].get_legend() is not None:
         sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), title=hue)
     return _save(fig, path)
 
@@ -104,7 +118,14 @@ def boxes(runs: pd.DataFrame, metric: str, order: list[str], path: Path, hue: st
 def curve_column(epochs: pd.DataFrame) -> str:
     """What learning curves show: the validation −ELBO, or the training loss when the study
     has no validation split (the test split is evaluated once, at the end)."""
-    return "val_nelbo" if "val_nelbo" in epochs.columns else "train_loss"
+    has = lambda c: c in epochs.columns and epochs[c].notna().any()  # noqa: E731
+    return "val_nelbo" if has("val_nelbo") else "train_loss"
+
+
+def curve_columns(epochs: pd.DataFrame) -> list[str]:
+    """The curves a family has: a GAN's generator and discriminator losses, else `curve_column`."""
+    gan = [c for c in ("train_g_loss", "train_d_loss") if c in epochs and epochs[c].notna().any()]
+    return gan or [curve_column(epochs)]
 
 
 def curves_data(epochs: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -114,23 +135,24 @@ def curves_data(epochs: pd.DataFrame, column: str) -> pd.DataFrame:
 
 def curves(epochs: pd.DataFrame, order: list[str], path: Path,
            title: str = "Learning curves: mean over cells and seeds, 95% CI band") -> Path:
-    column = curve_column(epochs)
-    data = curves_data(epochs, column)
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    columns = curve_columns(epochs)
+    fig, axes = plt.subplots(1, len(columns), figsize=(6.5 * len(columns) + 1, 4.5), squeeze=False)
     palette = _palette(order)
-    for act in order:
-        part = data[data["activation"] == act]
-        if part.empty:
-            continue
-        ax.plot(part["epoch"], part["mean"], label=act, color=palette[act])
-        ax.fill_between(part["epoch"], part["ci_low"], part["ci_high"], color=palette[act], alpha=0.15)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(label(column))
-    finite = data["mean"][np.isfinite(data["mean"])]
-    if len(finite):
-        ax.set_ylim(finite.min() - 1, np.quantile(finite, 0.9) + 2)
-    ax.legend(ncol=2, fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
-    ax.set_title(title)
+    for ax, column in zip(axes[0], columns):
+        data = curves_data(epochs, column)
+        for act in order:
+            part = data[data["activation"] == act]
+            if part.empty:
+                continue
+            ax.plot(part["epoch"], part["mean"], label=act, color=palette[act])
+            ax.fill_between(part["epoch"], part["ci_low"], part["ci_high"], color=palette[act], alpha=0.15)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label(column))
+        finite = data["mean"][np.isfinite(data["mean"])]
+        if len(finite) and len(columns) == 1:
+            ax.set_ylim(finite.min() - 1, np.quantile(finite, 0.9) + 2)
+    axes[0][-1].legend(ncol=2, fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.suptitle(title)
     return _save(fig, path)
 
 
@@ -159,7 +181,8 @@ def rate_distortion(runs: pd.DataFrame, order: list[str], path: Path) -> Path:
             line = part[part["activation"] == act]
             if line.empty:
                 continue
-            ax.plot(line["test_kl"], line["test_recon"], color=pal[act], lw=1.2, label=act)
+            if len(line) > 1:  # a line only where there is more than one point to join
+                ax.plot(line["test_kl"], line["test_recon"], color=pal[act], lw=1.2, label=act)
             for _, r in line.iterrows():
                 ax.scatter(r["test_kl"], r["test_recon"], color=pal[act], s=22,
                            marker=markers.get(r["kl_weight"], "o"), zorder=3)
@@ -168,7 +191,10 @@ def rate_distortion(runs: pd.DataFrame, order: list[str], path: Path) -> Path:
         xs = np.linspace(lo, part["test_kl"].max(), 2)
         for elbo in np.quantile(part["test_kl"] + part["test_recon"], [0.1, 0.5, 0.9]):
             ax.plot(xs, elbo - xs, color="0.75", lw=0.8, ls=":", zorder=0)  # equal-ELBO lines
-        ax.set_ylim(part["test_recon"].min() - 0.03 * span, part["test_recon"].max() + 0.03 * span)
+        pad_y = max(0.08 * float(np.ptp(part["test_recon"])), 0.01 * span, 0.5)
+        pad_x = max(0.08 * float(np.ptp(part["test_kl"])), 0.5)
+        ax.set_ylim(part["test_recon"].min() - pad_y, part["test_recon"].max() + pad_y)
+        ax.set_xlim(part["test_kl"].min() - pad_x, part["test_kl"].max() + pad_x)
         ax.set_title(f"latent_dim = {latent}")
         ax.set_xlabel("rate: test KL (nats/image)")
         ax.set_ylabel("distortion: test reconstruction (nats/image)")
@@ -176,8 +202,9 @@ def rate_distortion(runs: pd.DataFrame, order: list[str], path: Path) -> Path:
     handles += [plt.Line2D([], [], color="0.3", marker=markers[b], ls="", label=f"kl_weight {b:g}")
                 for b in betas]
     axes[0][-1].legend(handles=handles, fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
-    fig.suptitle("Rate–distortion: one line per activation across kl_weight "
-                 "(dotted: equal −ELBO)", y=1.02)
+    fig.suptitle("Rate–distortion: " + ("one line per activation across kl_weight" if len(betas) > 1
+                                         else f"each activation at kl_weight {betas[0]:g}")
+                 + " (dotted: equal −ELBO)", y=1.02)
     return _save(fig, path)
 
 
@@ -208,9 +235,10 @@ def collapse(runs: pd.DataFrame, order: list[str], path: Path) -> Path:
                 err = np.vstack([line["mean"] - line["ci_low"], line["ci_high"] - line["mean"]])
                 err = np.where(np.isfinite(err), err, 0.0)
                 ax.errorbar(line["kl_weight"], line["mean"], yerr=err, color=pal[act], marker="o",
-                            ms=3.5, lw=1.1, capsize=2, label=act)
+                            ms=3.5, lw=1.1 if len(line) > 1 else 0, capsize=2, label=act)
             ax.set_xscale("log")
             betas = sorted(part["kl_weight"].unique())
+            ax.set_xlim(min(betas) / 1.6, max(betas) * 1.6)  # a lone value sits in the middle
             ax.set_xticks(betas, [f"{b:g}" for b in betas])
             ax.minorticks_off()
             if measure == "active_units":
@@ -358,14 +386,42 @@ def cd_diagram(comparison, path: Path) -> Path:
     return _save(fig, path)
 
 
-def cost_data(runs: pd.DataFrame, activation_ns: dict[str, float]) -> pd.DataFrame:
-    """Per activation: mean train seconds per member (its share of its cohort's wall time)
-    and the measured forward + backward time of the activation itself (ns per element)."""
-    secs = runs[runs["status"] == "ok"].groupby("activation")["train_seconds"].mean()
+def interaction_data(slices: list[tuple[object, pd.Series]]) -> pd.DataFrame:
+    """Average rank of each activation in each slice of one axis (long form)."""
+    return pd.DataFrame([{"value": v, "activation": a, "avg_rank": r}
+                         for v, ranks in slices for a, r in ranks.items()])
+
+
+def interaction(data: pd.DataFrame, axis: str, order: list[str], title: str, path: Path) -> Path:
+    """Average rank per slice, one line per activation: crossing lines are an interaction."""
+    values = sorted(data["value"].unique())
+    x = {v: i for i, v in enumerate(values)}
+    pal = _palette(order)
+    fig, ax = plt.subplots(figsize=(1.6 * len(values) + 4.5, 4.2))
+    for act in order:
+        line = data[data["activation"] == act].sort_values("value")
+        if len(line):
+            ax.plot([x[v] for v in line["value"]], line["avg_rank"], marker="o", color=pal[act], label=act)
+    ax.set_xticks(range(len(values)), [f"{v:g}" if isinstance(v, float) else str(v) for v in values])
+    ax.set_xlim(-0.4, len(values) - 0.6)
+    ax.invert_yaxis()
+    ax.set_xlabel(axis)
+    ax.set_ylabel("average rank in matched blocks (1 = best)")
+    ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def cost_data(runs: pd.DataFrame, activation_cost: dict) -> pd.DataFrame:
+    """Per activation: the measured forward + backward time of the activation itself, ns per
+    element: median and its 25th and 75th percentiles over repeated samples (an older store's
+    single number stands for all three)."""
     acts = sorted(set(runs["activation"]))
-    return pd.DataFrame({"activation": acts,
-                         "train_seconds": [float(secs.get(a, np.nan)) for a in acts],
-                         "ns_per_element": [float(activation_ns.get(a, np.nan)) for a in acts]})
+    def part(a, key):
+        v = activation_cost.get(a, np.nan)
+        return float(v.get(key, np.nan)) if isinstance(v, dict) else float(v)
+    return pd.DataFrame({"activation": acts, "ns_per_element": [part(a, "median") for a in acts],
+                         "q25": [part(a, "q25") for a in acts], "q75": [part(a, "q75") for a in acts]})
 
 
 def cost(cost: pd.DataFrame, order: list[str], path: Path) -> Path:
@@ -373,12 +429,13 @@ def cost(cost: pd.DataFrame, order: list[str], path: Path) -> Path:
     data = cost.set_index("activation").reindex(order).reset_index()
     fig, ax = plt.subplots(figsize=(7, 0.34 * len(order) + 1.5))
     y = np.arange(len(data))
-    ax.barh(y, data["ns_per_element"], color="#c9a66b")
+    err = np.vstack([data["ns_per_element"] - data["q25"], data["q75"] - data["ns_per_element"]])
+    ax.barh(y, data["ns_per_element"], xerr=np.where(np.isfinite(err), err, 0), color="#c9a66b", capsize=2)
     for yi, v in enumerate(data["ns_per_element"]):
         ax.text(v, yi, f" {v:.2f}", va="center", fontsize=8)
     ax.set_yticks(y, data["activation"])
     ax.invert_yaxis()
-    ax.set_xlabel("activation forward + backward, ns per element (measured on the training device)")
+    ax.set_xlabel("activation forward + backward, ns per element: median, bar 25th–75th percentile")
     ax.set_title("Cost of each activation itself (the matmuls cost the same for all)", fontsize=10)
     return _save(fig, path)
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 def verdict_sentence(ctx: Context) -> str | None:
     """The generated sentence, when both arms could be compared."""
-    fixed, tuned = (ctx.arms.get(a) for a in ARMS)
+    fixed, tuned = (getattr(ctx.stratum(arm=a), "comparison", None) for a in ARMS)
     return stats.verdict(fixed, tuned)[1] if fixed is not None and tuned is not None else None
 
 
@@ -64,11 +64,10 @@ def side_by_side(ctx: Context) -> pd.DataFrame:
     """Per activation: each arm's mean [CI] over seeds and its average rank, and the change."""
     columns: dict[str, dict] = {}
     for arm in ARMS:
-        part = ctx.runs[ctx.runs["arm"] == arm]
-        if (part["status"] == "ok").any():
-            rank = stats.ranking(part, ctx.metric, ctx.maximize).set_index("activation")
-            c = ctx.arms.get(arm)
-            columns[arm] = {a: (rank.loc[a], None if c is None else c.avg_ranks.get(a)) for a in rank.index}
+        s = ctx.stratum(arm=arm)
+        if s is not None and s.ranking is not None:
+            rank = s.ranking.set_index("activation")
+            columns[arm] = {a: (rank.loc[a], rank.loc[a, "avg_rank"]) for a in rank.index}
     if len(columns) < 2:
         return pd.DataFrame()
     acts = [a for a in ctx.order if all(a in col for col in columns.values())]

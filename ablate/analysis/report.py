@@ -15,13 +15,14 @@ from typing import Callable
 import optuna
 import pandas as pd
 
-from ablate.analysis import families, plots, protocol, search, sections, stats
+from ablate.analysis import families, plots, protocol, search, sections
+from ablate.analysis import strata as strata_
 from ablate.analysis.document import Doc
 from ablate.analysis.tables import (cell_axes, epochs_frame, pair_contenders, runs_frame, trials_frame,
                                    tuning_frame, write_csv)
 from ablate.metrics import maximize as maximized
 from ablate.store import Backend, open_store
-from ablate.study import ARMS, Study
+from ablate.study import Study
 
 
 @dataclass
@@ -46,17 +47,23 @@ class Context:
     baseline: str | None
     """report.baseline when the runs have it."""
     order: list[str]
-    """Activations best first by mean metric (empty until a member finished)."""
-    comparison: stats.Comparison | None = None
-    per_axis: list[tuple[str, object, stats.Comparison]] = field(default_factory=list)
-    """(axis, value, the tests within that value) for every axis with several values."""
-    ranking: pd.DataFrame | None = None
+    """Activations in the first stratum's ranking order (then any others): the order every
+    figure and table that shows several strata side by side uses."""
+    strata: list[strata_.Stratum] = field(default_factory=list)
+    """What may be compared, each with its ranking, tests, slices and interactions."""
     health: pd.DataFrame | None = None
     cost: pd.DataFrame | None = None
-    arms: dict[str, stats.Comparison | None] = field(default_factory=dict)
-    """The tuned protocol: each arm's own comparison over its matched blocks."""
     tuning: pd.DataFrame = field(default_factory=pd.DataFrame)
     """The tuned protocol's tuning trials (tuning.csv)."""
+
+    @property
+    def stratified(self) -> bool:
+        """Whether the study has several strata (each section then speaks of each apart)."""
+        return len(self.strata) > 1
+
+    def stratum(self, **key) -> strata_.Stratum | None:
+        """The stratum with these axis values (e.g. arm="tuned"), if any."""
+        return next((s for s in self.strata if all(s.key.get(k) == v for k, v in key.items())), None)
 
     @property
     def ok(self) -> pd.DataFrame:
@@ -96,22 +103,19 @@ def build_context(study: Study, out_dir: Path) -> Context:
                   maximize=maximize, cells=cells,
                   baseline=next((b for b in (study.baseline, f"{study.baseline}→{study.baseline}")
                                  if b in set(runs["activation"])), None),
-                  order=plots.activation_order(runs, metric, maximize) if not ok.empty else [],
-                  tuning=tuning)
+                  order=[], tuning=tuning)
     if ok.empty:
         return ctx
-    ctx.ranking = stats.ranking(runs, metric, maximize)
+    ctx.strata = strata_.split(runs, epochs, cells, metric, maximize, ctx.baseline, study.rope,
+                               grid=study.search.is_grid)
+    first = ctx.strata[0].order if ctx.strata else []
+    ctx.order = first + [a for a in plots.activation_order(runs, metric, maximize) if a not in first]
     ctx.health = plots.health_data(runs)
     ctx.cost = plots.cost_data(runs, ctx.info.get("activation_cost", {}))
-    if study.search.is_grid:  # a search has no matched blocks to test (see search.py)
-        ctx.comparison = stats.compare(runs, metric, ctx.cells, maximize, ctx.baseline)
-        ctx.per_axis = [(axis, v, c) for axis in ctx.cells for v in sorted(runs[axis].unique())
-                        if runs[axis].nunique() > 1
-                        and (c := stats.compare(runs[runs[axis] == v], metric, ctx.cells, maximize,
-                                                ctx.baseline)) is not None]
-    if study.protocol:
-        ctx.arms = {arm: stats.compare(runs[runs["arm"] == arm], metric, [c for c in cells if c != "arm"],
-                                       maximize, ctx.baseline) for arm in ARMS}
+    for frame, name in ((strata_.ranking_table(ctx.strata), "ranking.csv"),
+                        (strata_.comparisons_table(ctx.strata), "comparisons.csv"),
+                        (strata_.interactions_table(ctx.strata), "interactions.csv")):
+        write_csv(frame, out_dir / name)
     return ctx
 
 

@@ -148,7 +148,7 @@ def _best(ctx: Context) -> None:
     top = done.head(10)
     reported = twin_on_test(objective)
     doc.para(f"The ten best complete trials by mean {label(objective)} over seeds, "
-             "with a 95% bootstrap confidence interval over the seeds"
+             "with a 95% Student-t interval over the seeds"
              + (f"; {reported} is the same members' mean on the test split." if reported != objective else "."))
     view = _trial_view(top, keys, objective).assign(seeds=top["seeds_ok"].values)
     if reported != objective:

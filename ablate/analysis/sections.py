@@ -17,6 +17,7 @@ import pandas as pd
 
 from ablate.activations import ACTIVATIONS
 from ablate.analysis import plots, protocol, stats
+from ablate.analysis import strata as strata_
 from ablate.analysis.document import ci, fmt, upper, where
 from ablate.metrics import METRICS, label
 from ablate.quality import QUALITY_SAMPLES
@@ -27,42 +28,145 @@ if TYPE_CHECKING:
 
 
 def grid_summary(ctx: Context) -> None:
-    """A grid's summary: what finished, the means, and the claims the matched tests allow."""
+    """A grid's summary: what finished, then for each stratum whether the answer changes along
+    an axis, the ranking's head, the claims its tests allow, what more seeds would tell, the
+    scale of a trivial model and which configurations had not converged."""
     doc, runs, metric = ctx.doc, ctx.runs, ctx.metric
     doc.heading("Summary")
     total = len(ctx.study.points()) * len(ctx.study.seeds) * (2 if ctx.study.protocol else 1)
     n_failed = int((runs["status"] == "failed").sum())
+    apart = (f" Activations are compared only within a stratum (one {', one '.join(ctx.strata[0].key)}); "
+             "no number is pooled across strata." if ctx.stratified else "")
     doc.para(f"{len(runs)} of {total} members finished ({len(ctx.ok)} trained to the end, "
              f"{n_failed} failed). Metric: {label(metric)}, {METRICS[metric].better} is better, "
-             f"{split_of(ctx, metric)}; intervals are 95% bootstrap confidence intervals over "
-             "seeds; tests are paired over matched blocks (one block = one cell and seed, where "
-             "every activation saw the same data order and noise) at α = "
-             f"{stats.ALPHA:g}.")
+             f"{split_of(ctx, metric)}; intervals are 95% Student-t intervals over seeds (n "
+             "shown); tests are paired over matched blocks (one block = one cell and seed, where "
+             f"every activation saw the same data order and noise) at α = {stats.ALPHA:g}." + apart)
     failure_reasons(ctx)
-    if ctx.ranking is not None:
-        rank = ctx.ranking
-        best = rank.iloc[0]
-        sentence = (f"{'Highest' if ctx.maximize else 'Lowest'} mean over all cells"
-                    f"{' (both arms)' if ctx.study.protocol else ''}: "
-                    f"{best['activation']}, {ci(best)}")
-        if ctx.baseline and ctx.baseline != best["activation"] and ctx.baseline in set(rank["activation"]):
-            b = rank[rank["activation"] == ctx.baseline].iloc[0]
-            sentence += f"; the baseline {ctx.baseline}: {ci(b)}"
-        doc.para(sentence + ". Means weigh large differences; the tests below count which "
-                 "activation wins in each matched block.")
     if ctx.study.protocol and (sentence := protocol.verdict_sentence(ctx)):
         doc.para(f"Does the verdict survive tuning? {sentence} (Both arms on the test split; "
                  "each activation was tuned on the validation split.)")
-    if ctx.comparison is not None:
-        doc.bullets([upper(s) for s in stats.claims(ctx.comparison, "Overall")])
-        axis_claims = [t for axis, v, c in ctx.per_axis
-                       for t in stats.claims(c, "At " + where(axis, v))[:1]]
-        if axis_claims:
-            doc.para("Does the answer change along the axes? The same tests within each value:")
-            doc.bullets(axis_claims)
-    elif len(ctx.ok):  # (with none, failure_reasons said why)
+    for s in ctx.strata:
+        if ctx.stratified:
+            doc.heading(upper(s.label), 3)
+        _stratum_summary(ctx, s)
+    if ctx.strata and all(s.comparison is None for s in ctx.strata) and len(ctx.ok):
         doc.para("Too few finished members for a statistical comparison (at least two "
                  "activations with two matched blocks are needed).")
+
+
+def _stratum_summary(ctx: Context, s) -> None:
+    doc, c = ctx.doc, s.comparison
+    if s.interactions:  # the question the study exists for comes first
+        doc.para("Does the answer change along the axes? " + " ".join(i.sentence() for i in s.interactions)
+                 + "".join(f" {t}" for t in _trivial_slices(ctx, s)))
+    if s.ranking is not None and len(s.ranking):
+        doc.para(_head_sentence(ctx, s))
+    if c is not None:
+        doc.bullets([upper(t) for t in stats.claims(c)] + _power_sentences(s))
+    if (scale := _scale_sentence(ctx, s)):
+        doc.para(scale)
+    if (late := _convergence_sentence(ctx, s)):
+        doc.para(late)
+
+
+def _head_sentence(ctx: Context, s) -> str:
+    """The ranking's first entry (and the baseline's), by the tests' statistic, mean beside it."""
+    top = s.ranking.iloc[0]
+    by = (f"best average rank over {s.comparison.n_blocks} matched blocks" if s.comparison is not None
+          else f"{'highest' if s.maximize else 'lowest'} mean")
+    text = (f"Ranked by {by}: {top['activation']}"
+            + (f" (average rank {top['avg_rank']:.2f})" if np.isfinite(top["avg_rank"]) else "")
+            + f", mean {ci(top)} (n = {int(top['n'])} seeds)")
+    base = s.ranking[s.ranking["activation"] == ctx.baseline]
+    if ctx.baseline and ctx.baseline != top["activation"] and len(base):
+        b = base.iloc[0]
+        text += (f"; the baseline {ctx.baseline}"
+                 + (f" (average rank {b['avg_rank']:.2f})" if np.isfinite(b["avg_rank"]) else "")
+                 + f", mean {ci(b)}")
+    return text + "."
+
+
+def _power_sentences(s) -> list[str]:
+    """When the top two are not told apart: how many matched blocks (and seeds) it would take
+    at their observed paired spread."""
+    c = s.comparison
+    if len(c.avg_ranks) < 2:
+        return []
+    a, b = c.avg_ranks.index[:2]
+    row = c.versus[c.versus["activation"].isin([a, b])]
+    if c.separable and len(c.top_group) == 1:
+        return []
+    if len(row) and (row["verdict"].isin(["better", "worse"])).any():
+        return []
+    need = stats.blocks_to_separate(c, a, b, c.alpha)
+    if need is None:
+        return [f"{a} and {b} score the same in every matched block."]
+    cells = max(1, c.n_blocks // max(1, c.wide.index.get_level_values("seed").nunique()))
+    seeds = int(np.ceil(need / cells))
+    return [f"Telling {a} and {b} apart at their observed paired spread would take about {need} "
+            f"matched blocks (a paired t-test at 80% power), i.e. about {seeds} seeds per cell "
+            f"over the {cells} cell{'s' if cells > 1 else ''} (now {c.n_blocks} blocks)."]
+
+
+TRIVIAL_SCALE = ("test_nll", "test_nelbo", "test_recon", "val_nll", "val_nelbo", "val_recon")
+"""Metrics in nats per image on which a trivial model's NLL gives a scale."""
+
+
+def _scale_sentence(ctx: Context, s) -> str | None:
+    """The NLL of independent pixels at their training means beside the best mean."""
+    value = _trivial_of(ctx, s)
+    if value is None or s.ranking is None or not len(s.ranking):
+        return None
+    best = s.ranking.iloc[0]
+    return (f"For scale: a trivial model, independent pixels at their training means, scores "
+            f"{value:.2f} nats/image on the test split; the best here, {best['activation']}, "
+            f"{best['mean']:.2f} ({value - best['mean']:.2f} nats better).")
+
+
+def _trivial_of(ctx: Context, s) -> float | None:
+    """The trivial model's NLL for the stratum's likelihood, when its metric is on that scale."""
+    trivial = ctx.info.get("data", {}).get("trivial_nll")
+    if not isinstance(trivial, dict) or s.metric not in TRIVIAL_SCALE or "likelihood" not in s.runs:
+        return None
+    likelihoods = set(s.runs["likelihood"].dropna())
+    return trivial.get(likelihoods.pop()) if len(likelihoods) == 1 else None
+
+
+def _trivial_slices(ctx: Context, s) -> list[str]:
+    """Slices in which no activation beats the trivial model by more than the ROPE: their
+    models collapsed, and a ranking there compares failures."""
+    trivial = _trivial_of(ctx, s)
+    if trivial is None:
+        return []
+    out = []
+    for axis, v, _ in s.slices:
+        means = s.ok[s.ok[axis] == v].groupby("activation")[s.metric].mean()
+        if len(means) and trivial - means.min() <= s.rope:
+            out.append(f"At {where(axis, v)} no activation beats the trivial model (independent "
+                       f"pixels, {trivial:.2f} nats) by more than ±{s.rope:g} (best "
+                       f"{means.idxmin()}, {means.min():.2f}): every model there is as good as "
+                       "collapsed, and its ranking compares failures.")
+    return out
+
+
+def _convergence_sentence(ctx: Context, s) -> str | None:
+    """The configurations still improving at the last epoch, by activation."""
+    keys = [k for k in s.cells if k in s.epochs]
+    column = plots.curve_column(s.epochs) if not s.epochs.empty else None
+    late = strata_.convergence(s, column, keys) if column else pd.DataFrame()
+    if late.empty:
+        return None
+    cells = max(1, len(s.runs.drop_duplicates(keys)) if keys else 1)
+    by_act = late.groupby("activation", sort=False)
+    names = [f"{act} ({len(g)} of {cells} cell{'s' if cells > 1 else ''}"
+             + (": " + "; ".join(", ".join(where(k, r[k]) for k in keys) for _, r in g.iterrows())
+                if keys and len(g) <= 2 else "") + ")"
+             for act, g in by_act]
+    return (f"Not converged: {len(late)} configuration{'s' if len(late) > 1 else ''} still "
+            f"improved their {label(column)} over the last quarter of training by more than "
+            f"the seeds' spread — {', '.join(names)}. Train longer (train.epochs) before "
+            "trusting the ranking of these.")
 
 
 def failure_reasons(ctx: Context) -> None:
@@ -104,6 +208,8 @@ def setup(ctx: Context) -> None:
              f"{pixels} pixels. {model_sentence(study)} "
              f"Device: {info.get('device', '?')}. Seeds: {', '.join(map(str, study.seeds))}. "
              + (f"Wall time of the study: {wall / 60:.1f} min." if wall else ""))
+    if (warning := design_warning(ctx)):
+        doc.para(warning)
     if env:
         doc.table(pd.DataFrame({"component": list(env), "version": list(env.values())}))
     if not ctx.runs.empty:
@@ -116,6 +222,28 @@ def setup(ctx: Context) -> None:
         doc.para("Values set on the command line over the study file's (the YAML below is "
                  "the file with them applied): " + ", ".join(f"`--set {o}`" for o in overrides) + ".")
     doc.code(study.source)
+
+
+def design_warning(ctx: Context) -> str | None:
+    """When a stratum's design cannot reach α against the baseline however large the
+    differences: say so, and how many matched blocks (and seeds) it would need."""
+    parts = []
+    for s in ctx.strata:
+        c = s.comparison
+        if c is None or c.versus.empty or c.versus["decidable"].any():
+            continue
+        need = int(c.versus["needs_blocks"].iloc[0])
+        seeds = c.wide.index.get_level_values("seed").nunique()
+        cells = max(1, c.n_blocks // max(1, seeds))
+        parts.append(f"{s.label + ': ' if s.key else ''}with {c.n_blocks} matched blocks and "
+                     f"{len(c.versus)} comparisons against {c.baseline}, the smallest Holm-adjusted "
+                     f"p an exact Wilcoxon test can reach is {c.versus['min_p'].min():.2g} > α = "
+                     f"{c.alpha:g}, so no activation can be shown better or worse than the "
+                     f"baseline; that needs ≥ {need} blocks (≥ {int(np.ceil(need / cells))} seeds "
+                     f"over {cells} cell{'s' if cells > 1 else ''})")
+    if not parts:
+        return None
+    return "Warning — the design cannot reach α. " + "; ".join(parts) + "."
 
 
 def model_sentence(study) -> str:
@@ -157,80 +285,148 @@ def inits(ctx: Context) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def slug(s) -> str:
+    """A stratum's suffix for figure file names: '' for a study's only stratum."""
+    return "".join(f"_{k}-{v}" for k, v in s.key.items()) if s.key else ""
+
+
+def each_stratum(ctx: Context):
+    """The strata a section speaks of, each under its own heading when there are several."""
+    for s in ctx.strata:
+        if ctx.stratified:
+            ctx.doc.heading(upper(s.label), 3)
+        yield s
+
+
 def results(ctx: Context) -> None:
-    """The ranking table and the figures of the metric across the grid's axes."""
-    if ctx.ranking is None:
+    """Per stratum: the ranking table and the figures of the metric across its axes."""
+    if not any(s.ranking is not None for s in ctx.strata):
         return
-    doc, metric, c, order, figs = ctx.doc, ctx.metric, ctx.comparison, ctx.order, ctx.fig_dir
+    doc, metric = ctx.doc, ctx.metric
     doc.heading("Results")
-    view = ctx.ranking.assign(**{metric: ctx.ranking.apply(ci, axis=1)})
-    if c is not None:
-        view["avg_rank"] = view["activation"].map(c.avg_ranks).map(lambda v: f"{v:.2f}")
-    cols = ["rank", "activation", metric] + (["avg_rank"] if c is not None else []) + ["n", "failed"]
-    doc.para("Each activation's metric averaged over every cell, then mean and 95% CI over "
-             "seeds; avg_rank is its average rank within matched blocks (1 = best).")
-    doc.table(view[cols].rename(columns={"n": "seeds"}))
-    # the tuned protocol: arms apart; several families: families apart (kl_weight is a vae's)
-    split = ("arm" if ctx.study.protocol else "family"
-             if ctx.runs["family"].nunique() > 1 or ctx.runs["kl_weight"].isna().all() else "kl_weight")
-    ctx.figure(plots.boxes(ctx.runs, metric, order, figs / "ranking.png", hue=split),
-               f"{label(metric)} of every member (box over cells and seeds, points "
-               f"coloured by {split}), activations ordered by mean, one panel per latent_dim.")
-    ctx.figure(plots.heatmaps(ctx.runs, metric, order, figs / "heatmap.png", facet=split),
-               f"Mean {label(metric)} per activation and latent_dim, one panel per {split}.")
-    if not ctx.epochs.empty:
-        ctx.figure(plots.curves(ctx.epochs, order, figs / "curves.png"),
-                   f"{upper(label(plots.curve_column(ctx.epochs)))} per epoch, mean over "
+    doc.para("Each activation's metric averaged over the cells of its stratum, then mean and 95% "
+             "Student-t interval over seeds (n seeds); rank and avg_rank are the tests' ranking, "
+             "the average rank within matched blocks (1 = best).")
+    for s in each_stratum(ctx):
+        if s.ranking is None:
+            continue
+        view = s.ranking.assign(**{metric: s.ranking.apply(ci, axis=1),
+                                   "avg_rank": s.ranking["avg_rank"].map(lambda v: fmt(v, 2))})
+        doc.table(view[["rank", "activation", metric, "n", "avg_rank", "failed"]].rename(columns={"n": "seeds"}))
+        _stratum_figures(ctx, s)
+
+
+def _stratum_figures(ctx: Context, s) -> None:
+    figs, metric, order, tag = ctx.fig_dir, ctx.metric, s.order, slug(s)
+    axes = plots.varied(s.runs, s.cells)
+    panel = "latent_dim" if "latent_dim" in axes else None
+    hue = next((a for a in axes if a != panel), None)
+    ctx.figure(plots.boxes(s.runs, metric, order, figs / f"ranking{tag}.png", panel=panel, hue=hue),
+               f"{label(metric)} of every member{_of(s)} (a box over its cells and seeds"
+               + (f", points coloured by {hue}" if hue else "") + "), activations in ranking order"
+               + (f", one panel per {panel}." if panel else "."))
+    if axes:
+        cols, facet = axes[0], (axes[1] if len(axes) > 1 else None)
+        ctx.figure(plots.heatmaps(s.runs, metric, order, figs / f"heatmap{tag}.png", cols, facet),
+                   f"Mean {label(metric)}{_of(s)} per activation and {cols}"
+                   + (f", one panel per {facet}." if facet else "."))
+    if not s.epochs.empty:
+        columns = plots.curve_columns(s.epochs)
+        ctx.figure(plots.curves(s.epochs, order, figs / f"curves{tag}.png"),
+                   f"{' and '.join(upper(label(c)) for c in columns)}{_of(s)} per epoch, mean over "
                    "cells and seeds with a 95% CI band.")
-    if ctx.runs["test_kl"].notna().any():
-        ctx.figure(plots.rate_distortion(ctx.runs, order, figs / "rate_distortion.png"),
+    if s.runs["test_kl"].notna().any():
+        ctx.figure(plots.rate_distortion(s.runs, order, figs / f"rate_distortion{tag}.png"),
                    "Rate–distortion plane (Alemi et al. 2018): mean test KL (rate) against mean "
-                   "test reconstruction (distortion) per kl_weight. Models on one dotted line "
-                   "have equal −ELBO but trade rate for distortion differently.")
+                   "test reconstruction (distortion)"
+                   + (" per kl_weight" if s.runs["kl_weight"].nunique() > 1 else "")
+                   + ". Models on one dotted line have equal −ELBO but trade rate for distortion "
+                   "differently.")
+
+
+def _of(s) -> str:
+    return f" ({s.label})" if s.key else ""
 
 
 def statistics(ctx: Context) -> None:
-    """Friedman test and CD diagram, Wilcoxon tests against the baseline, and per axis value."""
-    c, doc = ctx.comparison, ctx.doc
-    if c is None:
+    """Per stratum: Friedman and CD diagram; each activation against the baseline (paired
+    difference, exact Wilcoxon–Holm, what the design can reach, Bayesian probabilities); each
+    slice; and whether the ranking changes along each axis."""
+    if not any(s.comparison is not None for s in ctx.strata):
         return
-    doc.heading("Statistics")
+    ctx.doc.heading("Statistics")
+    for s in each_stratum(ctx):
+        if s.comparison is not None:
+            _stratum_statistics(ctx, s)
+
+
+def _stratum_statistics(ctx: Context, s) -> None:
+    c, doc, tag = s.comparison, ctx.doc, slug(s)
     if len(c.avg_ranks) >= 3:
+        power = ("" if c.friedman_decidable else
+                 f" With {c.n_blocks} blocks the smallest p this test can reach is "
+                 f"{c.friedman_min_p:.2g}, above α: it cannot separate anything.")
         doc.para(f"Friedman test over {c.n_blocks} matched blocks and {len(c.avg_ranks)} "
                  f"activations: χ² = {c.friedman_stat:.1f}, p = {c.friedman_p:.2g}. Nemenyi "
                  f"critical difference of average ranks: {c.cd:.2f}. Top group (not separable "
-                 f"from the best): {', '.join(c.top_group)}.")
-        ctx.figure(plots.cd_diagram(c, ctx.fig_dir / "cd_diagram.png"),
-                   "Critical difference diagram: average ranks over matched blocks; a bar "
+                 f"from the best): {', '.join(c.top_group)}." + power)
+        ctx.figure(plots.cd_diagram(c, ctx.fig_dir / f"cd_diagram{tag}.png"),
+                   f"Critical difference diagram{_of(s)}: average ranks over matched blocks; a bar "
                    "joins activations whose ranks differ by less than the Nemenyi CD.")
     if not c.versus.empty:
-        v = c.versus
-        doc.para(f"Each activation against the baseline {ctx.baseline}: paired Wilcoxon "
-                 "signed-rank test over matched blocks, Holm-corrected across activations. "
-                 f"median_diff is the median of (activation − {ctx.baseline}) in {label(ctx.metric)}; "
-                 "effect_r is the matched-pairs rank-biserial correlation, from −1 (always worse) "
-                 "to +1 (always better).")
-        doc.table(pd.DataFrame({
-            "activation": v["activation"], "pairs": v["n_pairs"],
-            "median_diff": v["median_diff"].map(lambda x: fmt(x, 3)),
-            "effect_r": v["effect_r"].map(lambda x: f"{x:+.2f}"),
-            "p": v["p"].map(lambda x: f"{x:.2g}"), "p_holm": v["p_holm"].map(lambda x: f"{x:.2g}"),
-            "verdict": v["verdict"]}))
-    if ctx.per_axis:
-        doc.heading("Per axis", 3)
-        doc.table(pd.DataFrame([_axis_row(ctx.baseline, axis, val, c) for axis, val, c in ctx.per_axis]))
+        doc.para(f"Each activation against the baseline {ctx.baseline}: diff is the mean over "
+                 f"matched blocks of (activation − {ctx.baseline}) in {label(ctx.metric)} with its "
+                 "95% t-interval; p is the exact Wilcoxon signed-rank test, p_holm Holm-corrected "
+                 "across activations, and min_p the smallest p_holm these blocks can reach (when "
+                 "it exceeds α the verdict is \"cannot tell\", never \"no difference\"). "
+                 f"P(better / equivalent / worse) are the Bayesian signed-rank test's (Benavoli "
+                 f"et al. 2017) with a region of practical equivalence of ±{s.rope:g}.")
+        doc.table(versus_view(c.versus))
+    _slices(ctx, s)
+
+
+def versus_view(v: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "activation": v["activation"], "blocks": v["n_blocks"],
+        "diff [95% CI]": [f"{fmt(d, 3)} [{fmt(lo, 3)}, {fmt(hi, 3)}]"
+                          for d, lo, hi in zip(v["diff"], v["diff_low"], v["diff_high"])],
+        "p": v["p"].map(lambda x: f"{x:.2g}"), "p_holm": v["p_holm"].map(lambda x: f"{x:.2g}"),
+        "min_p": v["min_p"].map(lambda x: f"{x:.2g}"),
+        "P(better / equiv. / worse)": [f"{b:.2f} / {e:.2f} / {w:.2f}" for b, e, w in
+                                       zip(v["p_better"], v["p_equivalent"], v["p_worse"])],
+        "verdict": v["verdict"]})
+
+
+def _slices(ctx: Context, s) -> None:
+    """Each slice's tests side by side, then the interaction of each axis with its figure."""
+    if not s.slices:
+        return
+    ctx.doc.heading(f"Per slice{_of(s)}", 4 if ctx.stratified else 3)
+    ctx.doc.table(pd.DataFrame([_axis_row(ctx.baseline, axis, val, c) for axis, val, c in s.slices]))
+    for i in s.interactions:
+        ctx.doc.para(i.sentence() + f" The test permutes the {i.axis} labels of the matched blocks "
+                     f"within each of the {i.n_groups} groups that share every other cell and the "
+                     "seed, and compares the spread of the slices' mean rank profiles.")
+        data = plots.interaction_data([(v, c.avg_ranks) for a, v, c in s.slices if a == i.axis])
+        ctx.figure(plots.interaction(data, i.axis, s.order, f"Average rank per {i.axis}{_of(s)}: "
+                                     "crossing lines mean the best activation changes",
+                                     ctx.fig_dir / f"interaction_{i.axis}{slug(s)}.png"),
+                   f"Average rank of each activation within the matched blocks of each {i.axis} "
+                   f"(interaction p = {i.p:.2g}).")
 
 
 def _axis_row(baseline: str | None, axis: str, value, c: stats.Comparison) -> dict:
-    def verdicts(verdict: str) -> str:
-        names = [] if c.versus.empty else list(c.versus.loc[c.versus["verdict"] == verdict, "activation"])
+    def verdicts(kind: str) -> str:
+        names = [] if c.versus.empty else list(c.versus.loc[c.versus["verdict"].str.startswith(kind), "activation"])
         return ", ".join(names) or "–"
 
-    return {"slice": where(axis, value), "blocks": c.n_blocks,
-            "friedman_p": f"{c.friedman_p:.2g}" if math.isfinite(c.friedman_p) else "–",
+    friedman = (f"{c.friedman_p:.2g}" if math.isfinite(c.friedman_p) else "–") + \
+        ("" if c.friedman_decidable or not math.isfinite(c.friedman_p) else " (cannot reach α)")
+    return {"slice": where(axis, value), "blocks": c.n_blocks, "friedman_p": friedman,
             "best (avg rank)": f"{c.avg_ranks.index[0]} ({c.avg_ranks.iloc[0]:.2f})",
-            "top group": ", ".join(c.top_group),
-            f"better than {baseline}": verdicts("better"), f"worse than {baseline}": verdicts("worse")}
+            "top group": ", ".join(c.top_group) if c.separable else "not separable",
+            f"better than {baseline}": verdicts("better"), f"worse than {baseline}": verdicts("worse"),
+            "cannot tell": verdicts("cannot tell")}
 
 
 QUALITY = ("fid", "kid", "precision", "recall", "class_coverage")
@@ -238,7 +434,7 @@ QUALITY = ("fid", "kid", "precision", "recall", "class_coverage")
 
 def sample_quality(ctx: Context) -> None:
     """FID, KID, precision / recall and class coverage of each activation's samples, in the
-    feature space of the dataset's classifier."""
+    feature space of the dataset's classifier, per stratum of a generative family."""
     runs = ctx.ok
     if runs.empty or not (runs["family"].isin(METRICS["fid"].families)).any():
         return
@@ -250,16 +446,19 @@ def sample_quality(ctx: Context) -> None:
                  "the fid, kid, precision, recall and class_coverage columns are empty.")
         return
     n = min(ctx.info.get("data", {}).get("n_test", 0), QUALITY_SAMPLES)
-    doc.para(f"Prior samples (decoded means) against the test images, {n} of each for every "
+    doc.para(f"Samples (a VAE's decoded means of prior draws, a GAN's generator outputs) against the test images, {n} of each for every "
              "member, in the penultimate features of a classifier trained once on the training "
              f"split (test accuracy {judge['test_accuracy']:.1%}, {judge['classes']} classes). FID "
-             "and KID (unbiased, cubic kernel): lower is better; FID depends on the sample count, "
+             "and KID (unbiased, cubic kernel, ×10³ as papers report it): lower is better; FID depends on the sample count, "
              "and every member here is scored at the same count. Precision and recall (k = 3, "
              "Kynkäänniemi et al. 2019): the share of samples on the data's manifold and of data "
              "on the samples'; class coverage: the share of classes found among the samples "
              "(1/classes for a collapsed generator). Mean and 95% CI over seeds of each "
              "activation's mean over cells.")
-    doc.table(activation_cis(runs, QUALITY, [a for a in ctx.order if a in set(runs["activation"])]))
+    for s in each_stratum(ctx):
+        part = s.ok[s.ok["family"].isin(METRICS["fid"].families)]
+        if len(part):
+            doc.table(activation_cis(part, QUALITY, [a for a in s.order if a in set(part["activation"])]))
 
 
 def activation_cis(runs: pd.DataFrame, metrics, order: list[str]) -> pd.DataFrame:
@@ -273,106 +472,147 @@ def activation_cis(runs: pd.DataFrame, metrics, order: list[str]) -> pd.DataFram
 
 
 def collapse(ctx: Context) -> None:
-    """Active units and I(x; z) against kl_weight, KL per latent dimension, dead units and
-    divergence, with a table of them per activation."""
-    if ctx.health is None or (ctx.runs["family"] == "gan").all():  # a GAN has no code to collapse
+    """Per stratum of a family with a code: active units and I(x; z) against kl_weight, KL per
+    latent dimension (VAEs), dead units and divergence, with a table of them per activation."""
+    coded = [s for s in ctx.strata if (s.runs["family"] != "gan").any()]  # a GAN has no code
+    if ctx.health is None or not coded:
         return
-    doc, runs, order, figs = ctx.doc, ctx.runs, ctx.order, ctx.fig_dir
+    ctx.doc.heading("Posterior collapse and dead units")
+    for s in coded:
+        if ctx.stratified:
+            ctx.doc.heading(upper(s.label), 3)
+        _collapse(ctx, s)
+
+
+def _collapse(ctx: Context, s) -> None:
+    doc, runs, order, figs, tag = ctx.doc, s.runs, s.order, ctx.fig_dir, slug(s)
     grid = ctx.study.search.is_grid  # a search's members sit at scattered kl_weights and sizes
-    doc.heading("Posterior collapse and dead units")
-    if grid and runs["active_units"].notna().any() and runs["mutual_info"].notna().any():
-        ctx.figure(plots.collapse(runs, order, figs / "collapse.png"),
-                   "Active units (Var_x E[z_d|x] ≥ 0.01) and mutual information I(x; z) "
+    vae = runs["test_kl"].notna().any()
+    if grid and vae and runs["active_units"].notna().any() and runs["mutual_info"].notna().any():
+        ctx.figure(plots.collapse(runs, order, figs / f"collapse{tag}.png"),
+                   f"Active units (Var_x E[z_d|x] ≥ 0.01) and mutual information I(x; z){_of(s)} "
                    "against kl_weight; fewer active units and less information = collapse.")
-    if "kl_per_dim" in runs.columns and runs["test_kl"].notna().any():
-        ctx.figure(plots.kl_per_dim(runs, ctx.metric, ctx.maximize, order, figs / "kl_per_dim.png",
+    if vae and "kl_per_dim" in runs.columns:
+        ctx.figure(plots.kl_per_dim(runs, ctx.metric, ctx.maximize, order, figs / f"kl_per_dim{tag}.png",
                                     by_latent=grid),
                    "KL of each latent dimension, sorted, for the best member of each "
                    "activation; dimensions under the dotted line (0.01 nats) carry almost "
                    "nothing.")
-    ctx.figure(plots.health(ctx.health, order, figs / "dead_units.png"),
-               "Fraction of hidden units that are constant over the test set (dead; in a conv "
-               "layer a unit is a channel, constant over every image and position), and "
+    health = plots.health_data(runs)
+    ctx.figure(plots.health(health, order, figs / f"dead_units{tag}.png"),
+               f"Fraction of hidden units that are constant over the test set (dead; in a conv "
+               f"layer a unit is a channel, constant over every image and position){_of(s)}, and "
                "share of members that diverged, per activation.")
-    h = ctx.health.set_index("activation").reindex(order).reset_index()
+    h = health.set_index("activation").reindex(order).reset_index()
     au = stats.summarize(runs, "active_units", ["activation"]).set_index("activation")
     mi = stats.summarize(runs, "mutual_info", ["activation"]).set_index("activation")
+    cis = lambda t, a: ci(t.loc[a]) if a in t.index and np.isfinite(t.loc[a, "mean"]) else "–"  # noqa: E731
     doc.table(pd.DataFrame({
         "activation": h["activation"],
-        "active_units": [ci(au.loc[a]) if a in au.index else "–" for a in h["activation"]],
-        "mutual_info": [ci(mi.loc[a]) if a in mi.index else "–" for a in h["activation"]],
+        "active_units": [cis(au, a) for a in h["activation"]],
+        **({"mutual_info": [cis(mi, a) for a in h["activation"]]} if vae else {}),
         "dead_units": [fmt(x, 3) for x in h["dead_units"]],
         "diverged": [f"{d}/{m}" for d, m in zip(h["diverged"], h["members"])]}))
 
 
 def images(ctx: Context) -> None:
-    """Reconstructions, prior samples and (latent_dim 2) the latent manifold of each
-    activation's best seed in the best cell."""
+    """Per stratum of an autoencoder family: reconstructions, prior samples (a VAE's) and
+    (latent_dim 2) the latent manifold of each activation's best seed in the best cell. A
+    GAN's samples are its own section's (families.gans)."""
     shape, samples = ctx.info.get("data", {}).get("image_shape"), ctx.out_dir / "samples"
-    if ctx.health is None or not shape or not samples.exists():
+    coded = [s for s in ctx.strata if s.ranking is not None and (s.runs["family"] != "gan").any()]
+    if not coded or not shape or not samples.exists():
         return
     shape = tuple(shape) if len(shape) == 3 else (1, *shape)  # (C, H, W); stores before it was (H, W)
-    order, figs = ctx.order, ctx.fig_dir
-    cell, members = plots.showcase_members(ctx.runs, ctx.metric, ctx.maximize, ctx.cells)
-    at = ", ".join(where(k, v) for k, v in cell.items()) or "each activation's best configuration"
     ctx.doc.heading("Images")
+    for s in coded:
+        if ctx.stratified:
+            ctx.doc.heading(upper(s.label), 3)
+        _images(ctx, s, shape, samples)
+
+
+def _images(ctx: Context, s, shape: tuple, samples) -> None:
+    order, figs, tag, runs = s.order, ctx.fig_dir, slug(s), s.runs
+    cell, members = plots.showcase_members(runs, ctx.metric, ctx.maximize, s.cells)
+    at = ", ".join(where(k, v) for k, v in cell.items()) or "each activation's best configuration"
     rows = plots.image_rows(samples, members, "recon", order)
     if rows and (samples / "originals.npz").exists():
         with np.load(samples / "originals.npz") as z:
             originals = z["recon"]
         ctx.figure(plots.image_table(rows, shape, f"Reconstructions at {at}",
-                                     figs / "reconstructions.png", originals),
+                                     figs / f"reconstructions{tag}.png", originals),
                    f"Reconstructions (decoded posterior mean) of the first test images "
                    f"by each activation's best seed at {at}; top row: the originals.")
-    rows = plots.image_rows(samples, members, "prior", order)
+    rows = plots.image_rows(samples, members, "prior", order) if runs["test_kl"].notna().any() else []
     if rows:
-        ctx.figure(plots.image_table(rows, shape, f"Prior samples at {at}", figs / "samples.png"),
-                   "Decoded means of draws z ~ N(0, I), same members.")
-    if 2 in set(ctx.runs["latent_dim"]):
-        cell2, members2 = plots.showcase_members(ctx.runs[ctx.runs["latent_dim"] == 2], ctx.metric,
-                                                 ctx.maximize, ctx.cells)
+        ctx.figure(plots.image_table(rows, shape, f"VAE prior samples at {at}", figs / f"samples{tag}.png"),
+                   "Decoded means of draws z ~ N(0, I) from the VAE's prior, same members.")
+    if 2 in set(runs["latent_dim"]) and runs["test_kl"].notna().any():
+        cell2, members2 = plots.showcase_members(runs[runs["latent_dim"] == 2], ctx.metric,
+                                                 ctx.maximize, s.cells)
         rows = plots.image_rows(samples, members2, "manifold", order)
         if rows:
             at2 = (", ".join(where(k, v) for k, v in cell2.items())
                    or "latent_dim = 2, each activation's best configuration")
             side = plots.manifold_side(rows)
-            ctx.figure(plots.manifolds(rows, shape, f"Latent manifolds at {at2}", figs / "manifold.png"),
+            ctx.figure(plots.manifolds(rows, shape, f"Latent manifolds at {at2}", figs / f"manifold{tag}.png"),
                        f"Decoded latent manifold of each activation's best seed at {at2}: z on a "
                        f"{side}×{side} grid of the prior's 5%–95% quantiles.")
 
 
 def cost(ctx: Context) -> None:
-    """Member-seconds, and the measured cost of each activation itself."""
+    """The cohorts' wall time and size, and the measured cost of each activation itself."""
     if ctx.cost is None:
         return
     doc, act_ns, wall = ctx.doc, ctx.info.get("activation_cost", {}), ctx.info.get("wall_seconds")
     doc.heading("Cost")
-    doc.para("Members of a cohort train together, so a member's train seconds are its share "
-             "of its cohort's wall time by parameter count: it tells what a configuration "
-             "costs, not what an activation costs. What differs between activations is the "
-             "activation itself, measured before training on the same device. Total: "
-             f"{ctx.runs['train_seconds'].sum():.0f} member-seconds"
-             + (f" in the final arms and {ctx.tuning['train_seconds'].sum():.0f} in the tuning"
-                if "train_seconds" in ctx.tuning else "")
-             + (f"{',' if 'train_seconds' in ctx.tuning else ''} in {wall:.0f} s of wall time."
-                if wall else "."))
+    doc.para("Members of a cohort train together, one batched model, so wall time belongs to a "
+             "cohort, not to a member or an activation."
+             + (f" The study took {wall:.0f} s of wall time." if wall else "")
+             + (f" The tuning trials of the protocol are in tuning.csv." if not ctx.tuning.empty else ""))
+    cohorts = cohort_table(ctx.runs)
+    if not cohorts.empty:
+        doc.table(cohorts)
     if act_ns:
+        doc.para("What differs between activations is the activation itself, measured before "
+                 "training on the training device the same way in every study: forward + "
+                 "backward of a fixed-size stacked tensor, repeated, one CPU thread on a CPU; "
+                 "the median over the samples and its 25th–75th percentiles.")
         ctx.figure(plots.cost(ctx.cost, ctx.order, ctx.fig_dir / "cost.png"),
-                   "Forward + backward time of each activation per element (best of 5 on "
-                   "4 M elements).")
-    c = ctx.cost.set_index("activation").reindex(ctx.order).reset_index()
-    doc.table(pd.DataFrame({"activation": c["activation"],
-                            "train seconds per member": [fmt(v, 3) for v in c["train_seconds"]],
-                            "activation ns/element": [fmt(v, 2) for v in c["ns_per_element"]]}))
+                   "Forward + backward time of each activation per element: median and its "
+                   "25th–75th percentile over repeated samples.")
+        c = ctx.cost.set_index("activation").reindex(ctx.order).reset_index()
+        base = c.set_index("activation")["ns_per_element"].get(ctx.baseline, np.nan)
+        doc.table(pd.DataFrame({"activation": c["activation"],
+                                "ns/element (median)": [fmt(v, 2) for v in c["ns_per_element"]],
+                                "25th–75th percentile": [f"{fmt(a, 2)}–{fmt(b, 2)}"
+                                                         for a, b in zip(c["q25"], c["q75"])],
+                                **({f"× {ctx.baseline}": [fmt(v / base, 2) for v in c["ns_per_element"]]}
+                                   if ctx.baseline else {})}))
+        if ctx.baseline:
+            doc.para(f"The ratio to {ctx.baseline} is steadier than the absolute time: a busy "
+                     "machine slows every activation alike.")
+
+
+def cohort_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per cohort: its members, their activations and its wall time (stores written
+    before cohorts were recorded have none)."""
+    if "cohort" not in runs or runs["cohort"].isna().all():
+        return pd.DataFrame()
+    rows = [{"cohort": k, "members": int(g["cohort_members"].iloc[0]),
+             "activations": len(set(g["activation"])), "wall seconds": fmt(float(g["cohort_seconds"].iloc[0]), 1)}
+            for k, g in runs.dropna(subset=["cohort"]).groupby("cohort", sort=False)]
+    return pd.DataFrame(rows)
 
 
 def per_cell(ctx: Context) -> None:
     """Mean [CI] of the metric for every cell and activation."""
-    if ctx.ranking is None:
+    if not any(s.ranking is not None for s in ctx.strata):
         return
     cells, metric = ctx.cells, ctx.metric
     ctx.doc.heading("Per cell")
     table = stats.summarize(ctx.runs, metric, [*cells, "activation"])
+    table = table[table["n"] > 0]
     table = table.sort_values([*cells, "mean"], ascending=[True] * len(cells) + [not ctx.maximize])
     view = table.assign(**{metric: table.apply(ci, axis=1)})[[*cells, "activation", metric, "n"]]
     ctx.doc.table(view.rename(columns={"n": "seeds"}))

@@ -1,5 +1,7 @@
-"""Statistics over seeds: bootstrap confidence intervals, per-cell summaries, and the rank tests
-over matched blocks (Friedman, Nemenyi, Holm-corrected Wilcoxon). Pure functions.
+"""Statistics over seeds: Student-t intervals, per-cell summaries, the one ranking, and the rank
+tests over matched blocks (Friedman, Nemenyi, each activation against the baseline: paired
+difference, exact Wilcoxon with Holm, what the design can reach, Bayesian signed-rank). Pure
+functions; the underlying math of power and equivalence is evidence.py's.
 
 Owns: how uncertainty is computed and which claims a report may make. Does not own: reading
 results (tables.py) or drawing (plots.py). Seeds are repeats, never a search axis: every
@@ -13,15 +15,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-N_BOOT = 2000
+from ablate.analysis import evidence
+
 LEVEL = 0.95
 
 
-def bootstrap_ci(values, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and percentile-bootstrap CI of the mean (scipy.stats.bootstrap, seeded, so a
-    report rebuilt from the same store shows the same intervals). Non-finite values are left
-    out; one value gives (v, nan, nan)."""
-    from scipy.stats import bootstrap
+def t_ci(values, level: float = LEVEL) -> tuple[float, float, float]:
+    """Mean and Student-t interval of the mean (n − 1 degrees of freedom): the interval that
+    fits a handful of seeds (a percentile bootstrap of 3 values is only their range).
+    Non-finite values are left out; fewer than two values give (v, nan, nan)."""
+    from scipy.stats import t
 
     x = np.asarray(values, dtype=float)
     x = x[np.isfinite(x)]
@@ -30,18 +33,17 @@ def bootstrap_ci(values, n_boot: int = N_BOOT, level: float = LEVEL, seed: int =
     mean = float(x.mean())
     if len(x) == 1:
         return mean, float("nan"), float("nan")
-    ci = bootstrap((x,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
-                   random_state=np.random.default_rng(seed), vectorized=True).confidence_interval
-    return mean, float(ci.low), float(ci.high)
+    half = float(t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    return mean, mean - half, mean + half
 
 
 def summarize(frame: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:
-    """Mean, CI and count of `metric` over seeds for each group of `by` (ok members only)."""
+    """Mean, t-interval and count of `metric` over seeds for each group of `by` (ok members only)."""
     ok = frame[frame["status"] == "ok"]
     rows = []
     for keys, group in ok.groupby(by, sort=True):
         keys = keys if isinstance(keys, tuple) else (keys,)
-        mean, lo, hi = bootstrap_ci(group[metric])
+        mean, lo, hi = t_ci(group[metric])
         rows.append({**dict(zip(by, keys)), "mean": mean, "ci_low": lo, "ci_high": hi,
                      "n": int(group[metric].notna().sum())})
     return pd.DataFrame(rows, columns=[*by, "mean", "ci_low", "ci_high", "n"])
@@ -55,13 +57,21 @@ def overall_by_seed(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return ok.groupby(["activation", "seed"], as_index=False)[metric].mean()
 
 
-def ranking(frame: pd.DataFrame, metric: str, maximize: bool) -> pd.DataFrame:
-    """Activations ordered best first by their mean over cells, with a CI over seeds."""
+def ranking(frame: pd.DataFrame, metric: str, maximize: bool,
+            avg_ranks: pd.Series | None = None) -> pd.DataFrame:
+    """Activations best first, each with its mean over cells, a t-interval over seeds and n.
+
+    The order is the one the tests use, the average rank within matched blocks, when
+    `avg_ranks` is given (the mean breaks ties and places activations without blocks last);
+    without it (a search, no blocks) the mean's."""
     per_seed = overall_by_seed(frame, metric)
     table = summarize(per_seed.assign(status="ok"), metric, ["activation"])
     failed = frame.groupby("activation")["status"].apply(lambda s: int((s == "failed").sum()))
     table["failed"] = table["activation"].map(failed).fillna(0).astype(int)
-    table = table.sort_values("mean", ascending=not maximize).reset_index(drop=True)
+    table["avg_rank"] = table["activation"].map(avg_ranks) if avg_ranks is not None else np.nan
+    by_mean = table["mean"] * (-1 if maximize else 1)
+    table = table.assign(_m=by_mean).sort_values(["avg_rank", "_m"], na_position="last", kind="stable")
+    table = table.drop(columns="_m").reset_index(drop=True)
     table.insert(0, "rank", range(1, len(table) + 1))
     return table
 
@@ -84,6 +94,14 @@ def blocks(frame: pd.DataFrame, metric: str, cells: list[str], maximize: bool) -
     wide = frame.assign(_v=values).pivot_table(index=keys, columns="activation", values="_v",
                                                 aggfunc="first", dropna=False)
     return wide.dropna(how="any")
+
+
+def block_ranks(wide: pd.DataFrame, maximize: bool) -> np.ndarray:
+    """Each block's ranks of the activations (1 = best; ties share the average rank)."""
+    from scipy.stats import rankdata
+
+    signed = -wide.values if maximize else wide.values
+    return np.vstack([rankdata(row) for row in signed])
 
 
 def holm(pvalues) -> np.ndarray:
@@ -119,32 +137,37 @@ class Comparison:
     avg_ranks: pd.Series  # activation → average rank (1 = best), best first
     friedman_stat: float
     friedman_p: float
+    friedman_min_p: float  # the smallest p the Friedman test can reach with these k and n
     cd: float
     top_group: list[str]  # activations not separable from the best (within the CD)
-    versus: pd.DataFrame  # paired Wilcoxon of each activation against the baseline
+    versus: pd.DataFrame  # each activation against the baseline (see `versus_baseline`)
     baseline: str | None
+    wide: pd.DataFrame  # the matched blocks (cell × seed) × activations
     alpha: float = ALPHA
 
     @property
     def separable(self) -> bool:
         return self.friedman_p < self.alpha
 
+    @property
+    def friedman_decidable(self) -> bool:
+        return self.friedman_min_p <= self.alpha
+
 
 def compare(frame: pd.DataFrame, metric: str, cells: list[str], maximize: bool,
-            baseline: str | None = "relu", alpha: float = ALPHA) -> Comparison | None:
-    """Friedman test, average ranks with Nemenyi CD, and Holm-corrected paired Wilcoxon
-    signed-rank tests against `baseline` (rank-biserial effect size). None with < 2 blocks
-    or < 2 activations."""
-    from scipy.stats import friedmanchisquare, rankdata, wilcoxon
+            baseline: str | None = "relu", alpha: float = ALPHA, rope: float = 0.0) -> Comparison | None:
+    """Friedman test, average ranks with Nemenyi CD, and each activation against `baseline`
+    (`versus_baseline`). None with < 2 blocks or < 2 activations."""
+    from scipy.stats import friedmanchisquare
 
     wide = blocks(frame, metric, cells, maximize)
     k, n = wide.shape[1], wide.shape[0]
     if k < 2 or n < 2:
         return None
-    signed = -wide.values if maximize else wide.values  # smaller is better from here on
-    ranks = np.vstack([rankdata(row) for row in signed])
+    ranks = block_ranks(wide, maximize)
     avg = pd.Series(ranks.mean(0), index=wide.columns).sort_values(kind="stable")
     if k >= 3:
+        signed = -wide.values if maximize else wide.values
         stat, p = friedmanchisquare(*signed.T)
         stat, p = float(stat), float(p)
         if not np.isfinite(p):  # every block tied throughout
@@ -154,43 +177,90 @@ def compare(frame: pd.DataFrame, metric: str, cells: list[str], maximize: bool,
     cd = nemenyi_cd(k, n, alpha)
     best = avg.iloc[0]
     top = [a for a, r in avg.items() if r - best < cd] if k >= 3 and p < alpha else list(avg.index)
+    versus = versus_baseline(wide, list(avg.index), baseline, maximize, alpha, rope)
+    return Comparison(metric, maximize, n, avg, stat, p, evidence.friedman_min_p(k, n), cd, top,
+                      versus, baseline, wide, alpha)
 
-    rows = []
-    if baseline is not None and baseline in wide.columns:
-        base = wide[baseline].values
-        for act in avg.index:
-            if act == baseline:
-                continue
-            x = wide[act].values
-            finite = np.isfinite(x) & np.isfinite(base)
-            d = x[finite] - base[finite]
-            d = -d if maximize else d  # negative = better than the baseline
-            nonzero = d[d != 0]
-            if len(nonzero) == 0:
-                pw, r = 1.0, 0.0
-            else:
-                pw = float(wilcoxon(nonzero).pvalue) if len(nonzero) >= 2 else 1.0
-                rk = rankdata(np.abs(nonzero))
-                r = float((rk[nonzero < 0].sum() - rk[nonzero > 0].sum()) / rk.sum())
-            rows.append({"activation": act, "n_pairs": int(finite.sum()),
-                         "median_diff": float(np.median(x[finite] - base[finite])) if finite.any() else np.nan,
-                         "effect_r": r, "p": pw})
-    versus = pd.DataFrame(rows, columns=["activation", "n_pairs", "median_diff", "effect_r", "p"])
-    if not versus.empty:
-        versus["p_holm"] = holm(versus["p"])
-        versus["verdict"] = [
-            ("better" if r > 0 else "worse") if ph < alpha else "no significant difference"
-            for r, ph in zip(versus["effect_r"], versus["p_holm"])]
-    return Comparison(metric, maximize, n, avg, stat, p, cd, top, versus, baseline, alpha)
+
+VERSUS_COLUMNS = ["activation", "n_blocks", "diff", "diff_low", "diff_high", "effect_r", "p",
+                  "p_holm", "min_p", "decidable", "needs_blocks", "p_better", "p_equivalent",
+                  "p_worse", "verdict"]
+
+
+def versus_baseline(wide: pd.DataFrame, order: list[str], baseline: str | None, maximize: bool,
+                    alpha: float = ALPHA, rope: float = 0.0) -> pd.DataFrame:
+    """Each activation against the baseline over the matched blocks: the paired mean
+    difference (activation − baseline, in the metric's unit) with its t-interval; the exact
+    Wilcoxon signed-rank p, Holm-adjusted over the activations; the smallest Holm-adjusted p
+    the design can reach (`min_p`), whether that is ≤ α (`decidable`) and how many blocks
+    would make it so; the matched-pairs rank-biserial effect (+1: always better); the
+    Bayesian signed-rank P(better), P(equivalent within ±rope), P(worse); and the verdict:
+    better / worse (p_holm < α), "cannot tell" when the design cannot reach α, else
+    "practically equivalent" (P(equivalent) ≥ 0.95) or "no significant difference"."""
+    from scipy.stats import rankdata
+
+    if baseline is None or baseline not in wide.columns:
+        return pd.DataFrame(columns=VERSUS_COLUMNS)
+    others = [a for a in order if a != baseline]
+    base, m, rows = wide[baseline].values, len(others), []
+    for act in others:
+        x = wide[act].values
+        finite = np.isfinite(x) & np.isfinite(base)
+        raw = x[finite] - base[finite]
+        d = -raw if maximize else raw  # negative = better than the baseline from here on
+        nonzero = d[d != 0]
+        rk = rankdata(np.abs(nonzero))
+        r = float((rk[nonzero < 0].sum() - rk[nonzero > 0].sum()) / rk.sum()) if len(nonzero) else 0.0
+        diff, low, high = t_ci(raw)
+        better, same, worse = evidence.bayes_signed_rank(d, rope) if len(d) else (np.nan,) * 3
+        rows.append({"activation": act, "n_blocks": int(finite.sum()), "diff": diff,
+                     "diff_low": low, "diff_high": high, "effect_r": r,
+                     "p": evidence.signed_rank_p(d), "min_p": evidence.min_signed_rank_p(len(nonzero), m),
+                     "needs_blocks": evidence.pairs_needed(m, alpha),
+                     "p_better": better, "p_equivalent": same, "p_worse": worse})
+    versus = pd.DataFrame(rows)
+    versus["p_holm"] = holm(versus["p"])
+    versus["decidable"] = versus["min_p"] <= alpha
+    versus["verdict"] = [_verdict(row, alpha) for _, row in versus.iterrows()]
+    return versus[VERSUS_COLUMNS]
+
+
+def _verdict(row, alpha: float) -> str:
+    if row["p_holm"] < alpha:
+        return "better" if row["effect_r"] > 0 else "worse"
+    if not row["decidable"]:
+        return f"cannot tell with {row['n_blocks']} blocks (needs ≥ {row['needs_blocks']})"
+    if row["p_equivalent"] >= 0.95:
+        return "practically equivalent"
+    return "no significant difference"
+
+
+def blocks_to_separate(c: Comparison, a: str, b: str, alpha: float = ALPHA) -> int | None:
+    """About how many matched blocks a paired t-test would need to tell `a` from `b` at α
+    (two-sided, 80% power) at the mean and spread of their observed paired differences;
+    None when they never differ or do not differ on average."""
+    from scipy.stats import norm
+
+    d = (c.wide[a] - c.wide[b]).values
+    d = d[np.isfinite(d)]
+    if len(d) < 2 or d.std(ddof=1) == 0 or d.mean() == 0:
+        return None
+    z = norm.ppf(1 - alpha / 2) + norm.ppf(0.8)
+    return max(evidence.pairs_needed(1, alpha), int(np.ceil((z * d.std(ddof=1) / abs(d.mean())) ** 2)) + 1)
 
 
 def claims(c: Comparison, where: str = "") -> list[str]:
-    """The sentences a report may state, each backed by its test; nothing else is claimed."""
-    prefix = f"{where}: " if where else ""  # e.g. "Overall: ", "At latent_dim = 2: "
+    """The sentences a report may state, each backed by its test; nothing else is claimed.
+    A test whose design cannot reach α says so instead of "no difference"."""
+    prefix = f"{where}: " if where else ""  # e.g. "At latent_dim = 2: "
     k = len(c.avg_ranks)
     out = []
     best = c.avg_ranks.index[0]
-    if k >= 3 and not c.separable:
+    if k >= 3 and not c.separable and not c.friedman_decidable:
+        out.append(f"{prefix}cannot tell the {k} activations apart with {c.n_blocks} matched "
+                   f"blocks: the Friedman test's smallest possible p is {c.friedman_min_p:.2g} "
+                   f"≥ α = {c.alpha:g}; {best} has the best average rank ({c.avg_ranks.iloc[0]:.1f}).")
+    elif k >= 3 and not c.separable:
         out.append(f"{prefix}no significant difference between the {k} activations "
                    f"(Friedman p = {c.friedman_p:.2g} over {c.n_blocks} matched blocks); "
                    f"{best} has the best average rank ({c.avg_ranks.iloc[0]:.1f}) but it is not "
@@ -207,19 +277,17 @@ def claims(c: Comparison, where: str = "") -> list[str]:
                    f"and {', '.join(others)} are within the Nemenyi critical difference "
                    f"({c.cd:.1f}) of each other.")
     if not c.versus.empty:
-        better = c.versus[c.versus["verdict"] == "better"]["activation"].tolist()
-        worse = c.versus[c.versus["verdict"] == "worse"]["activation"].tolist()
-        same = c.versus[c.versus["verdict"] == "no significant difference"]["activation"].tolist()
-        parts = []
-        if better:
-            parts.append(f"better than {c.baseline}: {', '.join(better)}")
-        if worse:
-            parts.append(f"worse than {c.baseline}: {', '.join(worse)}")
-        if same:
-            parts.append(f"not significantly different from {c.baseline}: {', '.join(same)}")
-        out.append(f"{prefix}paired Wilcoxon tests (Holm-corrected, α = {c.alpha:g}) — "
-                   + "; ".join(parts) + ".")
+        out.append(f"{prefix}against {c.baseline} (paired Wilcoxon, Holm-corrected, α = {c.alpha:g}) — "
+                   + "; ".join(_verdict_parts(c.versus)) + ".")
     return out
+
+
+def _verdict_parts(versus: pd.DataFrame) -> list[str]:
+    """'better: a, b', 'worse: c', 'cannot tell with 6 blocks (needs ≥ 9): d, e', …"""
+    groups: dict[str, list[str]] = {}
+    for act, v in zip(versus["activation"], versus["verdict"]):
+        groups.setdefault(v, []).append(act)
+    return [f"{v}: {', '.join(acts)}" for v, acts in groups.items()]
 
 
 # ----------------------------------------------------------------------------- the tuned protocol

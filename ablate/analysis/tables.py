@@ -14,7 +14,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial
 
-from ablate.analysis.stats import bootstrap_ci
+from ablate.analysis.stats import t_ci
 from ablate.files import atomic_open
 from ablate.metrics import FINAL, METRICS, twin_on_test
 from ablate.sources import best_tuned, tuning_name
@@ -125,7 +125,7 @@ TRIAL_STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
 
 def trials_frame(store: optuna.Study, study: Study) -> pd.DataFrame:
     """One row per finished trial (a configuration and all its seeds): its parameters, state,
-    objective (mean over the seeds that trained to the end, with a 95% bootstrap CI over
+    objective (mean over the seeds that trained to the end, with a 95% Student-t interval over
     them), the epochs it ran and its members' train seconds. Pruned trials carry the last per-epoch
     value a pruner saw, in `value`; trials of dead workers (re-run elsewhere) are left out."""
     objective, reported = study.search.objective, twin_on_test(study.search.objective)
@@ -138,7 +138,7 @@ def trials_frame(store: optuna.Study, study: Study) -> pd.DataFrame:
         _, config, arm = _decoded(study, t)
         members = t.user_attrs["members"]
         ok = [m[objective] for m in members if m["status"] == "ok" and objective in m]
-        mean, lo, hi = bootstrap_ci(ok)
+        mean, lo, hi = t_ci(ok)
         test = [m[reported] for m in members if m["status"] == "ok" and reported in m]
         rows.append({"trial": t.number, **arm, **{k: getattr(config, k) for k in keys},
                      "state": TRIAL_STATES.get(t.state.name, t.state.name.lower()),

@@ -39,7 +39,7 @@ def test_run_writes_every_output(finished):
                 "test_recon", "test_kl", "test_nll", "active_units", "mutual_info", "dead_units",
                 "probe_accuracy", "epochs_run", "train_seconds", "val_nelbo", "val_recon", "val_kl",
                 "val_nll", "val_active_units", "val_probe_accuracy", "fid", "kid", "precision",
-                "recall", "class_coverage", "val_fid"):
+                "recall", "class_coverage", "val_fid", "cohort", "cohort_members", "cohort_seconds"):
         assert col in runs.columns, col
     ok = runs[runs["status"] == "ok"]
     assert len(ok) >= 8 and ok["test_nll"].notna().all()
@@ -48,6 +48,9 @@ def test_run_writes_every_output(finished):
     assert "test_nelbo" not in epochs.columns  # the test split is evaluated once, at the end
     assert epochs["epoch"].max() == 2
     assert ok["fid"].notna().all() and ((ok["class_coverage"] > 0) & (ok["class_coverage"] <= 1)).all()
+    cohorts = runs.groupby("cohort")[["cohort_members", "cohort_seconds"]].nunique()
+    assert (cohorts == 1).all().all(), "a cohort's members agree on its size and wall time"
+    assert runs.groupby("cohort").size().le(runs.groupby("cohort")["cohort_members"].first()).all()
     assert (out / "classifier.pt").is_file()
 
 
@@ -362,3 +365,29 @@ def test_gans_beside_vaes_reach_the_report(tmp_path):
     report = (out / "report.md").read_text()
     assert "## GANs" in report and "The generative families on sample quality" in report
     assert (out / "figures" / "gan_samples.png").is_file()
+
+
+def test_a_mixed_study_reports_every_number_per_stratum(tmp_path):
+    """Two families in one study: rankings, tests and sentences are each family's own, and no
+    mean pooled over both families appears anywhere in the report."""
+    out, runs = _run_tiny(tmp_path, "m", (
+        "dataset: {name: digits, train_size: 200, test_size: 50}\n"
+        "model: {hidden: [16], latent_dim: 2}\ntrain: {epochs: 2, batch_size: 64}\n"
+        "eval: {iwae_samples: 4}\nseeds: 2\nreport: {metric: test_recon}\n"
+        "space: {family: [ae, vae], activation: [relu, tanh, elu]}\n"))
+    ranking, comparisons = pd.read_csv(out / "ranking.csv"), pd.read_csv(out / "comparisons.csv")
+    assert sorted(set(ranking["family"])) == ["ae", "vae"] and len(ranking) == 6
+    assert sorted(set(comparisons["family"])) == ["ae", "vae"] and set(comparisons["slice"]) == {"all"}
+    for (family, act), part in runs.groupby(["family", "activation"]):
+        row = ranking[(ranking["family"] == family) & (ranking["activation"] == act)].iloc[0]
+        assert row["mean"] == pytest.approx(part["test_recon"].mean()) and row["n"] == 2
+    report = (out / "report.md").read_text()
+    sections = {part.split("\n", 1)[0]: part for part in report.split("\n## ")}
+    headline = sections["Summary"] + sections["Results"] + sections["Statistics"]
+    own = {f"{v:.2f}" for v in ranking["mean"]}
+    pooled = {f"{v:.2f}" for v in runs.groupby("activation")["test_recon"].mean()} - own
+    assert pooled and not any(p in headline for p in pooled), pooled
+    assert "### Family = ae" in report and "### Family = vae" in report
+    assert "no number is pooled across strata" in report
+    assert "cannot tell with 2 blocks" in report  # 2 seeds: the design cannot reach α
+    assert "Warning — the design cannot reach α." in report

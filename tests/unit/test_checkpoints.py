@@ -13,7 +13,7 @@ import pytest
 from ablate.checkpoints import Checkpoints, identity
 from ablate.fleet import Member
 from ablate.study import RunConfig
-from ablate.train import train_cohort
+from ablate.train import cohort_id, train_cohort
 
 METRICS = ("test_nelbo", "test_recon", "active_units", "probe_accuracy", "fid")
 
@@ -78,6 +78,10 @@ def test_resumed_cohort_equals_uninterrupted(tmp_path, tiny_data, kw):
                                                prune="c")
     assert whole["c"].status == "pruned"
     _same(whole, resumed)
+    # the rerun's part is a cohort of its own: new trials, so a new id; the same three members
+    rerun = cohort_id([f"new-{k}" for k in "abc"])
+    assert {(o.cohort, o.cohort_members) for o in resumed.values()} == {(rerun, 3)}
+    assert {o.cohort for o in whole.values()} == {cohort_id(list("abc"))}
 
 
 def test_resumed_gan_equals_uninterrupted(tmp_path, tiny_data):

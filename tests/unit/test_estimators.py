@@ -58,3 +58,35 @@ def test_probe_accuracy_separable_and_nan_cases():
     x = y[:, None] * 4.0 + rng.normal(size=(100, 2))
     assert M.probe_accuracy(x, y, x, y) > 0.95
     assert math.isnan(M.probe_accuracy(x * np.nan, y, x, y))
+
+
+TRAIN = np.array([[0.0, 1.0, 0.2], [1.0, 1.0, 0.6]], dtype=np.float32)  # pixel means 0.5, 1, 0.4
+TEST = np.array([[1.0, 0.0, 0.0], [0.5, 1.0, 1.0]], dtype=np.float32)
+
+
+def test_trivial_nll_bernoulli_by_hand():
+    """p = (0.5, 1 − ε, 0.4). Image 1: log 2 − log ε − log 0.6; image 2 (x = 0.5 scores
+    log 2 whatever it is): log 2 − log(1 − ε) − log 0.4."""
+    eps = M.TRIVIAL_EPS
+    by_hand = (2 * math.log(2) - math.log(eps) - math.log(1 - eps) - math.log(0.6) - math.log(0.4)) / 2
+    assert M.trivial_nll(TRAIN, TEST, "bernoulli") == pytest.approx(by_hand, rel=1e-9)
+
+
+def test_trivial_nll_gaussian_by_hand():
+    """Variances 0.25, 0, 0.04 → one σ² = 0.29 / 3; squared distances to the means 1.41 and
+    0.36; NLL = ½ (Σ(x − μ)² / σ² + 3 log 2πσ²), averaged."""
+    var = 0.29 / 3
+    by_hand = 0.5 * ((1.41 + 0.36) / 2 / var + 3 * math.log(2 * math.pi * var))
+    assert M.trivial_nll(TRAIN, TEST, "gaussian") == pytest.approx(by_hand, rel=1e-6)
+    flat = np.full((2, 3), 0.5)  # no variance at all: σ² = ε
+    assert M.trivial_nll(flat, flat, "gaussian") == pytest.approx(1.5 * math.log(2 * math.pi * M.TRIVIAL_EPS))
+
+
+def test_trivial_nll_of_splits_longer_than_a_chunk_is_the_formula_on_the_whole_arrays():
+    rng = np.random.default_rng(0)
+    train, test = rng.uniform(size=(M._ROWS + 7, 3)), rng.uniform(size=(M._ROWS * 2 + 1, 3))
+    p, var = train.mean(0), train.var(0).mean()
+    bernoulli = -(test * np.log(p) + (1 - test) * np.log(1 - p)).sum(1).mean()
+    gaussian = 0.5 * (((test - p) ** 2).sum(1) / var + 3 * np.log(2 * np.pi * var)).mean()
+    assert M.trivial_nll(train, test, "bernoulli") == pytest.approx(bernoulli, rel=1e-9)
+    assert M.trivial_nll(train, test, "gaussian") == pytest.approx(gaussian, rel=1e-9)

@@ -10,7 +10,7 @@ import torch
 from ablate import fleet as fleet_module
 from ablate.fleet import Fleet, Member
 from ablate.study import RunConfig
-from ablate.train import train_cohort
+from ablate.train import cohort_id, train_cohort
 
 # Tolerance for "the same numbers" between a member trained alone and inside a cohort: the
 # batched matmuls of a wider, padded cohort may sum in another order (float32 rounding, ~1e-7
@@ -140,6 +140,11 @@ def test_pruned_members_leave_the_computation(tiny_data):
     assert sizes == [3, 2, 2]
     assert out["b"].status == "pruned" and out["b"].epochs_run == 1
     assert out["a"].status == out["c"].status == "ok"
+    cohort = {(o.cohort, o.cohort_members, o.cohort_seconds) for o in out.values()}
+    assert len(cohort) == 1, "every member names the cohort it started in, pruned ones too"
+    (name, size, seconds), = cohort
+    assert name == cohort_id(["c", "a", "b"]) and size == 3 and 0 < seconds < math.inf
+    assert cohort_id(["a", "b"]) not in (name, cohort_id(["a", "b", "d"]))
 
 
 def test_ae_family_trains_without_kl(tiny_data):

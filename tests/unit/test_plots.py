@@ -71,9 +71,10 @@ def test_cd_diagram_cliques_join_only_close_ranks():
 
 def test_cost_data_and_showcase_members():
     runs = _runs()
-    cost = plots.cost_data(runs, {"relu": 1.0, "tanh": 2.5}).set_index("activation")
+    measured = {"relu": 1.0, "tanh": {"median": 2.5, "q25": 2.0, "q75": 3.0}}  # an older store's float, a new dict
+    cost = plots.cost_data(runs, measured).set_index("activation")
     assert cost.loc["tanh", "ns_per_element"] == 2.5 and np.isnan(cost.loc["gelu", "ns_per_element"])
-    assert cost.loc["relu", "train_seconds"] == pytest.approx(1.5)
+    assert cost.loc["tanh", "q75"] == 3.0 and cost.loc["relu", "q25"] == 1.0
     cell, members = plots.showcase_members(runs, "test_nll", False, ["latent_dim", "kl_weight"])
     assert cell == {"latent_dim": 4, "kl_weight": 0.5}
     assert sorted(members["activation"]) == ["gelu", "relu", "tanh"] and (members["seed"] == 0).all()
@@ -92,7 +93,7 @@ def test_heatmap_title_says_which_way_is_better(metric, tmp_path, monkeypatch):
     titles = []
     monkeypatch.setattr(plots, "_save", lambda fig, path: titles.append(fig._suptitle.get_text()))
     runs = _runs().assign(probe_accuracy=0.5)
-    plots.heatmaps(runs, metric, ["relu", "gelu", "tanh"], tmp_path / "h.png")
+    plots.heatmaps(runs, metric, ["relu", "gelu", "tanh"], tmp_path / "h.png", "latent_dim", "kl_weight")
     better = "higher" if metric != "test_nll" else "lower"
     assert titles == [f"Mean {label(metric)} over seeds ({better} is better)"]
 
@@ -103,3 +104,44 @@ def test_tile_keeps_colour_channels_in_place():
     out = plots._tile(np.stack([img.reshape(-1)] * 2), (3, 2, 2), cols=2)
     assert out.shape == (2, 5, 3)
     assert (out[:, :2] == [200, 0, 0]).all() and (out[:, 2] == plots.COLOUR_GAP).all()
+
+
+def _drawn(monkeypatch):
+    """Capture the figures a renderer would save."""
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig) or path)
+    return figs
+
+
+def test_a_lone_kl_weight_is_drawn_as_points_not_lines_and_inside_the_axes(tmp_path, monkeypatch):
+    figs = _drawn(monkeypatch)
+    one = _runs()[lambda r: r["kl_weight"] == 2.0]
+    plots.rate_distortion(one, list(SHIFT), tmp_path / "rd.png")
+    plots.collapse(one, list(SHIFT), tmp_path / "c.png")
+    rd, col = figs
+    assert "each activation at kl_weight 2" in rd._suptitle.get_text()
+    for ax in rd.axes:
+        assert not [ln for ln in ax.lines if ln.get_label() in SHIFT]  # no one-point "lines"
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        for coll in ax.collections:
+            for x, y in coll.get_offsets():
+                assert x0 < x < x1 and y0 < y < y1
+    for ax in col.axes:
+        lo, hi = ax.get_xlim()
+        assert lo < 2.0 / 1.5 and hi > 2.0 * 1.5  # the lone value sits inside, not on the edge
+
+
+def test_boxes_have_panels_only_for_an_axis_that_varies(tmp_path, monkeypatch):
+    figs = _drawn(monkeypatch)
+    runs = _runs()
+    plots.boxes(runs, "test_nll", list(SHIFT), tmp_path / "a.png", panel="latent_dim", hue="kl_weight")
+    plots.boxes(runs[runs["latent_dim"] == 2], "test_nll", list(SHIFT), tmp_path / "b.png")
+    assert [ax.get_title() for ax in figs[0].axes] == ["latent_dim = 2", "latent_dim = 4"]
+    assert [ax.get_title() for ax in figs[1].axes] == [""]
+
+
+def test_a_gans_curves_are_its_generator_and_discriminator_losses():
+    epochs = pd.DataFrame({"activation": "relu", "epoch": [1, 2], "seed": 0, "train_g_loss": [1.0, 0.9],
+                           "train_d_loss": [1.3, 1.2], "val_nelbo": np.nan})
+    assert plots.curve_columns(epochs) == ["train_g_loss", "train_d_loss"]
+    assert plots.curve_columns(epochs.assign(train_g_loss=np.nan, train_d_loss=np.nan, val_nelbo=3.0)) == ["val_nelbo"]

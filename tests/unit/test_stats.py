@@ -8,24 +8,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ablate.analysis.stats import bootstrap_ci, ranking, summarize
+from ablate.analysis.stats import ranking, summarize, t_ci
 from tests.runs import runs_table
 
 
-def test_bootstrap_ci_brackets_the_mean_and_shrinks_with_n():
-    rng = np.random.default_rng(0)
-    small = rng.normal(10, 1, 5)
-    large = rng.normal(10, 1, 200)
-    m, lo, hi = bootstrap_ci(small)
-    assert lo < m < hi and m == pytest.approx(small.mean())
-    _, lo2, hi2 = bootstrap_ci(large)
-    assert hi2 - lo2 < hi - lo
-    assert lo2 < 10 < hi2
+def test_t_interval_equals_scipy_students_t():
+    from scipy import stats as st
+
+    x = np.array([26.03, 26.19, 26.11])
+    m, lo, hi = t_ci(x)
+    want = st.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=st.sem(x))
+    assert m == pytest.approx(x.mean()) and (lo, hi) == pytest.approx(want)
+    assert hi - lo > x.max() - x.min()  # wider than the seeds' range, unlike a 3-value bootstrap
 
 
-def test_bootstrap_edge_cases():
-    assert math.isnan(bootstrap_ci([])[0])
-    m, lo, hi = bootstrap_ci([3.0, float("nan")])
+def test_t_interval_edge_cases():
+    assert math.isnan(t_ci([])[0])
+    m, lo, hi = t_ci([3.0, float("nan")])
     assert m == 3.0 and math.isnan(lo)
 
 
@@ -89,11 +88,12 @@ def test_a_better_activation_by_construction_is_named_and_significant():
     assert c.avg_ranks.index[0] == "good" and c.top_group == ["good"]
     row = c.versus.set_index("activation").loc["good"]
     assert row["verdict"] == "better" and row["p_holm"] < 0.001 and row["effect_r"] > 0.9
-    assert row["median_diff"] == pytest.approx(-3.0, abs=0.5)
-    assert set(c.versus.set_index("activation").loc[["tanh", "gelu"], "verdict"]) == {
-        "no significant difference"}
+    assert row["diff"] == pytest.approx(-3.0, abs=0.5) and row["diff_low"] < row["diff"] < row["diff_high"] < 0
+    assert row["decidable"] and row["p_better"] > 0.95
+    assert set(c.versus.set_index("activation").loc[["tanh", "gelu"], "verdict"]) <= {
+        "no significant difference", "practically equivalent"}
     text = " ".join(claims(c))
-    assert "good is best" in text and "better than relu: good" in text
+    assert "good is best" in text and "better: good" in text
 
 
 def test_higher_is_better_metrics_rank_the_other_way():
@@ -108,7 +108,7 @@ def test_identical_distributions_are_reported_not_separable():
     c = compare(runs, "test_nll", ["latent_dim", "kl_weight"], maximize=False, baseline="relu")
     assert not c.separable and c.friedman_p > 0.05
     assert sorted(c.top_group) == ["a", "b", "c", "relu"]
-    assert (c.versus["verdict"] == "no significant difference").all()
+    assert c.versus["verdict"].isin(["no significant difference", "practically equivalent"]).all()
     text = " ".join(claims(c))
     assert "no significant difference between the 4 activations" in text
     assert " is best" not in text
@@ -158,3 +158,134 @@ def test_verdict_reports_a_change_when_tuning_flips_the_ranking():
     changed, text = verdict(fixed, same)
     assert not changed and text.startswith("The verdict survives tuning: in both arms relu is best.")
     assert "= 1.00" in text
+
+
+# ----------------------------------------------------------------------------- what a design can tell
+from ablate.analysis import evidence  # noqa: E402
+
+
+def test_min_p_of_the_exact_wilcoxon_with_holm():
+    assert evidence.min_signed_rank_p(3) == pytest.approx(0.25)
+    assert evidence.min_signed_rank_p(6) == pytest.approx(1 / 32)
+    assert evidence.min_signed_rank_p(6, m=9) == pytest.approx(9 / 32)  # quick at one kl_weight
+    assert evidence.min_signed_rank_p(3, m=5) == 1.0
+    assert evidence.pairs_needed(9) == 9 and evidence.min_signed_rank_p(9, 9) <= 0.05 < evidence.min_signed_rank_p(8, 9)
+
+
+@pytest.mark.parametrize("d", [[0.3, -0.1, 0.5, 0.7, 0.2, 0.45], [1.0, 2.0, 3.0], [-0.2, 0.4, 0.9, -1.3, 2.2, 0.1, 0.8]])
+def test_exact_signed_rank_p_equals_scipys_exact_test_without_ties(d):
+    from scipy.stats import wilcoxon
+
+    assert evidence.signed_rank_p(d) == pytest.approx(wilcoxon(d, method="exact").pvalue)
+
+
+def test_exact_signed_rank_never_goes_below_its_floor_with_ties():
+    assert evidence.signed_rank_p([1.0, 1.0, 1.0]) == pytest.approx(0.25)  # the normal approx says 0.1
+
+
+def _versus(n_blocks: int, k: int = 10, shift: float = 1.0):
+    """Blocks in which every other activation is worse than relu by `shift` ± noise."""
+    rng = np.random.default_rng(0)
+    acts = ["relu", *(f"a{i}" for i in range(k - 1))]
+    return runs_table({"seed": range(n_blocks), "activation": acts},
+                      lambda r: {"latent_dim": 2, "kl_weight": 1.0,
+                                 "test_nll": (0 if r["activation"] == "relu" else shift) + rng.normal(0, 0.1)})
+
+
+def test_decidable_false_at_3_blocks_and_true_at_10():
+    few = compare(_versus(3), "test_nll", [], False, "relu", rope=0.1).versus
+    assert not few["decidable"].any() and few["verdict"].str.startswith("cannot tell with 3 blocks (needs ≥ 9)").all()
+    assert (few["p_worse"] > 0.5).all()  # the Bayesian test still sees the direction
+    many = compare(_versus(10), "test_nll", [], False, "relu", rope=0.1).versus
+    assert many["decidable"].all() and (many["verdict"] == "worse").all()
+    assert many["min_p"].iloc[0] == pytest.approx(9 * 2.0 ** -9)
+    text = " ".join(claims(compare(_versus(3), "test_nll", [], False, "relu")))
+    assert "against relu (paired Wilcoxon, Holm-corrected, α = 0.05) — cannot tell with 3 blocks (needs ≥ 9)" in text
+
+
+def _bayes_by_loop(d, rope, samples, seed, prior=0.5):
+    """The Bayesian signed-rank test written out draw by draw (Benavoli et al. 2017, and
+    baycomp's SignedRankTest.sample loop): a pseudo-observation 0 of weight `prior`, each
+    draw's θ_left / θ_right summed over every pair, the region with the most mass wins."""
+    z = [0.0, *d]
+    draws = np.random.RandomState(seed).dirichlet([prior] + [1.0] * len(d), samples)
+    wins = [0, 0, 0]
+    for w in draws:
+        left = right = 0.0
+        for i in range(len(z)):
+            for j in range(len(z)):
+                s = z[i] + z[j]
+                step = lambda a, b: 1.0 if a > b else 0.5 if a == b else 0.0  # noqa: E731
+                left += w[i] * w[j] * step(-s, 2 * rope)
+                right += w[i] * w[j] * step(s, 2 * rope)
+        wins[int(np.argmax([left, 1 - left - right, right]))] += 1
+    return tuple(x / samples for x in wins)
+
+
+def test_bayesian_signed_rank_equals_the_draw_by_draw_definition():
+    rng = np.random.default_rng(4)
+    for d, rope in ((rng.normal(0.05, 0.2, 12), 0.1), (rng.normal(-0.5, 0.3, 6), 0.1), (np.array([0.1, -0.1, 0.0]), 0.05)):
+        ours = evidence.bayes_signed_rank(d, rope, samples=300, seed=7)
+        assert ours == pytest.approx(_bayes_by_loop(d, rope, 300, 7), abs=1e-12)
+    better, same, worse = evidence.bayes_signed_rank(np.full(8, -1.0), 0.1)
+    assert better > 0.99 and same + worse < 0.01
+    better, same, worse = evidence.bayes_signed_rank(np.array([0.01, -0.02, 0.0, 0.015, -0.01, 0.005] * 3), 0.1)
+    assert same > 0.95
+
+
+def _crossing(crossover: bool, seed: int = 0) -> pd.DataFrame:
+    """kl_weight 0.25, 1, 4 × latent 2, 8 × 4 seeds × 4 activations: with a crossover, tanh is
+    best at 0.25 and last elsewhere; without, every activation shifts alike with kl_weight."""
+    rng = np.random.default_rng(seed)
+    base = {"relu": 0.0, "gelu": 0.5, "silu": 1.0, "tanh": 1.5}
+
+    def fill(r):
+        v = base[r["activation"]] + 3.0 * r["kl_weight"]
+        if crossover and r["kl_weight"] == 0.25 and r["activation"] == "tanh":
+            v -= 3.0
+        return {"test_nll": v + rng.normal(0, 0.3)}
+    return runs_table({"kl_weight": (0.25, 1.0, 4.0), "latent_dim": (2, 8), "seed": range(4),
+                       "activation": list(base)}, fill)
+
+
+def _stratum(runs):
+    from ablate.analysis import strata
+
+    return strata.split(runs, pd.DataFrame(), ["kl_weight", "latent_dim"], "test_nll", False, "relu")[0]
+
+
+def test_interaction_test_finds_a_planted_crossover():
+    s = _stratum(_crossing(True))
+    i = next(i for i in s.interactions if i.axis == "kl_weight")
+    assert i.p < 0.01 and i.decidable and i.best == {0.25: "tanh", 1.0: "relu", 4.0: "relu"}
+    assert i.sentence().startswith("The ranking depends on kl_weight") and "tanh at 0.25, relu at 1 and 4" in i.sentence()
+
+
+def test_interaction_test_ignores_a_parallel_shift():
+    s = _stratum(_crossing(False))
+    for i in s.interactions:
+        assert i.p > 0.05 and i.kendall_w > 0.5, i
+        assert i.sentence().startswith("No evidence")
+
+
+def test_interaction_with_too_few_groups_says_it_cannot_tell():
+    runs = _crossing(True)
+    s = _stratum(runs[(runs["seed"] == 0) & (runs["latent_dim"] == 2)].assign(latent_dim=2))
+    i = s.interactions[0]
+    assert not i.decidable and i.min_p == 1.0 and i.sentence().startswith("Cannot tell")
+
+
+def test_convergence_flags_a_still_falling_curve():
+    from ablate.analysis import strata
+
+    rows = []
+    for act, slope in (("relu", 0.0), ("tanh", -2.0)):
+        for seed in range(3):
+            for epoch in range(1, 11):
+                flat = 50 + 20 * np.exp(-epoch)  # converged by the last quarter
+                rows.append({"activation": act, "seed": seed, "epoch": epoch, "kl_weight": 1.0,
+                             "val_nelbo": flat + slope * epoch + 0.01 * seed})
+    s = _stratum(_crossing(False))
+    s.epochs = pd.DataFrame(rows)
+    late = strata.convergence(s, "val_nelbo", ["kl_weight"])
+    assert list(late["activation"]) == ["tanh"] and late["drop"].iloc[0] == pytest.approx(4.0, abs=0.05)

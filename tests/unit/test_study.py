@@ -34,6 +34,11 @@ def test_good_study_resolves_grid_and_defaults():
     assert s.metric == "test_nll" and s.baseline == "relu"
 
 
+def test_report_rope_overrides_the_metric_tables_default():
+    assert parse_study(GOOD + "report: {rope: 0.25}\n", "s.yaml").rope == 0.25
+    assert parse_study(GOOD, "s.yaml").rope is None  # auto: metrics.Metric.rope of report.metric
+
+
 def test_name_defaults_to_file_stem(tmp_path):
     path = tmp_path / "my_study.yaml"
     path.write_text(GOOD.replace("name: t\n", ""))
@@ -73,6 +78,7 @@ BAD = [
     (GOOD + "device: gpu\n", r"device: must be auto, cpu, cuda or cuda:N"),
     (GOOD + "report: {baseline: gelu}\n", r"report\.baseline: 'gelu' is not among"),
     (GOOD + "report: {metric: accuracy}\n", r"report\.metric: must be one of"),
+    (GOOD + "report: {rope: -0.1}\n", r"report\.rope: must be at least 0, got -0\.1"),
     (GOOD.replace("seeds: 2", "seeds: [1, 1]"), r"seeds: lists a seed twice"),
 ]
 
