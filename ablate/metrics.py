@@ -37,6 +37,10 @@ class Metric:
     families: frozenset[str] = AUTOENCODERS
     final: bool = True
     """A final result of runs.csv (True) or only a per-epoch record of epochs.csv (False)."""
+    low: float | None = None
+    high: float | None = None
+    """The metric's range (a fraction lies in [0, 1], a count or a divergence is ≥ 0): an
+    interval over a few seeds is clipped to it rather than reaching past it."""
     rope: float = 0.0
     """The region of practical equivalence, in the metric's unit: two activations whose
     difference lies within ±rope are practically equivalent (report.rope overrides it for
@@ -58,18 +62,20 @@ GENERATIVE = frozenset({"vae", "gan"})
 _TEST = (
     Metric("test_nelbo", "test −ELBO (nats/image)", rope=0.1),
     Metric("test_recon", "test reconstruction (nats/image)", rope=0.1),
-    Metric("test_kl", "test KL (nats/image)", families=VAE, rope=0.1),
+    Metric("test_kl", "test KL (nats/image)", families=VAE, rope=0.1, low=0.0),
     Metric("test_nll", "test NLL (IWAE, nats/image)", families=VAE, rope=0.1),
-    Metric("active_units", "active units", higher_is_better=True, rope=0.5),
-    Metric("mutual_info", "I(x; z) (nats)", higher_is_better=True, families=VAE, rope=0.05),
-    Metric("dead_units", "dead hidden units (fraction)", rope=0.01),
-    Metric("probe_accuracy", "linear-probe accuracy", higher_is_better=True, rope=0.005),
-    Metric("fid", "FID (classifier features)", families=GENERATIVE, rope=1.0),
+    Metric("active_units", "active units", higher_is_better=True, rope=0.5, low=0.0),
+    Metric("mutual_info", "I(x; z) (nats)", higher_is_better=True, families=VAE, rope=0.05, low=0.0),
+    Metric("dead_units", "dead hidden units (fraction)", rope=0.01, low=0.0, high=1.0),
+    Metric("probe_accuracy", "linear-probe accuracy", higher_is_better=True, rope=0.005, low=0.0, high=1.0),
+    Metric("fid", "FID (classifier features)", families=GENERATIVE, rope=1.0, low=0.0),
     Metric("kid", "KID ×10³ (classifier features)", families=GENERATIVE, rope=100.0),
-    Metric("precision", "sample precision (k = 3)", higher_is_better=True, families=GENERATIVE, rope=0.01),
-    Metric("recall", "sample recall (k = 3)", higher_is_better=True, families=GENERATIVE, rope=0.01),
+    Metric("precision", "sample precision (k = 3)", higher_is_better=True, families=GENERATIVE, rope=0.01,
+           low=0.0, high=1.0),
+    Metric("recall", "sample recall (k = 3)", higher_is_better=True, families=GENERATIVE, rope=0.01,
+           low=0.0, high=1.0),
     Metric("class_coverage", "class coverage of samples", higher_is_better=True, families=GENERATIVE,
-           rope=0.01),
+           rope=0.01, low=0.0, high=1.0),
 )
 """Measured once, at the end, on the test split: reported, never used to choose."""
 
@@ -86,7 +92,7 @@ def _val(m: Metric) -> Metric:
     per_epoch = {"test_nelbo": "val_nelbo", "test_nll": "val_nelbo", "test_recon": "val_recon",
                  "test_kl": "val_kl"}.get(m.name)
     return Metric(val_name(m.name), label, m.higher_is_better, "validation", per_epoch, m.families,
-                  rope=m.rope)
+                  low=m.low, high=m.high, rope=m.rope)
 
 
 _TABLE = (

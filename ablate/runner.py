@@ -38,8 +38,8 @@ from ablate.fleet import Member
 from ablate.metrics import GENERATIVE, METRICS
 from ablate.models import activation_floats, conv_sizes, param_count
 from ablate.sources import Source, claim, make_pruner, make_sampler, plan, sources
-from ablate.store import (WORKER, Backend, Heartbeat, check_results_dir, decode_params, is_running,
-                          open_store, point_id, stored_state, trial_id)
+from ablate.store import (WORKER, Backend, Heartbeat, create_store, decode_params, is_running,
+                          point_id, stored_state, trial_id)
 from ablate.study import Study
 from ablate.train import RECON_IMAGES, DeviceData, Outcome, cohort_id, train_cohort
 from ablate.trained import MODELS, save_trial
@@ -157,10 +157,9 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
     device = resolve_device(study.device)
     out_dir = Path(results_root) / study.name
     backend = Backend(study, out_dir)
-    check_results_dir(study, out_dir, backend)
+    store = create_store(study, out_dir, backend)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "study.yaml").write_text(study.source)
-    store = open_store(study, out_dir, create=True, backend=backend)
     with backend.lock():
         workers = store.user_attrs.get("workers", [])
         store.set_user_attr("workers", workers + [WORKER])

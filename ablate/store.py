@@ -220,20 +220,43 @@ def open_store(study: Study, out_dir: Path, create: bool, backend: Backend | Non
     return store
 
 
-def check_results_dir(study: Study, out_dir: Path, backend: Backend) -> None:
-    """Refuse to mix two different studies in one store (before writing anything)."""
-    if backend.local and not (Path(out_dir) / "study.db").exists():
-        return
-    if study.name not in optuna.get_all_study_names(backend.rdb()):
-        return
-    store = open_store(study, out_dir, create=False, backend=backend)
-    known = store.user_attrs.get("fingerprint")
-    if known is not None and known != study.fingerprint():
-        where = out_dir if backend.local else f"storage {redact(backend.url)}"
-        raise UserError(f"{study.path}: {where} holds results of a study named '{study.name}' "
-                        "with other settings (dataset, model, train, seeds, space, search or "
-                        "eval). Give this study another name, use --results elsewhere"
-                        + (f", or remove {out_dir}." if backend.local else "."))
+def create_store(study: Study, out_dir: Path, backend: Backend) -> optuna.Study:
+    """The study's Optuna record, created if new, after refusing one that holds results of a
+    study of the same name with other settings. The check and the creation happen under the
+    study's lock, so two workers started at once with different settings cannot both pass the
+    check before either has recorded its fingerprint: the second one sees the first's."""
+    storage = backend.rdb()  # (creates the schema under the lock itself)
+    with backend.lock():
+        if study.name in optuna.get_all_study_names(storage):
+            attrs = open_store(study, out_dir, create=False, backend=backend).user_attrs
+            known = attrs.get("fingerprint")
+            if known is not None and known != study.fingerprint():
+                where = out_dir if backend.local else f"storage {redact(backend.url)}"
+                differs = settings_difference(attrs.get("settings"), study.settings_record())
+                raise UserError(f"{study.path}: {where} holds results of a study named '{study.name}' "
+                                f"with other settings ({differs}). Give this study another name, "
+                                "use --results elsewhere" + (f", or remove {out_dir}." if backend.local else "."))
+        store = open_store(study, out_dir, create=True, backend=backend)
+        if store.user_attrs.get("settings") is None:
+            store.set_user_attr("settings", study.settings_record())
+        return store
+
+
+def settings_difference(stored: dict | None, mine: dict, limit: int = 3) -> str:
+    """'train epochs: 150 in the store, 3 here; …' for the first keys that differ."""
+    if not isinstance(stored, dict):
+        return "dataset, model, train, seeds, space, search or eval"
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+    a, b = dict(flat(stored)), dict(flat(mine))
+    keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    shown = [f"{k.removeprefix('base.')}: {str(a.get(k))[:40]} in the store, {str(b.get(k))[:40]} here"
+             for k in keys[:limit]]
+    return "; ".join(shown) + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def stale(attrs: dict, started: float | None, now: float | None = None) -> bool:

@@ -381,6 +381,12 @@ class Study:
 
     def fingerprint(self) -> str:
         """Hash of everything that changes results (not name, report options or device)."""
+        return hashlib.sha256(json.dumps(self.settings_record(), sort_keys=True, default=list)
+                              .encode()).hexdigest()[:16]
+
+    def settings_record(self) -> dict:
+        """Everything that changes results, as plain data: what the fingerprint hashes, and
+        what the store keeps so that a mismatch can be named key by key."""
         keyed = {"dataset": self.dataset, "base": asdict(self.base), "seeds": self.seeds,
                  "space": {k: list(v) for k, v in self.space.items()}, "iwae": self.iwae_samples}
         keyed["val_fraction"] = self.dataset.get("val_fraction", VAL_FRACTION)
@@ -392,7 +398,7 @@ class Study:
             keyed["protocol"] = {"tune": {k: list(v) for k, v in self.protocol.space.items()},
                                  "ranges": {k: asdict(r) for k, r in self.protocol.ranges.items()},
                                  "budget": self.protocol.budget, "objective": self.search.objective}
-        return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=list).encode()).hexdigest()[:16]
+        return json.loads(json.dumps(keyed, sort_keys=True, default=list))
 
 
 def settings(cls, section: str | None = ...) -> list[Field]:

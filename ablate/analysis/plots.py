@@ -157,7 +157,10 @@ def curves(epochs: pd.DataFrame, order: list[str], path: Path,
 
 
 def _palette(order: list[str]) -> dict[str, tuple]:
-    return dict(zip(order, sns.color_palette("tab10" if len(order) <= 10 else "husl", len(order))))
+    """Colours by name, not by place: the same activation has the same colour in every
+    figure of a report whatever each figure's order."""
+    names = sorted(order)
+    return dict(zip(names, sns.color_palette("tab10" if len(names) <= 10 else "husl", len(names))))
 
 
 def rate_distortion_data(runs: pd.DataFrame) -> pd.DataFrame:
@@ -233,7 +236,7 @@ def collapse(runs: pd.DataFrame, order: list[str], path: Path) -> Path:
                 if line.empty:
                     continue
                 err = np.vstack([line["mean"] - line["ci_low"], line["ci_high"] - line["mean"]])
-                err = np.where(np.isfinite(err), err, 0.0)
+                err = np.where(np.isfinite(err), np.maximum(err, 0.0), 0.0)  # a clipped interval may sit on its mean
                 ax.errorbar(line["kl_weight"], line["mean"], yerr=err, color=pal[act], marker="o",
                             ms=3.5, lw=1.1 if len(line) > 1 else 0, capsize=2, label=act)
             ax.set_xscale("log")
@@ -321,7 +324,7 @@ def health(health: pd.DataFrame, order: list[str], path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.36 * len(order) + 1.8), sharey=True)
     y = np.arange(len(data))
     err = np.vstack([data["dead_units"] - data["ci_low"], data["ci_high"] - data["dead_units"]])
-    axes[0].barh(y, data["dead_units"].fillna(0), xerr=np.where(np.isfinite(err), err, 0),
+    axes[0].barh(y, data["dead_units"].fillna(0), xerr=np.where(np.isfinite(err), np.maximum(err, 0), 0),
                  color="#7a9cc6", capsize=2)
     axes[0].set_yticks(y, data["activation"])
     axes[0].invert_yaxis()
@@ -430,7 +433,7 @@ def cost(cost: pd.DataFrame, order: list[str], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 0.34 * len(order) + 1.5))
     y = np.arange(len(data))
     err = np.vstack([data["ns_per_element"] - data["q25"], data["q75"] - data["ns_per_element"]])
-    ax.barh(y, data["ns_per_element"], xerr=np.where(np.isfinite(err), err, 0), color="#c9a66b", capsize=2)
+    ax.barh(y, data["ns_per_element"], xerr=np.where(np.isfinite(err), np.maximum(err, 0), 0), color="#c9a66b", capsize=2)
     for yi, v in enumerate(data["ns_per_element"]):
         ax.text(v, yi, f" {v:.2f}", va="center", fontsize=8)
     ax.set_yticks(y, data["activation"])

@@ -68,6 +68,9 @@ def _stratum_summary(ctx: Context, s) -> None:
         doc.para(scale)
     if (late := _convergence_sentence(ctx, s)):
         doc.para(late)
+    elif (s.runs["family"] == "gan").all():
+        doc.para("A GAN has no validation loss, so whether its training had settled is not "
+                 "checked: see its generator and discriminator losses under Results.")
 
 
 def _head_sentence(ctx: Context, s) -> str:
@@ -105,8 +108,9 @@ def _power_sentences(s) -> list[str]:
     cells = max(1, c.n_blocks // max(1, c.wide.index.get_level_values("seed").nunique()))
     seeds = int(np.ceil(need / cells))
     return [f"Telling {a} and {b} apart at their observed paired spread would take about {need} "
-            f"matched blocks (a paired t-test at 80% power), i.e. about {seeds} seeds per cell "
-            f"over the {cells} cell{'s' if cells > 1 else ''} (now {c.n_blocks} blocks)."]
+            f"matched blocks for a single paired test (a t-test at 80% power), i.e. about {seeds} "
+            f"seeds per cell over the {cells} cell{'s' if cells > 1 else ''} (now {c.n_blocks} "
+            "blocks); against the baseline, with Holm over every activation, it may take more."]
 
 
 TRIVIAL_SCALE = ("test_nll", "test_nelbo", "test_recon", "val_nll", "val_nelbo", "val_recon")
@@ -119,9 +123,20 @@ def _scale_sentence(ctx: Context, s) -> str | None:
     if value is None or s.ranking is None or not len(s.ranking):
         return None
     best = s.ranking.iloc[0]
-    return (f"For scale: a trivial model, independent pixels at their training means, scores "
+    worse = s.ok[s.ok[s.metric] >= value - s.rope]
+    text = (f"For scale: a trivial model, independent pixels at their training means, scores "
             f"{value:.2f} nats/image on the test split; the best here, {best['activation']}, "
             f"{best['mean']:.2f} ({value - best['mean']:.2f} nats better).")
+    if len(worse):
+        counts = worse.groupby("activation").size().sort_values(ascending=False)
+        text += (f" {len(worse)} of {len(s.ok)} members score no better than it (within ±{s.rope:g}): "
+                 + ", ".join(f"{a} {n}" for a, n in counts.items())
+                 + " — they learned next to nothing, and where they rank says little.")
+    if set(s.runs["likelihood"].dropna()) == {"bernoulli"}:
+        text += (" On grey-level images the Bernoulli likelihood is a cross-entropy whose floor "
+                 "lies above 0: compare these numbers within ablate, not with published NLLs of "
+                 "binarised data.")
+    return text
 
 
 def _trivial_of(ctx: Context, s) -> float | None:
@@ -146,7 +161,8 @@ def _trivial_slices(ctx: Context, s) -> list[str]:
             out.append(f"At {where(axis, v)} no activation beats the trivial model (independent "
                        f"pixels, {trivial:.2f} nats) by more than ±{s.rope:g} (best "
                        f"{means.idxmin()}, {means.min():.2f}): every model there is as good as "
-                       "collapsed, and its ranking compares failures.")
+                       "collapsed, its ranking compares failures, and the overall ranking below "
+                       "includes those blocks (read the Per slice table).")
     return out
 
 
@@ -367,7 +383,9 @@ def _stratum_statistics(ctx: Context, s) -> None:
                  f" With {c.n_blocks} blocks the smallest p this test can reach is "
                  f"{c.friedman_min_p:.2g}, above α: it cannot separate anything.")
         doc.para(f"Friedman test over {c.n_blocks} matched blocks and {len(c.avg_ranks)} "
-                 f"activations: χ² = {c.friedman_stat:.1f}, p = {c.friedman_p:.2g}. Nemenyi "
+                 f"activations: χ² = {c.friedman_stat:.1f}, p = {c.friedman_p:.2g} (by permutation "
+                 "of each block's ranks, 10 000 times; the χ² approximation is poor with few "
+                 "blocks). Nemenyi "
                  f"critical difference of average ranks: {c.cd:.2f}. Top group (not separable "
                  f"from the best): {', '.join(c.top_group)}." + power)
         ctx.figure(plots.cd_diagram(c, ctx.fig_dir / f"cd_diagram{tag}.png"),
@@ -567,7 +585,8 @@ def cost(ctx: Context) -> None:
     doc, act_ns, wall = ctx.doc, ctx.info.get("activation_cost", {}), ctx.info.get("wall_seconds")
     doc.heading("Cost")
     doc.para("Members of a cohort train together, one batched model, so wall time belongs to a "
-             "cohort, not to a member or an activation."
+             "cohort, not to a member or an activation (under the tuned protocol a cohort's "
+             "members count its tuning trials too)."
              + (f" The study took {wall:.0f} s of wall time." if wall else "")
              + (f" The tuning trials of the protocol are in tuning.csv." if not ctx.tuning.empty else ""))
     cohorts = cohort_table(ctx.runs)

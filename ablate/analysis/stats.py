@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ablate.analysis import evidence
+from ablate.metrics import METRICS
 
 LEVEL = 0.95
 
@@ -37,13 +38,23 @@ def t_ci(values, level: float = LEVEL) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def clipped(metric: str, low: float, high: float) -> tuple[float, float]:
+    """An interval clipped to the metric's range (metrics.Metric.low / high), if it has one."""
+    m = METRICS.get(metric)
+    if m is None:
+        return low, high
+    return (max(low, m.low) if m.low is not None else low, min(high, m.high) if m.high is not None else high)
+
+
 def summarize(frame: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:
-    """Mean, t-interval and count of `metric` over seeds for each group of `by` (ok members only)."""
+    """Mean, t-interval (clipped to the metric's range) and count of `metric` over seeds for
+    each group of `by` (ok members only)."""
     ok = frame[frame["status"] == "ok"]
     rows = []
     for keys, group in ok.groupby(by, sort=True):
         keys = keys if isinstance(keys, tuple) else (keys,)
         mean, lo, hi = t_ci(group[metric])
+        lo, hi = clipped(metric, lo, hi)
         rows.append({**dict(zip(by, keys)), "mean": mean, "ci_low": lo, "ci_high": hi,
                      "n": int(group[metric].notna().sum())})
     return pd.DataFrame(rows, columns=[*by, "mean", "ci_low", "ci_high", "n"])
@@ -137,7 +148,7 @@ class Comparison:
     avg_ranks: pd.Series  # activation → average rank (1 = best), best first
     friedman_stat: float
     friedman_p: float
-    friedman_min_p: float  # the smallest p the Friedman test can reach with these k and n
+    friedman_min_p: float  # the smallest p the (permutation) Friedman test can reach with k and n
     cd: float
     top_group: list[str]  # activations not separable from the best (within the CD)
     versus: pd.DataFrame  # each activation against the baseline (see `versus_baseline`)
@@ -158,28 +169,18 @@ def compare(frame: pd.DataFrame, metric: str, cells: list[str], maximize: bool,
             baseline: str | None = "relu", alpha: float = ALPHA, rope: float = 0.0) -> Comparison | None:
     """Friedman test, average ranks with Nemenyi CD, and each activation against `baseline`
     (`versus_baseline`). None with < 2 blocks or < 2 activations."""
-    from scipy.stats import friedmanchisquare
-
     wide = blocks(frame, metric, cells, maximize)
     k, n = wide.shape[1], wide.shape[0]
     if k < 2 or n < 2:
         return None
     ranks = block_ranks(wide, maximize)
     avg = pd.Series(ranks.mean(0), index=wide.columns).sort_values(kind="stable")
-    if k >= 3:
-        signed = -wide.values if maximize else wide.values
-        stat, p = friedmanchisquare(*signed.T)
-        stat, p = float(stat), float(p)
-        if not np.isfinite(p):  # every block tied throughout
-            stat, p = 0.0, 1.0
-    else:
-        stat, p = float("nan"), float("nan")
+    stat, p, min_p = evidence.friedman_test(ranks) if k >= 3 else (float("nan"), float("nan"), 1.0)
     cd = nemenyi_cd(k, n, alpha)
     best = avg.iloc[0]
     top = [a for a, r in avg.items() if r - best < cd] if k >= 3 and p < alpha else list(avg.index)
     versus = versus_baseline(wide, list(avg.index), baseline, maximize, alpha, rope)
-    return Comparison(metric, maximize, n, avg, stat, p, evidence.friedman_min_p(k, n), cd, top,
-                      versus, baseline, wide, alpha)
+    return Comparison(metric, maximize, n, avg, stat, p, min_p, cd, top, versus, baseline, wide, alpha)
 
 
 VERSUS_COLUMNS = ["activation", "n_blocks", "diff", "diff_low", "diff_high", "effect_r", "p",

@@ -55,8 +55,10 @@ class Interaction:
         groups: dict[str, list] = {}
         for value, act in self.best.items():
             groups.setdefault(act, []).append(value)
-        return ", ".join(f"{act} at {' and '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in vs)}"
-                         for act, vs in groups.items())
+        show = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
+        loose = [show(v) for v, top in self.top.items() if top is None or len(top) > 1]
+        return (", ".join(f"{act} at {' and '.join(show(v) for v in vs)}" for act, vs in groups.items())
+                + (f" (by average rank; not separable from the next at {', '.join(loose)})" if loose else ""))
 
     def sentence(self) -> str:
         """The answer to "does the best activation change with <axis>?", as its test allows."""

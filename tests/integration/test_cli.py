@@ -391,3 +391,24 @@ def test_a_mixed_study_reports_every_number_per_stratum(tmp_path):
     assert "no number is pooled across strata" in report
     assert "cannot tell with 2 blocks" in report  # 2 seeds: the design cannot reach α
     assert "Warning — the design cannot reach α." in report
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_two_workers_started_at_once_with_other_settings_never_share_a_store(tmp_path, round_):
+    """The settings check and the store's creation are one step under the study's lock: of two
+    workers started together with different epochs, one trains, the other exits 2 naming the
+    difference, and nothing it would have trained is in the store."""
+    from tests.integration.helpers import start
+
+    tiny_study(tmp_path, epochs=1, seeds=1)
+    procs = [start("run", "tiny.yaml", "--no-progress", "--no-report", *extra, cwd=tmp_path)
+             for extra in ((), ("--set", "train.epochs=2"))]
+    outs = [p.communicate(timeout=600) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], outs
+    loser = outs[[p.returncode for p in procs].index(2)][1]
+    assert "with other settings (epochs: " in loser and "Traceback" not in loser, loser
+    runs = ablate("report", "results/tiny", cwd=tmp_path)
+    assert runs.returncode == 0, runs.stderr
+    frame = pd.read_csv(tmp_path / "results" / "tiny" / "runs.csv")
+    assert frame["epochs"].nunique() == 1 and (frame["epochs_run"] == frame["epochs"]).all()

@@ -289,3 +289,26 @@ def test_convergence_flags_a_still_falling_curve():
     s.epochs = pd.DataFrame(rows)
     late = strata.convergence(s, "val_nelbo", ["kl_weight"])
     assert list(late["activation"]) == ["tanh"] and late["drop"].iloc[0] == pytest.approx(4.0, abs=0.05)
+
+
+def test_friedman_by_permutation_agrees_with_scipy_and_knows_its_floor():
+    from scipy.stats import friedmanchisquare, rankdata
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 5))
+    x[:, 0] -= 0.7
+    ranks = np.vstack([rankdata(row) for row in np.round(x, 1)])  # some ties
+    stat, p, min_p = evidence.friedman_test(ranks)
+    want = friedmanchisquare(*np.round(x, 1).T)
+    assert stat == pytest.approx(want.statistic) and p == pytest.approx(want.pvalue, abs=0.01)
+    three = np.tile([1.0, 2.0, 3.0, 4.0], (3, 1))  # 3 blocks agreeing perfectly on 4 methods
+    stat, p, min_p = evidence.friedman_test(three)
+    assert min_p == pytest.approx(24.0 ** -2) and p == pytest.approx(min_p, abs=1.5e-3)  # Monte Carlo
+
+
+def test_the_signed_rank_p_is_exact_beyond_a_handful_of_pairs():
+    from scipy.stats import wilcoxon
+
+    d = np.random.default_rng(2).normal(0.4, 1, 40)
+    assert evidence.signed_rank_p(d) == pytest.approx(wilcoxon(d, method="exact").pvalue)
+    assert evidence.signed_rank_p(np.ones(18)) == pytest.approx(evidence.min_signed_rank_p(18))
