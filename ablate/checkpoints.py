@@ -4,8 +4,9 @@ Owns: the files under results/<name>/checkpoints/ — what a cohort's state is (
 rows of every stacked parameter and of its Adam moments, each slot's Adam step count, each
 member's random generators, the epoch, each member's record so far), writing it atomically at
 epoch ends at most every `checkpoint_minutes`, finding the checkpoint a rerun's members can
-resume from, restoring it into a freshly built fleet, and deleting it once its trials are told.
-Does not own: the epoch loop (train.py) or which members form a cohort (runner.py).
+resume from (a file there that is not a checkpoint is ignored with a warning), restoring it
+into a freshly built fleet, and deleting it once its trials are told. Does not own: the epoch
+loop (train.py) or which members form a cohort (runner.py).
 
 A member is known by its identity — its Optuna study, its configuration and its seed — not by
 its trial number: a killed worker's trials are failed and their configurations queued again as
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import sys
 import time
 from pathlib import Path
 
@@ -53,17 +55,21 @@ class Checkpoints:
 
     def found(self) -> dict[Path, dict]:
         """The checkpoints a killed run left, read once per run: file → contents, until a
-        cohort takes one over (an unreadable file is skipped: its members start again)."""
+        cohort takes one over. A file that is not one (torn, foreign, another version's) is
+        left alone with a warning: its members, if any, start again."""
         if self._found is None:
             self._found = {}
             for path in sorted(self.folder.glob("*.pt")) if self.folder.is_dir() else ():
                 try:
                     state = torch.load(path, map_location="cpu", weights_only=True)
-                except Exception:  # noqa: BLE001 - a torn or foreign file only costs a restart
-                    continue
-                if isinstance(state, dict) and state.get("format") == FORMAT:
+                except Exception as exc:  # noqa: BLE001 - a torn or foreign file only costs a restart
+                    state = exc
+                if _well_formed(state):
                     self._found[path] = state
                     self.members[path] = set(state["members"])
+                else:
+                    print(f"ablate: warning: {path}: not a checkpoint this ablate reads; ignored "
+                          "(members it may hold start again).", file=sys.stderr)
         return self._found
 
     def partition(self, idents: dict[str, str]) -> list[tuple[list[str], "CohortCheckpoint"]]:
@@ -145,7 +151,7 @@ class CohortCheckpoint:
         members that had stopped leave the fleet with their records. Returns the epoch to
         resume after; 0, with nothing touched, when there is none or it does not fit the fleet
         (saved by other code): the cohort then trains from the start."""
-        if not self.state or not self._fits(fleet):
+        if not self.state or not self._fits(fleet, outcomes):
             return 0
         saved = {key: self.state["members"][ident] for key, ident in self.idents.items()}
         for key, entry in saved.items():  # (under this run's key: the trial numbers are new)
@@ -167,8 +173,12 @@ class CohortCheckpoint:
             slot.step.fill_(self.state["steps"][name])
         return self.epoch
 
-    def _fits(self, fleet) -> bool:
-        """Whether every saved member's rows have the shapes of its rows in `fleet`."""
+    def _fits(self, fleet, outcomes: dict) -> bool:
+        """Whether every saved member's record has this code's fields and its rows the shapes
+        of its rows in `fleet`."""
+        known = {f.name for f in dataclasses.fields(next(iter(outcomes.values())))}
+        if any(not set(self.state["members"][ident]["outcome"]) <= known for ident in self.idents.values()):
+            return False
         for i, key in enumerate(fleet.keys):
             entry = self.state["members"][self.idents[key]]
             if "slots" not in entry:
@@ -179,6 +189,26 @@ class CohortCheckpoint:
                 if slot.tensor[_rows(slot, i)].shape != entry["slots"][name][0].shape:
                     return False
         return True
+
+
+def _well_formed(state) -> bool:
+    """Whether a loaded file has a checkpoint's layout (what `partition` and `restore` read)."""
+    return (isinstance(state, dict) and state.get("format") == FORMAT
+            and isinstance(state.get("epoch"), int) and isinstance(state.get("steps"), dict)
+            and isinstance(state.get("members"), dict) and all(map(_member_ok, state["members"].values())))
+
+
+def _member_ok(entry) -> bool:
+    """A saved member: its record, and (if it was still training) its rows and generators."""
+    if not (isinstance(entry, dict) and isinstance(entry.get("outcome"), dict)):
+        return False
+    if "slots" not in entry:
+        return True
+    slots, gens = entry["slots"], entry.get("generators")
+    return (isinstance(slots, dict) and all(isinstance(v, list) and len(v) == 3
+                                            and all(isinstance(t, torch.Tensor) for t in v)
+                                            for v in slots.values())
+            and isinstance(gens, list) and len(gens) == 2 and all(isinstance(g, torch.Tensor) for g in gens))
 
 
 def _rows(slot, member: int) -> torch.Tensor:

@@ -7,10 +7,12 @@ Owns: argument parsing, exit codes, printing. Does not own: any of the work it d
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from ablate.errors import UserError
+from ablate.files import writable_file, writable_folder
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -83,6 +85,7 @@ def _run(args) -> int:
 
     # the study is checked before torch, pandas and matplotlib load: a typo costs no wait
     study = _with_storage(load_study(args.study, tuple(args.set)), args.storage)
+    writable_folder(Path(args.results) / study.name, "--results")
     from ablate.analysis.report import build_report
     from ablate.runner import run_study
 
@@ -111,14 +114,15 @@ def _with_storage(study, url: str | None):
 
 
 def _resolve(target_arg: str, results: str, storage: str | None = None):
-    """A results folder or a study YAML → (Study, its results folder); errors name the fix."""
+    """A results folder or a study YAML → (Study, its results folder), after opening its store
+    read-only; errors name the fix. Nothing is written."""
     from dataclasses import replace
 
-    from ablate.store import is_local
+    from ablate.store import is_local, read_store
     from ablate.study import load_study
 
     target = Path(target_arg)
-    if target.is_dir():
+    if os.path.isdir(target):
         if not (target / "study.yaml").is_file():
             raise UserError(f"{target}: not a results folder (no study.yaml); "
                             "run the study first with `ablate run STUDY.yaml`.")
@@ -128,10 +132,11 @@ def _resolve(target_arg: str, results: str, storage: str | None = None):
         study = load_study(target)
         out_dir = Path(results) / study.name
     study = _with_storage(study, storage)
-    if is_local(study) and not (out_dir / "study.db").is_file():
+    if is_local(study) and not os.path.isfile(out_dir / "study.db"):
         raise UserError(f"{target}: no results yet in {out_dir} (no study.db); run "
                         f"`ablate run {study.path}` first, or give --storage URL when the study "
                         "was run with one.")
+    read_store(study, out_dir)
     return study, out_dir
 
 
@@ -154,6 +159,7 @@ def _compare(args) -> int:
     if len(set(names)) != len(names):
         raise UserError(f"compare: the studies must differ; got {', '.join(names)}.")
     out = Path(args.out) if args.out else Path(args.results) / ("compare-" + "-".join(names))
+    writable_folder(out, "--out" if args.out else "--results")
     print(f"report: {build_comparison(pairs, out)}")
     return 0
 
@@ -163,7 +169,7 @@ def _status(args) -> int:
     from ablate.store import Backend
 
     study, out_dir = _resolve(args.target, args.results, args.storage)
-    print("\n".join(lines(study, progress(study, Backend(study, out_dir).rdb()))))
+    print("\n".join(lines(study, progress(study, Backend(study, out_dir).reader()))))
     return 0
 
 
@@ -192,6 +198,7 @@ def _results_dir(path: str) -> Path:
 def _export(args) -> int:
     from ablate.trained import export
 
+    writable_file(Path(args.out), "-o", f"t{args.trial}-s{args.seed}.pt")
     print(f"exported: {export(_results_dir(args.results), args.trial, args.seed, Path(args.out))}")
     return 0
 
@@ -202,6 +209,10 @@ def _sample(args) -> int:
 
     if args.n < 1:
         raise UserError(f"sample: -n must be at least 1, got {args.n}.")
+    if not 0 <= args.noise_seed < 2**64:
+        raise UserError(f"sample: --noise-seed must be a whole number from 0 to 2**64 - 1, got "
+                        f"{args.noise_seed}.")
+    writable_file(Path(args.out), "-o", f"t{args.trial}-s{args.seed}.png")
     images, shape = prior_samples(_results_dir(args.results), args.trial, args.seed, args.n,
                                   args.noise_seed)
     if len(shape) != 3:

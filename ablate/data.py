@@ -2,7 +2,9 @@
 aligned images, a user's npz arrays, synthetic data.
 
 Owns: reading, scaling to [0, 1], each dataset's image shape (C, H, W), the fixed train /
-validation / test splits, optional size caps, labels.
+validation / test splits, optional size caps, labels; refusing a malformed file (wrong shape,
+dtype, size or label count; a pickle that asks for anything but arrays) with one `UserError`
+line naming the file and the fix, before anything is written and without running its contents.
 Does not own: batching (the fleet gathers batches by index on the device) or validation of
 YAML keys (study.py checks them against `DATASET_OPTIONS`).
 """
@@ -11,12 +13,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
+import pickle
 import shutil
 import struct
 import tarfile
 import tempfile
 import urllib.request
+import zipfile
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -78,7 +84,14 @@ def load_dataset(options: dict[str, Any], unit: bool = False) -> Dataset:
     data = _cap(data, options.get("train_size"), options.get("test_size"))
     if data.x_val is not None:
         return data
-    return split_validation(data, options.get("val_fraction", VAL_FRACTION))
+    fraction = options.get("val_fraction", VAL_FRACTION)
+    n = len(data.x_train)
+    if fraction and _val_size(n, fraction) >= n:
+        raise UserError(f"{_origin(options)}: the training split holds {n} row(s), too few to hold out "
+                        f"a validation split (val_fraction {fraction}) and still train on the rest; "
+                        "give it more rows (train_size) or a smaller val_fraction, or set "
+                        "val_fraction: 0.")
+    return split_validation(data, fraction)
 
 
 def _origin(options: dict[str, Any]) -> str:
@@ -113,16 +126,22 @@ def split_validation(data: Dataset, fraction: float) -> Dataset:
 
     if fraction == 0:
         return data
-    n_val = max(1, round(fraction * len(data.x_train)))
+    n_val = _val_size(len(data.x_train), fraction)
     y = data.y_train
     counts = np.unique(y, return_counts=True)[1] if y is not None else np.array([])
-    stratify = y if len(counts) and counts.min() >= 2 and n_val >= len(counts) else None
+    both_sides = n_val >= len(counts) and len(data.x_train) - n_val >= len(counts)
+    stratify = y if len(counts) and counts.min() >= 2 and both_sides else None
     index = np.arange(len(data.x_train))
     train, val = train_test_split(index, test_size=n_val, random_state=VAL_SEED, stratify=stratify)
     train, val = np.sort(train), np.sort(val)
     pick = lambda a, i: None if a is None else a[i]  # noqa: E731
     return replace(data, x_train=data.x_train[train], y_train=pick(y, train),
                    x_val=data.x_train[val], y_val=pick(y, val))
+
+
+def _val_size(n_train: int, fraction: float) -> int:
+    """How many of `n_train` training rows the validation split takes: at least one."""
+    return max(1, round(fraction * n_train))
 
 
 def keep(total: int, size: int | None, seed: int) -> np.ndarray:
@@ -155,6 +174,11 @@ def _digits(options: dict[str, Any]) -> Dataset:
     if not 0.0 < fraction < 1.0:
         raise UserError(f"dataset.test_fraction must be between 0 and 1, got {fraction}.")
     digits = load_digits()
+    n_test = math.ceil(fraction * len(digits.data))  # as train_test_split rounds it
+    if min(n_test, len(digits.data) - n_test) < 10:
+        raise UserError(f"dataset.test_fraction {fraction} leaves {n_test} of the {len(digits.data)} "
+                        "digits for the test split; a split stratified by digit needs at least 10 "
+                        "images on each side: give a test_fraction between 0.01 and 0.99.")
     x = (digits.data / 16.0).astype(np.float32)  # pixel values 0..16 → [0, 1]
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, digits.target, test_size=fraction, stratify=digits.target, random_state=0)
@@ -178,22 +202,35 @@ IDX_SOURCES: dict[str, tuple[str, tuple[str, str, str, str]]] = {
 }
 
 
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+"""IDX type codes → numpy dtypes (big-endian, as the format stores them)."""
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Read one (optionally gzipped) IDX file into a numpy array of its stored dtype."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    """Read one (optionally gzipped) IDX file into a numpy array of its stored dtype; a file that
+    is not one (not gzip though named .gz, truncated, a header at odds with its bytes) is refused."""
+    fix = "replace it with the original file"
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise UserError(f"dataset.root: cannot read {path} ({exc}); {fix}.") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise UserError(f"{path} is not an IDX file (bad magic number).")
-    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+        raise UserError(f"dataset.root: {path} is not an IDX file (bad magic number); {fix}.")
     code, ndim = raw[2], raw[3]
-    if code not in dtypes:
-        raise UserError(f"{path} has an unknown IDX data type 0x{code:02x}.")
-    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=dtypes[code], offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise UserError(f"{path} is truncated: header says {dims}, found {data.size} values.")
-    return data.reshape(dims)
+    if code not in IDX_DTYPES:
+        raise UserError(f"dataset.root: {path} has an unknown IDX data type 0x{code:02x}; {fix}.")
+    start = 4 + 4 * ndim
+    if len(raw) < start:
+        raise UserError(f"dataset.root: {path} is truncated inside its header ({len(raw)} bytes, "
+                        f"{ndim} dimensions); {fix}.")
+    dims = struct.unpack(f">{ndim}I", raw[4:start])
+    dtype = np.dtype(IDX_DTYPES[code])
+    if len(raw) - start != math.prod(dims) * dtype.itemsize:
+        raise UserError(f"dataset.root: {path} is truncated or its header is wrong: the header says "
+                        f"{dims} values of {dtype.itemsize} byte(s), but {len(raw) - start} bytes "
+                        f"follow it; {fix}.")
+    return np.frombuffer(raw, dtype=dtype, offset=start).reshape(dims)
 
 
 def _md5(path: Path) -> str:
@@ -242,18 +279,25 @@ def _idx_loader(name: str) -> Callable[[dict[str, Any]], Dataset]:
             where = "does not exist" if not root.is_dir() else f"lacks {', '.join(missing)}"
             raise UserError(f"dataset.root: {root} {where}. Put the four files "
                             f"{', '.join(IDX_FILES)} there, or set download: true.")
-        arrays = [read_idx(root / f) for f in IDX_FILES]
-        x_tr, y_tr, x_te, y_te = arrays
-        if x_tr.ndim != 3 or x_te.ndim != 3 or x_tr.shape[1:] != x_te.shape[1:]:
-            raise UserError(f"dataset.root: the image files in {root} are not two sets of "
-                            "equally sized images.")
-        if len(x_tr) != len(y_tr) or len(x_te) != len(y_te):
-            raise UserError(f"dataset.root: image and label counts differ in {root}.")
-        shape = (1, int(x_tr.shape[1]), int(x_tr.shape[2]))
-        scale = lambda a: (a.reshape(len(a), -1).astype(np.float32) / 255.0)  # noqa: E731
-        return Dataset(name, scale(x_tr), scale(x_te), y_tr.astype(np.int64),
-                       y_te.astype(np.int64), shape)
+        return _idx_dataset(name, root)
     return load
+
+
+def _idx_dataset(name: str, root: Path) -> Dataset:
+    """The four IDX files in `root`, each checked: (N, H, W) images, one label per image."""
+    splits = []
+    for images, labels in (IDX_FILES[:2], IDX_FILES[2:]):
+        x = read_idx(root / images)
+        if x.ndim != 3 or 0 in x.shape:
+            raise UserError(f"dataset.root: {root / images} holds an array of shape {x.shape}, not "
+                            "N ≥ 1 images of H × W pixels (N, H, W); replace it with the original file.")
+        splits.append((x, _labels(read_idx(root / labels), len(x), f"dataset.root: {root / labels}")))
+    (x_tr, y_tr), (x_te, y_te) = splits
+    if x_tr.shape[1:] != x_te.shape[1:]:
+        raise UserError(f"dataset.root: the images in {root / IDX_FILES[0]} are {x_tr.shape[1:]}, those "
+                        f"in {root / IDX_FILES[2]} {x_te.shape[1:]}; both splits need one image size.")
+    scale = lambda a: (a.reshape(len(a), -1).astype(np.float32) / 255.0)  # noqa: E731
+    return Dataset(name, scale(x_tr), scale(x_te), y_tr, y_te, (1, *map(int, x_tr.shape[1:])))
 
 
 def _npz(options: dict[str, Any]) -> Dataset:
@@ -263,21 +307,66 @@ def _npz(options: dict[str, Any]) -> Dataset:
     path = Path(os.path.expanduser(options["path"]))
     if not path.is_file():
         raise UserError(f"dataset.path: {path} does not exist.")
-    with np.load(path) as f:
-        arrays = {k: f[k] for k in f.files}
+    arrays = _npz_arrays(path)
     for key in ("x_train", "x_test"):
         if key not in arrays:
             raise UserError(f"dataset.path: {path} has no array '{key}' "
                             f"(it has {', '.join(sorted(arrays)) or 'none'}).")
-    xs = {k: arrays[k].reshape(len(arrays[k]), -1).astype(np.float32)
+    xs = {k: _rows(arrays[k], f"dataset.path: {path}: {k}")
           for k in ("x_train", "x_val", "x_test") if k in arrays}
     if len({x.shape[1] for x in xs.values()}) > 1:
         raise UserError(f"dataset.path: {', '.join(xs)} in {path} have different widths.")
     shape = _npz_shape(options.get("shape"), arrays["x_train"], xs["x_train"].shape[1], path)
     labels = all(k in arrays for k in ("y_train", "y_test")) and ("x_val" not in xs or "y_val" in arrays)
-    y = {k: arrays[k].astype(np.int64) if labels and k in arrays else None for k in ("y_train", "y_val", "y_test")}
+    y = {k: _labels(arrays[k], len(xs["x" + k[1:]]), f"dataset.path: {path}: {k}")
+         if labels and k in arrays else None for k in ("y_train", "y_val", "y_test")}
     return Dataset("npz", xs["x_train"], xs["x_test"], y["y_train"], y["y_test"], shape,
                    xs.get("x_val"), y["y_val"])
+
+
+def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of the npz file at `path`, read without unpickling: an object array is refused."""
+    fix = f"save numeric arrays with numpy.savez('{path.name}', x_train=..., x_test=...)"
+    try:
+        if not zipfile.is_zipfile(path):
+            with open(path, "rb") as f:
+                npy = f.read(6) == b"\x93NUMPY"
+            what = "a .npy file (one array)" if npy else "not a zip archive (a text or truncated file?)"
+            raise UserError(f"dataset.path: {path} is {what}, not an npz archive; {fix}.")
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, NotImplementedError) as exc:
+        raise UserError(f"dataset.path: cannot read the npz archive {path} ({exc}); {fix}.") from None
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # a zip member that is not a .npy comes back as bytes
+            raise UserError(f"dataset.path: {path} holds '{key}', which is not a numpy array; {fix}.")
+    return arrays
+
+
+def _rows(x: np.ndarray, where: str) -> np.ndarray:
+    """An array of examples, one per row, → (N, D) float32; no rows, no values or no numbers is
+    refused (`where` names the file and array)."""
+    if x.dtype.kind not in "biuf":
+        raise UserError(f"{where} holds values of type {x.dtype}, not numbers; store ints or floats.")
+    if x.ndim == 0 or x.size == 0:
+        raise UserError(f"{where} has shape {x.shape}, so no examples to train on; give N ≥ 1 "
+                        "examples of at least one value each, one example per row.")
+    return x.reshape(len(x), -1).astype(np.float32)
+
+
+def _labels(y: np.ndarray, rows: int, where: str) -> np.ndarray:
+    """Class labels → int64 (n,): one per row of their split, whole numbers ≥ 0 (the classifier's
+    class indices); anything else is refused (`where` names the file, and the array in it)."""
+    if y.dtype.kind not in "biuf" or y.shape != (rows,):
+        raise UserError(f"{where} holds labels of type {y.dtype} and shape {y.shape}, but its "
+                        f"{rows} examples need one whole-number label each, shape ({rows},).")
+    v = y.astype(np.float64)
+    bad = ~(np.isfinite(v) & (v >= 0) & (v == np.floor(v)))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise UserError(f"{where} holds {int(bad.sum())} labels that are not whole numbers ≥ 0, the "
+                        f"first {y[i]} at row {i}; give each example a class 0, 1, 2, ….")
+    return y.astype(np.int64)
 
 
 # CIFAR-10's python version: five training batches and a test batch, each a pickled dict with
@@ -288,20 +377,54 @@ CIFAR_DIR = "cifar-10-batches-py"
 CIFAR_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
 
 
-def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One pickled CIFAR-10 batch → (images (N, 3072) in [0, 1], labels (N,))."""
-    import pickle
+# What a CIFAR-10 batch's pickle may name: its uint8 array's class, dtype and the function that
+# rebuilds it, under NumPy 1's and NumPy 2's module names (`_frombuffer`: pickle protocol 5).
+CIFAR_GLOBALS = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+})
 
+
+def _latin1(text: str, encoding: str) -> bytes:
+    """`_codecs.encode` as pickle protocol 2 uses it for bytes (text, "latin1"), and nothing else."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise pickle.UnpicklingError(f"it asks for _codecs.encode with {encoding!r}")
+    return text.encode("latin1")
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Builds only what a CIFAR-10 batch holds (dicts, lists, bytes, numbers, uint8 arrays):
+    any other global a pickle names (os.system, builtins.eval, …) is refused, never called."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1
+        if (module, name) not in CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which a CIFAR-10 batch never "
+                                         "holds; nothing in it was run")
+        return super().find_class(module, name)
+
+
+def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled CIFAR-10 batch → (images (N, 3072) in [0, 1], labels (N,)), unpickled by
+    `_CifarUnpickler`: a file that is not a batch is refused, and none of its contents run."""
+    fix = f"replace it with the file from {CIFAR_URL}"
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-        x, y = np.asarray(batch[b"data"], dtype=np.uint8), np.asarray(batch[b"labels"], dtype=np.int64)
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"dataset.root: {path} is not a CIFAR-10 python batch ({exc}).") from None
-    if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or len(x) != len(y):
-        raise UserError(f"dataset.root: {path} holds {x.shape} images and {len(y)} labels; a CIFAR-10 "
-                        "batch holds N rows of 3072 values and N labels.")
-    return x.astype(np.float32) / 255.0, y
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+        if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+            raise ValueError("it holds no dict with b'data' and b'labels'")
+        x, y = batch[b"data"], np.asarray(batch[b"labels"])
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, IndexError, KeyError,
+            TypeError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
+        raise UserError(f"dataset.root: {path} is not a CIFAR-10 python batch ({exc}); {fix}.") from None
+    array = isinstance(x, np.ndarray)
+    if not array or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1:] != (3072,) or not len(x):
+        what = f"{x.dtype} array of shape {x.shape}" if array else type(x).__name__
+        raise UserError(f"dataset.root: {path} holds a {what} as b'data'; a CIFAR-10 batch holds N ≥ 1 "
+                        f"uint8 rows of 3072 values; {fix}.")
+    return x.astype(np.float32) / 255.0, _labels(y, len(x), f"dataset.root: {path}: b'labels'")
 
 
 def _cifar10(options: dict[str, Any]) -> Dataset:
@@ -346,8 +469,9 @@ def _celeba_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             rgb = img.convert("RGB")
-    except (OSError, UnidentifiedImageError) as exc:
-        raise UserError(f"dataset.root: cannot read the image {path} ({exc}).") from None
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise UserError(f"dataset.root: cannot read the image {path} ({exc}); replace it with "
+                        "CelebA's aligned image, or drop its line from the partition file.") from None
     w, h = rgb.size
     side = min(CELEBA_CROP, w, h)
     left, top = (w - side) // 2, (h - side) // 2
@@ -362,8 +486,13 @@ def _celeba(options: dict[str, Any]) -> Dataset:
         if not (root / need).exists():
             raise UserError(f"dataset.root: {root / need} does not exist. Put CelebA's aligned images "
                             f"({CELEBA_IMAGES}/) and {CELEBA_PARTITION} from its authors' page in {root}.")
+    try:
+        partition = (root / CELEBA_PARTITION).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"dataset.root: cannot read {root / CELEBA_PARTITION} ({exc}); it is a text "
+                        "file of lines '<image> <0|1|2>': replace it with the authors' file.") from None
     splits: dict[int, list[str]] = {0: [], 1: [], 2: []}
-    for line in (root / CELEBA_PARTITION).read_text().split("\n"):
+    for line in partition.split("\n"):
         parts = line.split()
         if len(parts) == 2 and parts[1] in ("0", "1", "2"):
             splits[int(parts[1])].append(parts[0])

@@ -1,8 +1,8 @@
 """Activations as training uses them: the functions and plugins.
 
 Owns: resolving a catalogue entry (activations.py) or a user's `package.module:Factory` into
-an `Activation` that acts on a group of fleet members at once, and the functions the catalogue
-names in this module. Does not own: which names exist, their init scheme and description
+an `Activation` that acts on a group of fleet members at once, probing a plug-in once before
+training (`probe`), and the functions the catalogue names in this module. Does not own: which names exist, their init scheme and description
 (activations.py), weight init (layers.py), or where activations sit in a model (models.py).
 
 `apply(x, params)` takes hidden values `x` of shape (G, B, H), or feature maps (G, B, C, H, W),
@@ -12,6 +12,7 @@ member — and returns a tensor shaped like `x`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -123,7 +124,11 @@ def _from_spec(spec: ActivationSpec) -> Activation:
 def _from_plugin(path: str) -> Activation:
     """Wrap a user's `package.module:Factory` (returning an elementwise nn.Module or callable)."""
     factory = plugin_factory(path)
-    module = factory()
+    try:
+        module = factory()
+    except Exception as exc:  # the user's factory: its error, one line
+        raise UserError(f"activation '{path}': calling the factory raised {type(exc).__name__}: "
+                        f"{str(exc)[:200]}.") from None
     if not callable(module):
         raise UserError(f"activation '{path}' returned {type(module).__name__}, which is not "
                         "callable; return an elementwise torch module or function.")
@@ -140,6 +145,41 @@ def _from_plugin(path: str) -> Activation:
 
         return Activation(path, apply, init, gain, params)
     return Activation(path, lambda x, params: module(x), init, gain, {})
+
+
+PROBE_SHAPE = (2, 4, 6)
+"""(members, batch, units): the tensor a plug-in activation is tried on before training."""
+
+
+def probe(name: str) -> None:
+    """Try a user's `package.module:Factory` once, before anything is trained or written: it
+    must build, keep the shape of a stacked layer's tensor, give finite values on [−3, 3], and
+    be elementwise (changing one input changes only its own output; softmax or GLU do not
+    qualify). Anything else is one UserError naming the plug-in."""
+    act = get_activation(name)
+    x = torch.linspace(-3.0, 3.0, math.prod(PROBE_SHAPE)).reshape(PROBE_SHAPE)
+    nudged = x.clone()
+    nudged[1, 2, 3] += 0.37
+    try:
+        with torch.no_grad():
+            params = act.initial(PROBE_SHAPE[0], PROBE_SHAPE[2])
+            y, y2 = act.apply(x, params), act.apply(nudged, params)
+    except Exception as exc:  # the user's code: its error, one line
+        raise UserError(f"activation '{name}' fails on a {PROBE_SHAPE} tensor with "
+                        f"{type(exc).__name__}: {str(exc)[:160]}; it must map a tensor "
+                        "elementwise, keeping its shape.") from None
+    if not isinstance(y, Tensor) or y.shape != x.shape:
+        got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+        raise UserError(f"activation '{name}' turns a {PROBE_SHAPE} tensor into {got}; an "
+                        "activation must keep the shape (elementwise, like torch.tanh).")
+    if not torch.isfinite(y).all():
+        raise UserError(f"activation '{name}' gives non-finite values on inputs in [-3, 3].")
+    others = y2 != y
+    others[1, 2, 3] = False
+    if others.any():
+        raise UserError(f"activation '{name}' is not elementwise: changing one input changed "
+                        f"{int(others.sum())} other outputs (softmax and GLU mix units); use a "
+                        "function of each value alone.")
 
 
 def get_activation(name: str) -> Activation:

@@ -35,6 +35,9 @@ def import_object(path: str) -> object:
                         "check the spelling and that it is on PYTHONPATH.") from None
     except AttributeError:
         raise UserError(f"module '{module_name}' has no attribute '{attr}' (from '{path}').") from None
+    except Exception as exc:  # a user's module that fails while importing: its error, one line
+        raise UserError(f"importing '{path}' raised {type(exc).__name__}: {str(exc)[:200]}; fix "
+                        "that module.") from None
 
 
 class Registry(Generic[T]):

@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from ablate import tracking
+from ablate.activations import ACTIVATIONS
 from ablate.checkpoints import Checkpoints, CohortCheckpoint, identity
 from ablate.classifier import judge_for
 from ablate.data import Dataset, load_dataset
@@ -37,6 +38,7 @@ from ablate.files import atomic_open
 from ablate.fleet import Member
 from ablate.metrics import GENERATIVE, METRICS
 from ablate.models import activation_floats, conv_sizes, param_count
+from ablate.nonlinear import probe
 from ablate.sources import Source, claim, make_pruner, make_sampler, plan, sources
 from ablate.store import (WORKER, Backend, Heartbeat, create_store, decode_params, is_running,
                           point_id, stored_state, trial_id)
@@ -56,6 +58,12 @@ def resolve_device(name: str) -> torch.device:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     return device
+
+
+def plugins(study: Study) -> set[str]:
+    """The users' `package.module:Factory` activations a study names (encoder or decoder)."""
+    configs = {study.config(p) for p in study.points()}
+    return {n for c in configs for n in (c.activation, c.decoder) if ":" in n and n not in ACTIVATIONS}
 
 
 def _samples(study: Study) -> bool:
@@ -80,20 +88,34 @@ def check_architecture(study: Study, data: Dataset) -> None:
 
 
 def cohort_capacity(study: Study, data: Dataset, device: torch.device) -> int:
-    """Members per cohort: what fits in half the free device memory, capped by cohort_size."""
+    """Members per cohort: what fits in half the free device memory, capped by cohort_size.
+    A study whose largest member alone does not fit is refused with the estimate."""
+    free, per_member = _free_memory(device), member_bytes(study, data)
+    if per_member > free:
+        raise UserError(f"{study.path}: its largest member needs about {per_member / 2**30:.1f} GiB "
+                        f"(weights, Adam's moments, a batch's activations) and {device} has "
+                        f"{free / 2**30:.1f} GiB free; make hidden, channels, latent_dim or "
+                        "batch_size smaller.")
+    cap = max(1, int(free * 0.5) // per_member)
+    return min(cap, study.cohort_size) if study.cohort_size else cap
+
+
+def _free_memory(device: torch.device) -> int:
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-    else:
-        free = _available_ram()
+        return torch.cuda.mem_get_info(device)[0]
+    return _available_ram()
+
+
+def member_bytes(study: Study, data: Dataset) -> int:
+    """An estimate of one member's memory in training: its weights, gradients and Adam's two
+    moments, its widest batch of activations, and its per-image records."""
     shape = data.image_shape or data.dim
     configs = [study.config(p) for p in study.corners()]
     worst = max(configs, key=lambda c: param_count(c, shape))
     n = len(data.x_train)
     params = param_count(worst, shape)
     widest = max(activation_floats(c, shape) for c in configs) + data.dim * 3 + worst.latent_dim * 6
-    per_member = 4 * (4 * params + 4 * worst.batch_size * widest + n * (worst.latent_dim + 2))
-    cap = max(1, int(free * 0.5) // per_member)
-    return min(cap, study.cohort_size) if study.cohort_size else cap
+    return 4 * (4 * params + 4 * worst.batch_size * widest + n * (worst.latent_dim + 2))
 
 
 def _available_ram() -> int:
@@ -153,8 +175,18 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
     except UserError as exc:
         raise UserError(f"{study.path}: {exc}") from None
     check_architecture(study, data)
+    for name in plugins(study):
+        try:
+            probe(name)
+        except UserError as exc:
+            raise UserError(f"{study.path}: {exc}") from None
     tracking.check(study)
-    device = resolve_device(study.device)
+    try:
+        device = resolve_device(study.device)
+    except UserError as exc:
+        given = next((f"--set {o}: " for o in study.overrides if o.partition("=")[0].strip() == "device"), "")
+        raise UserError(f"{study.path}: {given}{exc}") from None
+    capacity = cohort_capacity(study, data, device)  # refuses a member too large, before writing
     out_dir = Path(results_root) / study.name
     backend = Backend(study, out_dir)
     store = create_store(study, out_dir, backend)
@@ -181,7 +213,7 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
                       tracking.Trackers(study, out_dir))
     started = time.perf_counter()
     try:
-        _loop(study, srcs, backend, Heartbeat(store), cohort_capacity(study, data, device), dev_data,
+        _loop(study, srcs, backend, Heartbeat(store), capacity, dev_data,
               bar, outputs)
     finally:
         bar.close()

@@ -2,8 +2,10 @@
 telling a live worker's trial from a dead one's, and every use of Optuna's insides.
 
 Owns: storage URLs (the results folder's SQLite file, or a PostgreSQL URL that several machines
-share), connection errors as one-line UserErrors with any password hidden, the planning lock
-(flock for SQLite, a PostgreSQL advisory lock for a server), heartbeats, a trial's parameters
+share), connection errors as one-line UserErrors with any password hidden, opening the store to
+write or, for report / status / compare, to read only (nothing created, a database that is not
+an Optuna store refused, a YAML whose settings differ from the store's refused), the planning
+lock (flock for SQLite, a PostgreSQL advisory lock for a server), heartbeats, a trial's parameters
 as Optuna stores them (encode/decode), and the few named functions that reach past Optuna's
 public API (`trial_id`, `queued_params`, `was_queued`, `is_running`, `fail_interrupted`);
 tests/unit/test_store.py fails if Optuna changes what they rely on. Torch-free.
@@ -16,11 +18,14 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import socket
+import sqlite3
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import optuna
 import sqlalchemy
@@ -29,11 +34,14 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.pool import NullPool
 
 from ablate.errors import UserError
+from ablate.files import writable_folder
 from ablate.study import Study, redact
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 """This process, as recorded on the trials it trains."""
 SQLITE_TIMEOUT_S = 120  # a writer waits this long for another process's lock, not failing
+OPTUNA_TABLES = {"studies", "trials", "version_info"}
+"""Tables every Optuna store has: a database without them is not one, and a reader refuses it."""
 HEARTBEAT_S = 20.0
 """How often a worker stamps the trials it is training."""
 STALE_S = 300.0
@@ -113,9 +121,22 @@ def storage_url(study: Study, out_dir: Path) -> str:
     """The study's storage as an SQLAlchemy URL: results/<name>/study.db unless a URL is given."""
     if study.storage == "sqlite":
         return f"sqlite:///{(Path(out_dir) / 'study.db').resolve()}"
+    _parsed(study.storage)  # refused as the user wrote it
     if study.storage.startswith("postgresql://"):  # the driver ablate installs (psycopg 3)
         return "postgresql+psycopg://" + study.storage.removeprefix("postgresql://")
     return study.storage
+
+
+def _parsed(url: str) -> sqlalchemy.engine.URL:
+    """The URL as SQLAlchemy reads it, or one line saying why it cannot (a port that is not a
+    number, say), its password hidden without parsing it."""
+    try:
+        return sqlalchemy.engine.make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError) as exc:
+        shown = re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+        shown = re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", shown)
+        raise UserError(f"storage {shown}: is not a database URL ({exc}); write it as "
+                        "postgresql://user@host:5432/db, the port a number.") from None
 
 
 def is_local(study: Study) -> bool:
@@ -149,13 +170,14 @@ def _storage_errors(url: str):
 
 
 class Backend:
-    """One study's storage and its lock; `rdb()` is what Optuna reads and writes."""
+    """One study's storage and its lock; `rdb()` is what Optuna reads and writes, `reader()`
+    what a command that only reads (report, status, compare) reads."""
 
     def __init__(self, study: Study, out_dir: Path):
         self.url = storage_url(study, out_dir)
         self.local = is_local(study)
         # An SQLite store is locked with a file beside it; a server with an advisory lock.
-        self.lock_file = (Path(self.url.removeprefix("sqlite:///")).parent / ".plan.lock"
+        self.lock_file = (_sqlite_file(self.url).parent / ".plan.lock"
                           if self.url.startswith("sqlite:///") else None)
         self.key = int.from_bytes(hashlib.sha256(f"ablate:{study.name}".encode()).digest()[:8],
                                   "big", signed=True)
@@ -163,12 +185,37 @@ class Backend:
         self._lock_engine = None
 
     def rdb(self) -> optuna.storages.RDBStorage:
+        """The storage, opened to write (the schema created under the lock) unless `reader()`
+        opened it first."""
         if self._rdb is None:
+            if self.lock_file is not None:
+                writable_folder(self.lock_file.parent, "storage")
             with self.lock():  # the first connection creates the schema: one process at a time
                 with _storage_errors(self.url):
                     kwargs = ({"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if self.lock_file
                               else {"pool_pre_ping": True})
                     self._rdb = optuna.storages.RDBStorage(self.url, engine_kwargs=kwargs)
+        return self._rdb
+
+    def reader(self) -> optuna.storages.RDBStorage:
+        """The storage opened to read only: no lock taken, nothing created (no folder, file,
+        table or row; an SQLite file is opened read-only), and a store that does not exist or
+        lacks Optuna's tables refused before Optuna touches it. Opened to write already, it is
+        read through that."""
+        if self._rdb is None:
+            with _storage_errors(self.url):
+                missing = OPTUNA_TABLES - _tables(self.url)
+                if missing:
+                    raise UserError(f"storage {redact(self.url)}: is not a store `ablate run` "
+                                    f"wrote (it lacks Optuna's tables {', '.join(sorted(missing))}); "
+                                    "check --storage (or the study's storage:). Nothing was changed.")
+                url, kwargs = self.url, {"pool_pre_ping": True}
+                if self.lock_file is not None:  # SQLite's own read-only mode
+                    path = quote(str(_sqlite_file(self.url).resolve()))
+                    url = f"sqlite:///file:{path}?mode=ro&uri=true"
+                    kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+                self._rdb = optuna.storages.RDBStorage(url, engine_kwargs=kwargs,
+                                                       skip_table_creation=True)
         return self._rdb
 
     @contextmanager
@@ -199,18 +246,51 @@ class Backend:
                 conn.close()
 
 
+def _tables(url: str) -> set[str]:
+    """The names of the tables of the database at `url`, read without writing anything: an
+    SQLite file opened read-only (a missing one refused, not created)."""
+    if url.startswith("sqlite:"):
+        path = _sqlite_file(url)
+        if not os.path.isfile(path):
+            raise UserError(f"storage {redact(url)}: no such file; give the --storage (or the "
+                            "study's storage:) that `ablate run` was given, or run the study first.")
+        try:
+            with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                         timeout=SQLITE_TIMEOUT_S)) as conn:
+                rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                return {name for (name,) in rows}
+        except sqlite3.Error as exc:
+            raise UserError(f"storage {redact(url)}: cannot be read as a store ({exc}); check "
+                            "--storage (or the study's storage:). Nothing was changed.") from None
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        return set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _sqlite_file(url: str) -> Path:
+    return Path(_parsed(url).database or "")
+
+
+def _where(study: Study, out_dir: Path) -> str:
+    """The store as a message names it: the results folder, or the (redacted) storage URL."""
+    return str(out_dir) if is_local(study) else f"storage {redact(storage_url(study, out_dir))}"
+
+
 def open_store(study: Study, out_dir: Path, create: bool, backend: Backend | None = None) -> optuna.Study:
     """The study's Optuna record. With `create`, make it (objective direction from the study)
-    and record what it is; otherwise load it, or raise KeyError when there is none."""
+    and record what it is; otherwise load it, read-only unless the backend has opened the
+    storage to write, or raise a UserError when there is none."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = (backend or Backend(study, out_dir)).rdb()
+    backend = backend or Backend(study, out_dir)
     if not create:
         try:
-            return optuna.load_study(study_name=study.name, storage=storage)
+            return optuna.load_study(study_name=study.name, storage=backend.reader())
         except KeyError:
-            where = out_dir if is_local(study) else f"storage {redact(storage_url(study, out_dir))}"
-            raise UserError(f"{where} holds no study named '{study.name}'; run it first with "
-                            "`ablate run STUDY.yaml` (with the same --storage).") from None
+            raise UserError(f"{_where(study, out_dir)} holds no study named '{study.name}'; run it "
+                            "first with `ablate run STUDY.yaml` (with the same --storage).") from None
+    storage = backend.rdb()
     store = optuna.create_study(study_name=study.name, storage=storage, load_if_exists=True,
                                 direction=study.search.direction)
     if store.user_attrs.get("fingerprint") is None:
@@ -240,6 +320,20 @@ def create_store(study: Study, out_dir: Path, backend: Backend) -> optuna.Study:
         if store.user_attrs.get("settings") is None:
             store.set_user_attr("settings", study.settings_record())
         return store
+
+
+def read_store(study: Study, out_dir: Path, backend: Backend | None = None) -> optuna.Study:
+    """The study's Optuna record for a command that only reads, refused (as `ablate run`
+    refuses it) when the store's study of this name was run with other settings: its numbers
+    would be reported as this YAML's."""
+    store = open_store(study, out_dir, create=False, backend=backend)
+    known = store.user_attrs.get("fingerprint")
+    if known is not None and known != study.fingerprint():
+        differs = settings_difference(store.user_attrs.get("settings"), study.settings_record())
+        raise UserError(f"{study.path}: {_where(study, out_dir)} holds results of a study named "
+                        f"'{study.name}' with other settings ({differs}). Give the results folder "
+                        f"({out_dir}) instead, or the YAML it was run with.")
+    return store
 
 
 def settings_difference(stored: dict | None, mine: dict, limit: int = 3) -> str:

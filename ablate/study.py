@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -30,6 +31,23 @@ STRATEGIES = ("grid", "tpe", "random", "cmaes", "qmc")
 PRUNERS = ("none", "median", "hyperband", "wilcoxon")
 STORAGE_SCHEMES = ("sqlite", "postgresql")
 
+# Bounds known when a study is read: beyond them a study cannot finish or cannot fit, and is
+# refused before anything is written (what fits the device's memory is checked once the data
+# is loaded: runner.check_fits).
+MAX_SEEDS = 10_000
+SEED_MAX = 2**63 - 1
+"""Seeds are mixed with other numbers as 64-bit integers: two seeds that differ by 2⁶⁴ would
+be the same run, so a seed must fit in 63 bits."""
+MAX_EPOCHS = 100_000
+MAX_WIDTH = 65_536
+"""A hidden layer's width, a conv layer's channels, a latent size."""
+MAX_IWAE = 100_000
+MAX_MEMBERS = 1_000_000
+"""Members (configurations × seeds) in one study."""
+MAX_NAME_BYTES = 200
+MAX_YAML_NODES = 100_000
+"""Values a study's YAML may expand to once its aliases are followed ("billion laughs")."""
+
 
 # ---------------------------------------------------------------------------------------------
 # Value checkers: each returns the normalised value or raises _Bad with a sentence.
@@ -38,12 +56,30 @@ class _Bad(Exception):
     pass
 
 
-def _int(lo: int | None = None):
+def _shown(v, limit: int = 60) -> str:
+    """A value as a message quotes it: its repr, cut to its first characters."""
+    text = repr(v)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
+
+
+def _not_a_number(v) -> str:
+    """'got …', and for text YAML 1.1 would not read as a number (1e-4), how to write it."""
+    if isinstance(v, str) and NUMBER.fullmatch(v.strip()):
+        mantissa, _, exponent = v.strip().lower().partition("e")
+        fixed = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent}"
+        return (f"got the text {_shown(v)}: YAML 1.1 reads a number with an exponent but no "
+                f"decimal point as text; write {fixed}")
+    return f"got {_shown(v)}"
+
+
+def _int(lo: int | None = None, hi: int | None = None, why: str = ""):
     def check(v):
         if isinstance(v, bool) or not isinstance(v, int):
-            raise _Bad(f"must be a whole number, got {v!r}")
+            raise _Bad(f"must be a whole number, {_not_a_number(v)}")
         if lo is not None and v < lo:
-            raise _Bad(f"must be at least {lo}, got {v}")
+            raise _Bad(f"must be at least {lo}, got {_shown(v)}")
+        if hi is not None and v > hi:
+            raise _Bad(f"must be at most {hi:,}{why}, got {_shown(v)}")
         return v
     return check
 
@@ -51,8 +87,11 @@ def _int(lo: int | None = None):
 def _float(lo: float | None = None, positive: bool = False):
     def check(v):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise _Bad(f"must be a number, got {v!r}")
-        v = float(v)
+            raise _Bad(f"must be a number, {_not_a_number(v)}")
+        try:
+            v = float(v)
+        except OverflowError:
+            raise _Bad(f"is too large to be a number, got {_shown(v)}") from None
         if v != v or v in (float("inf"), float("-inf")):
             raise _Bad(f"must be a finite number, got {v}")
         if positive and v <= 0:
@@ -65,13 +104,20 @@ def _float(lo: float | None = None, positive: bool = False):
 
 def _str(v):
     if not isinstance(v, str) or not v:
-        raise _Bad(f"must be a non-empty string, got {v!r}")
+        raise _Bad(f"must be a non-empty string, got {_shown(v)}")
+    return v
+
+
+def _text(v):
+    """Free text (a description): a string, possibly empty."""
+    if not isinstance(v, str):
+        raise _Bad(f"must be text, got {type(v).__name__} {_shown(v)}")
     return v
 
 
 def _bool(v):
     if not isinstance(v, bool):
-        raise _Bad(f"must be true or false, got {v!r}")
+        raise _Bad(f"must be true or false, got {_shown(v)}")
     return v
 
 
@@ -79,7 +125,7 @@ def _choice(*options):
     def check(v):
         if v not in options:
             hint = suggest(str(v), list(options))
-            raise _Bad(f"must be one of {', '.join(options)}, got {v!r}.{hint}".rstrip("."))
+            raise _Bad(f"must be one of {', '.join(options)}, got {_shown(v)}.{hint}".rstrip("."))
         return v
     return check
 
@@ -89,21 +135,21 @@ ARCHS = ("mlp", "conv")
 
 def _hidden(v):
     if not isinstance(v, list):
-        raise _Bad(f"must be a list of layer widths such as [256] ([] for none: arch conv), got {v!r}")
-    return tuple(_int(1)(w) for w in v)
+        raise _Bad(f"must be a list of layer widths such as [256] ([] for none: arch conv), got {_shown(v)}")
+    return tuple(_int(1, MAX_WIDTH)(w) for w in v)
 
 
 def _channels(v):
     if not isinstance(v, list) or not v:
-        raise _Bad(f"must be a non-empty list of channel counts such as [32, 64], got {v!r}")
-    return tuple(_int(1)(c) for c in v)
+        raise _Bad(f"must be a non-empty list of channel counts such as [32, 64], got {_shown(v)}")
+    return tuple(_int(1, MAX_WIDTH)(c) for c in v)
 
 
 def _device(v):
     v = _str(v)
     if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
         return v
-    raise _Bad(f"must be auto, cpu, cuda or cuda:N, got {v!r}")
+    raise _Bad(f"must be auto, cpu, cuda or cuda:N, got {_shown(v)}")
 
 
 
@@ -139,10 +185,12 @@ def _shape(v):
 def _seeds(v):
     """A count (3 → seeds 0, 1, 2) or an explicit list of distinct seeds."""
     if not isinstance(v, list):
-        return tuple(range(_int(1)(v)))
+        return tuple(range(_int(1, MAX_SEEDS, " (each seed is a whole training run)")(v)))
     if not v:
         raise _Bad("is an empty list; give a count such as 3 or a list of seeds")
-    seeds = tuple(_int(0)(s) for s in v)
+    if len(v) > MAX_SEEDS:
+        raise _Bad(f"lists {len(v):,} seeds; at most {MAX_SEEDS:,} (each is a whole training run)")
+    seeds = tuple(_int(0, SEED_MAX, " (seeds are mixed as 63-bit numbers)")(s) for s in v)
     if len(set(seeds)) != len(seeds):
         raise _Bad("lists a seed twice; seeds are repeats and must be distinct")
     return seeds
@@ -150,8 +198,11 @@ def _seeds(v):
 
 def _name(v):
     v = _str(v)
-    if "/" in v or v.startswith("."):
-        raise _Bad(f"'{v}' names a results folder; use letters, digits, - and _.")
+    if "/" in v or "\\" in v or v.startswith(".") or any(ord(c) < 32 or ord(c) == 127 for c in v):
+        raise _Bad(f"{_shown(v)} names a results folder; use letters, digits, - and _.")
+    if len(v.encode()) > MAX_NAME_BYTES:
+        raise _Bad(f"is {len(v.encode())} bytes long; a results folder's name may have at most "
+                   f"{MAX_NAME_BYTES}")
     return v
 
 
@@ -178,7 +229,7 @@ class RunConfig:
     decoder_activation is given."""
     decoder_activation: str | None = setting(None, _activation, "model", axis=True)
     """The decoder's hidden layers' nonlinearity; None: the same as activation."""
-    latent_dim: int = setting(8, _int(1), "model", axis=True, range=int)
+    latent_dim: int = setting(8, _int(1, MAX_WIDTH), "model", axis=True, range=int)
     """Number of latent dimensions."""
     kl_weight: float = setting(1.0, _float(lo=0.0), "train", axis=True, range=float, families=("vae",))
     """β: loss per image = recon + kl_weight · KL, in nats."""
@@ -204,7 +255,8 @@ class RunConfig:
     where it may be []); the decoder mirrors them."""
     likelihood: str = setting("bernoulli", _choice("bernoulli", "gaussian"), "model", axis=True)
     """bernoulli (pixels in [0,1] as probabilities) or gaussian (learned shared variance)."""
-    epochs: int = setting(30, _int(1), "train", axis=True, range=int)
+    epochs: int = setting(30, _int(1, MAX_EPOCHS, " (a study that long cannot finish)"), "train", axis=True,
+                          range=int)
     """Passes over the training split."""
     batch_size: int = setting(128, _int(1), "train", axis=True, range=int)
     """Examples per gradient step."""
@@ -299,12 +351,12 @@ class Study:
 
     name: str = setting("", _name)
     """Results go to results/<name>/; when not given, the file's stem."""
-    description: str = setting("", str)
+    description: str = setting("", _text)
     dataset: dict[str, Any] = field(default_factory=lambda: {"name": "digits"})
     """The dataset and its options (checked against data.DATASET_OPTIONS)."""
     base: RunConfig = field(default_factory=RunConfig)
     """The `model:` and `train:` sections: every member's values outside `space`."""
-    iwae_samples: int = setting(100, _int(1), "eval")
+    iwae_samples: int = setting(100, _int(1, MAX_IWAE), "eval")
     seeds: tuple[int, ...] = setting((0, 1, 2), _seeds)
     """Repeats of every configuration, never a search axis."""
     space: dict[str, tuple] = field(default_factory=dict)
@@ -454,7 +506,7 @@ class _Loader:
     def fail(self, key: str, message: str) -> UserError:
         prefix = f"{key}: " if key else ""
         given = next((item for k, item in self.overrides.items()
-                      if key == k or key.startswith(k + ".")), None)
+                      if key == k or key.startswith(k + ".") or (key and k.startswith(key + "."))), None)
         if given is not None:
             return UserError(f"{self.path}: --set {given}: {prefix}{message}")
         return UserError(f"{self.path}{self.where.at(key)}: {prefix}{message}")
@@ -474,6 +526,10 @@ class _Loader:
         if not isinstance(value, dict):
             raise self.fail(key, f"must be a mapping of keys to values, got {type(value).__name__}")
         for k in value:
+            if not isinstance(k, str):
+                where = f"{key}.{_shown(k)}" if key else _shown(k)
+                raise self.fail(key, f"has the key {_shown(k)}, which is not text; keys are names "
+                                     f"such as {', '.join(list(allowed)[:3])}.")
             if k not in allowed:
                 where = f"{key}.{k}" if key else str(k)
                 hint = suggest(str(k), list(allowed))
@@ -504,7 +560,8 @@ def parse_study(text: str, path: str = "<study>", overrides: tuple[str, ...] = (
     if overrides:
         doc = override(doc, overrides, path)
         ld.overrides = {item.partition("=")[0].strip(): item for item in overrides}
-        text = (f"# {Path(path).name} with " + " ".join(f"--set '{o}'" for o in overrides) + "\n"
+        shown = (o.encode("unicode_escape").decode() for o in overrides)  # one comment line
+        text = (f"# {Path(path).name} with " + " ".join(f"--set '{o}'" for o in shown) + "\n"
                 + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100))
     ld.mapping("", doc, TOP_KEYS)
     top = _read(ld, Study, doc)
@@ -527,6 +584,8 @@ def parse_study(text: str, path: str = "<study>", overrides: tuple[str, ...] = (
     top["metric"] = top.get("metric", twin_on_test(search.objective))
     _needs_validation(ld, top["dataset"], search, protocol)
     _architecture(ld, base, space)
+    _families_apply(ld, families, space, ranges, top["metric"], search)
+    _bounded(ld, space, top.get("seeds", default(Study, "seeds")), search, protocol)
     return Study(**top, base=RunConfig(**base), space=space, ranges=ranges, search=search,
                  protocol=protocol, source=text, path=path, overrides=tuple(overrides))
 
@@ -598,10 +657,42 @@ def _read(ld: _Loader, cls, doc: dict, more: tuple[str, ...] = ()) -> dict:
     return out
 
 
+def _expanded_size(node, path: str) -> int:
+    """How many values the YAML node stands for once its aliases are followed (each alias
+    counted as often as it is used, as a study's reader would see it), without expanding
+    anything; a node that contains itself, or a size past MAX_YAML_NODES, is an error."""
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+
+    def size(n) -> int:
+        if id(n) in sizes:
+            return sizes[id(n)]
+        if id(n) in visiting:
+            raise UserError(f"{path}:{n.start_mark.line + 1}: an alias refers to the value that "
+                            "contains it, so the study would be infinite; remove that alias.")
+        visiting.add(id(n))
+        children = ([c for pair in n.value for c in pair] if isinstance(n, yaml.MappingNode)
+                    else n.value if isinstance(n, yaml.SequenceNode) else [])
+        total = 1 + sum(size(c) for c in children)
+        visiting.discard(id(n))
+        if total > MAX_YAML_NODES:
+            raise UserError(f"{path}: its aliases expand to more than {MAX_YAML_NODES:,} values; a "
+                            "study is a few dozen. Write the values out, or use fewer aliases.")
+        sizes[id(n)] = total
+        return total
+
+    return size(node) if node is not None else 0
+
+
 def _document(text: str, path: str) -> tuple[_Loader, dict]:
-    """The parsed YAML mapping, or one error naming the line of a syntax error."""
+    """The parsed YAML mapping, or one error naming the line of a syntax error. Aliases are
+    bounded before anything is expanded."""
     try:
+        _expanded_size(yaml.compose(text, Loader=yaml.SafeLoader), path)
         doc = yaml.safe_load(text)
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to read as a study; a study is a few levels "
+                        "of mappings and lists.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
@@ -743,6 +834,39 @@ def _search(ld: _Loader, sr: dict, values: dict, metric: str | None, fallback: s
     return Search(**values)
 
 
+def _families_apply(ld: _Loader, families: set[str], space: dict, ranges: dict, metric: str,
+                    search: Search) -> None:
+    """An axis must change some family the study trains, and the report's metric (and a
+    search's objective) must be one they produce; otherwise the study would train to the end
+    and have nothing to show."""
+    for key in (*space, *ranges):
+        applies = set(RunConfig.__dataclass_fields__[key].metadata["families"])
+        if not applies & families:
+            raise ld.fail(f"space.{key}", f"applies to {', '.join(sorted(applies))} only, and this "
+                                          f"study trains {', '.join(sorted(families))}: it would change "
+                                          "nothing. Remove it, or add a family it applies to.")
+    for key, name, need_all in (("report.metric", metric, False), ("search.objective", search.objective,
+                                                                    not search.is_grid)):
+        has = set(METRICS[name].families) & families
+        if not has or (need_all and has != families):
+            lacking = sorted(families - set(METRICS[name].families))
+            raise ld.fail(key, f"{name} is measured for {', '.join(sorted(METRICS[name].families))} "
+                               f"only, and this study trains {', '.join(lacking)}: "
+                               f"{'it has' if len(lacking) == 1 else 'they have'} no {name}. Pick a "
+                               "metric every family has, such as test_recon (or fid for a GAN).")
+
+
+def _bounded(ld: _Loader, space: dict, seeds: tuple, search: Search, protocol) -> None:
+    """A study with more members than MAX_MEMBERS cannot finish: refuse it with the count."""
+    configs = (math.prod(len(v) for v in space.values()) * (len(ARMS) if protocol else 1)
+               if search.is_grid else search.n_trials or 0)
+    members = configs * len(seeds)
+    if members > MAX_MEMBERS:
+        raise ld.fail("space" if search.is_grid else "search.n_trials",
+                      f"makes {members:,} members ({configs:,} configurations × {len(seeds):,} seeds); "
+                      f"a study of more than {MAX_MEMBERS:,} cannot finish. Split it or narrow it.")
+
+
 def _default_metric(families: set[str]) -> str:
     """What a report ranks by when report.metric is not given: the VAE's NLL, a GAN's FID
     (its samples are all it has), the autoencoders' reconstruction."""
@@ -787,6 +911,9 @@ def _protocol(ld: _Loader, doc: dict, top: dict, space: dict, strategy: str) -> 
         raise ld.fail("protocol", "needs tune: the hyperparameters to tune for each activation, "
                                   "e.g. {train.lr: {low: 1.0e-4, high: 3.0e-3, log: true}}.")
     for key in raw["tune"] if isinstance(raw["tune"], dict) else ():
+        if not isinstance(key, str):
+            raise ld.fail("protocol.tune", f"has the key {_shown(key)}, which is not text; name a "
+                                           "setting such as train.lr or model.init.")
         name = key.rpartition(".")[2]
         if name == "activation" or name in space:
             raise ld.fail(f"protocol.tune.{key}", f"'{name}' is compared in space; a key is either "

@@ -5,7 +5,9 @@ an MLflow run (its parameters, per-epoch curves, final metrics, state) and the r
 artifacts of a run named `report`; `tensorboard: {dir}` writes the same curves and the trial's
 hyperparameters and final metrics through `torch.utils.tensorboard` — checking the packages are
 installed before anything is written, and never letting a tracking failure stop a study (one
-warning, then that tracker is off). Does not own: what the numbers are (train.py, metrics.py)
+warning, then that tracker is off): an MLflow server is probed once before training and MLflow's
+network calls time out in seconds (MLFLOW_NETWORK), so one that cannot be reached costs seconds,
+not minutes. Does not own: what the numbers are (train.py, metrics.py)
 or the report (analysis/).
 
 Curves are the mean over a trial's seeds at each epoch (`val_nelbo`, `train_loss`, …), with
@@ -15,17 +17,28 @@ some of which share their names), are the mean over the members that trained to 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import math
+import os
+import socket
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ablate.errors import UserError
 from ablate.study import Study
 
 EXTRAS = {"mlflow": ("mlflow", "ablate[mlflow]"), "tensorboard": ("tensorboard", "ablate[tensorboard]")}
+MLFLOW_NETWORK = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+"""MLflow's HTTP limits for ablate's calls (its defaults: 120 s a request, 7 retries backing off
+for minutes): a server that stops answering costs seconds. A value the user set is kept."""
+PROBE_S = 3.0
+"""How long the probe of an MLflow server waits for a connection."""
 
 
 def check(study: Study) -> None:
@@ -48,6 +61,28 @@ def mlflow_uri(study: Study, out_dir: Path) -> str:
     return given or f"sqlite:///{(Path(out_dir) / 'mlflow.db').resolve()}"
 
 
+@functools.cache
+def reachable(uri: str) -> bool:
+    """Whether something answers at an HTTP(S) tracking URI (or at the proxy that would carry
+    it), tried once per process with a PROBE_S timeout; a miss prints the one warning. Other
+    URIs (a local SQLite file, say) are not probed."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return True
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname):
+        parts = urlsplit(proxy)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        socket.create_connection((parts.hostname, port), timeout=PROBE_S).close()
+        return True
+    except (OSError, ValueError) as exc:  # refused, timed out, unknown host, a port not a number
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        print(f"ablate: warning: tracking.mlflow: nothing answers at {parts.netloc.rpartition('@')[2]} "
+              f"({reason}); it is off for this run, the study goes on.", file=sys.stderr)
+        return False
+
+
 def tensorboard_dir(study: Study, out_dir: Path) -> Path:
     given = study.tracking["tensorboard"].get("dir")
     return Path(given).expanduser() if given else Path(out_dir) / "tensorboard"
@@ -59,6 +94,8 @@ class Trackers:
     def __init__(self, study: Study, out_dir: Path):
         self.study, self.out_dir = study, Path(out_dir)
         self.live = dict.fromkeys(study.tracking, True)
+        if "mlflow" in self.live:
+            self.live["mlflow"] = reachable(mlflow_uri(study, out_dir))
         self._mlflow = None
 
     @property
@@ -92,6 +129,8 @@ class Trackers:
         if self._mlflow is None:
             for quiet in ("mlflow", "alembic"):
                 logging.getLogger(quiet).setLevel(logging.WARNING)
+            for name, value in MLFLOW_NETWORK.items():
+                os.environ.setdefault(name, value)
             from mlflow.tracking import MlflowClient
 
             uri = mlflow_uri(self.study, self.out_dir)

@@ -2,8 +2,9 @@
 
 Owns: the files under results/<name>/models/ (one per trial, `t<number>.pt`: each finished
 member's own, unpadded weights with its configuration and the data's shape; plain tensors,
-numbers and strings that `torch.load(weights_only=True)` reads without running code), taking a
-member's weights out of a trained fleet, rebuilding one member as a one-member model,
+numbers and strings that `torch.load(weights_only=True)` reads without running code; a file
+cut short or not ablate's is refused with one line naming it), taking a member's weights out
+of a trained fleet, rebuilding one member as a one-member model,
 `Standalone` (the module `ablate export` writes as TorchScript: `encode`, `decode`, a GAN's
 `generate`, on tensors shaped like the dataset's images) and prior samples (`ablate sample`).
 Does not own: the layers and models (layers.py, models.py) or training (train.py).
@@ -77,24 +78,48 @@ def load_member(results: Path, trial: int, seed: int) -> tuple[Autoencoder, RunC
     configuration and the data's shape; a UserError names what is missing."""
     path = Path(results) / MODELS / f"t{trial}.pt"
     if not path.is_file():
-        kept = sorted(int(p.stem[1:]) for p in (Path(results) / MODELS).glob("t*.pt"))
+        kept = sorted(int(p.stem[1:]) for p in (Path(results) / MODELS).glob("t*.pt")
+                      if p.stem[1:].isdigit())
         raise UserError(f"{path}: no trained model of trial {trial} (a trial that failed, was "
                         "pruned or is still running keeps none; kept: "
                         f"{', '.join(map(str, kept)) or 'none'}); see runs.csv for trials and seeds.")
-    content = torch.load(path, map_location="cpu", weights_only=True)
+    content = _read(path)
     members = content["members"]
     if seed not in members:
         raise UserError(f"{path}: trial {trial} keeps no member of seed {seed} (it keeps seeds "
                         f"{', '.join(map(str, sorted(members)))}; a failed or pruned member keeps none).")
-    known = {f.name for f in fields(RunConfig)}
-    raw = members[seed]["config"]
-    config = RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known})
-    shape = tuple(content["shape"])
-    model = _alone(config, shape)
-    with torch.no_grad():
-        for name, slot in model.slots().items():
-            slot.tensor.copy_(members[seed]["weights"][name][None])
+    try:
+        known = {f.name for f in fields(RunConfig)}
+        raw = members[seed]["config"]
+        config = RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known})
+        shape = tuple(content["shape"])
+        model = _alone(config, shape)
+        with torch.no_grad():
+            for name, slot in model.slots().items():
+                slot.tensor.copy_(members[seed]["weights"][name][None])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise _unreadable(path, exc) from None
     return model, config, shape
+
+
+def _read(path: Path) -> dict:
+    """A models/t<trial>.pt file's contents, or a UserError naming it when it is cut short,
+    damaged or not one of ablate's."""
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever torch finds wrong, the file is the user's to fix
+        raise _unreadable(path, exc) from None
+    if not (isinstance(content, dict) and isinstance(content.get("members"), dict)
+            and isinstance(content.get("shape"), (list, tuple))):
+        raise _unreadable(path, ValueError("not a trained trial's members"))
+    return content
+
+
+def _unreadable(path: Path, exc: Exception) -> UserError:
+    text = str(exc).strip()
+    reason = text.split(". ")[0].splitlines()[0][:160] if text else type(exc).__name__
+    return UserError(f"{path}: cannot be read as a trained model ({reason}); it is damaged (a copy "
+                     "cut short?) or not ablate's: restore it from the results folder it came from.")
 
 
 class Standalone(torch.nn.Module):

@@ -58,7 +58,8 @@ class Interaction:
         show = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
         loose = [show(v) for v, top in self.top.items() if top is None or len(top) > 1]
         return (", ".join(f"{act} at {' and '.join(show(v) for v in vs)}" for act, vs in groups.items())
-                + (f" (by average rank; not separable from the next at {', '.join(loose)})" if loose else ""))
+                + (f" (by average rank; at {', '.join(loose)} the Nemenyi test does not separate "
+                   "it from the next)" if loose else ""))
 
     def sentence(self) -> str:
         """The answer to "does the best activation change with <axis>?", as its test allows."""
@@ -72,9 +73,9 @@ class Interaction:
         if not self.decidable:
             return (f"Cannot tell whether the ranking changes with {self.axis}: with "
                     f"{self.n_groups} matched groups the interaction test's smallest possible p "
-                    f"is {self.min_p:.2g} ≥ α = {self.alpha:g} (best {self.best_text()}).")
+                    f"is {self.min_p:.2g} ≥ α = {self.alpha:g}. Best {self.best_text()}.")
         return (f"No evidence that the ranking changes with {self.axis} (interaction p = "
-                f"{self.p:.2g}; {w}; best {self.best_text()}).")
+                f"{self.p:.2g}; {w}). Best {self.best_text()}.")
 
 
 @dataclass

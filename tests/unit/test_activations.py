@@ -126,3 +126,52 @@ def test_siren_init_bounds():
     later, _ = init_weight("siren", 1.0, (100, 100), 100, 100, 100, gen)
     assert first.abs().max() <= 1 / 64 and first.abs().max() > 0.9 / 64
     assert later.abs().max() <= (6 / 100) ** 0.5 / 30 and later.abs().max() > 0.9 * (6 / 100) ** 0.5 / 30
+
+
+@pytest.fixture
+def hostile_plugins(tmp_path, monkeypatch):
+    (tmp_path / "badacts.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        def glu():
+            return nn.GLU(dim=-1)
+        def softmax():
+            return nn.Softmax(dim=-1)
+        def raises():
+            raise RuntimeError("factory broke")
+        def not_finite():
+            return lambda x: torch.log(x)
+        def not_a_tensor():
+            return lambda x: 3
+        def fails_on_call():
+            return lambda x: x @ torch.ones(2, 2)
+        """))
+    (tmp_path / "explodes.py").write_text("raise ValueError('module broke on import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    for name in ("badacts", "explodes"):
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("path,pattern", [
+    ("badacts:glu", r"turns a \(2, 4, 6\) tensor into \(2, 4, 3\)"),
+    ("badacts:softmax", r"is not elementwise: changing one input changed 5 other outputs"),
+    ("badacts:raises", r"calling the factory raised RuntimeError: factory broke"),
+    ("badacts:not_finite", r"gives non-finite values"),
+    ("badacts:not_a_tensor", r"turns a \(2, 4, 6\) tensor into int"),
+    ("badacts:fails_on_call", r"fails on a \(2, 4, 6\) tensor with RuntimeError"),
+    ("explodes:anything", r"importing 'explodes:anything' raised ValueError: module broke on import"),
+])
+def test_a_plugin_is_probed_before_training(hostile_plugins, path, pattern):
+    from ablate.nonlinear import probe
+
+    with pytest.raises(UserError, match=pattern):
+        probe(path)
+
+
+def test_a_good_plugin_passes_the_probe(plugin_module):
+    from ablate.nonlinear import probe
+
+    probe("myacts:make_snake")
+    probe("myacts:make_square")

@@ -1,8 +1,10 @@
-"""Dataset loaders: digits, IDX files the test writes itself, npz, synthetic, caps."""
+"""Dataset loaders: digits, IDX files the test writes itself, npz, CIFAR-10 batches of every pickle
+protocol, synthetic, caps; legitimate inputs (Unicode paths, whole-float labels) keep loading."""
 
 from __future__ import annotations
 
 import gzip
+import pickle
 import struct
 from pathlib import Path
 
@@ -128,12 +130,10 @@ def test_npz_shape_names_the_channels(tmp_path):
         load_dataset({"name": "npz", "path": str(path), "shape": [3, 4, 4]})
 
 
-def _cifar_batch(path: Path, images: np.ndarray, labels: list[int]) -> None:
-    import pickle
-
+def _cifar_batch(path: Path, images: np.ndarray, labels: list[int], protocol: int | None = None) -> None:
     with open(path, "wb") as f:  # the format of CIFAR-10's python batches
         pickle.dump({b"batch_label": b"x", b"labels": labels, b"data": images,
-                     b"filenames": [b"f"] * len(labels)}, f)
+                     b"filenames": [b"f"] * len(labels)}, f, protocol=protocol)
 
 
 def test_cifar10_reads_the_python_batches(tmp_path):
@@ -153,6 +153,42 @@ def test_cifar10_reads_the_python_batches(tmp_path):
     (folder / "test_batch").unlink()
     with pytest.raises(UserError, match=r"dataset\.root: .*cifar-10-batches-py lacks test_batch\. Unpack"):
         load_dataset({"name": "cifar10", "root": str(tmp_path), "download": False})
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.DEFAULT_PROTOCOL, pickle.HIGHEST_PROTOCOL, "numpy 1"])
+def test_cifar10_batches_of_every_pickle_protocol_load(tmp_path, protocol):
+    """The restricted unpickler admits each way a batch pickles; "numpy 1": protocol 2 naming
+    numpy.core.multiarray, as CIFAR-10's own files (written by Python 2 and NumPy 1) do."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    images = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        _cifar_batch(folder / name, images, [0, 7, 2], 2 if protocol == "numpy 1" else protocol)
+        if protocol == "numpy 1":
+            raw = (folder / name).read_bytes().replace(b"numpy._core.", b"numpy.core.")
+            assert b"cnumpy.core.multiarray\n_reconstruct" in raw
+            (folder / name).write_bytes(raw)
+    data = load_dataset({"name": "cifar10", "root": str(tmp_path), "download": False, "val_fraction": 0})
+    assert data.x_train.shape == (15, 3072) and list(data.y_test) == [0, 7, 2]
+    np.testing.assert_allclose(data.x_test, images / 255.0, rtol=1e-6)
+
+
+def test_legitimate_inputs_still_load(tmp_path):
+    """A Unicode path, labels stored as whole floats, and a validation split too big to stratify."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "données_日本"
+    folder.mkdir()
+    path = folder / "jeu_ü.npz"
+    np.savez(path, x_train=rng.random((20, 3)), x_test=rng.random((4, 3)),
+             y_train=(np.arange(20) % 10).astype(np.float32), y_test=np.array([0.0, 1.0, 2.0, 3.0]))
+    data = load_dataset({"name": "npz", "path": str(path), "val_fraction": 0.9})
+    assert (len(data.x_train), len(data.x_val)) == (2, 18)  # 10 classes cannot fit both sides
+    assert data.y_test.dtype == np.int64 and list(data.y_test) == [0, 1, 2, 3]
+    for name, a in zip(IDX_FILES, [rng.integers(0, 256, (4, 2, 2)), np.arange(4),
+                                   rng.integers(0, 256, (2, 2, 2)), np.arange(2)]):
+        write_idx(folder / name, a)
+    assert load_dataset({"name": "mnist", "root": str(folder), "download": False}).x_val.shape == (1, 4)
 
 
 def test_celeba_crops_the_centre_resizes_and_keeps_its_partition(tmp_path):

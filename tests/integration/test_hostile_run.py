@@ -1,0 +1,63 @@
+"""`ablate run` on studies that must be refused before anything is written: a plug-in that is
+not elementwise, a device that is not there, an axis no family has, a metric no family
+produces. In-process through `ablate.cli.main`: exit 2, one line, no traceback, no folder."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from ablate.cli import main
+
+TINY = ("dataset: {name: digits, train_size: 200, test_size: 50}\nmodel: {hidden: [8], latent_dim: 2}\n"
+        "train: {epochs: 1, batch_size: 64}\neval: {iwae_samples: 2}\nseeds: 1\n")
+
+
+@pytest.fixture
+def glu_plugin(tmp_path, monkeypatch):
+    (tmp_path / "mixers.py").write_text(textwrap.dedent("""
+        from torch import nn
+        def glu():
+            return nn.GLU(dim=-1)
+        """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    sys.modules.pop("mixers", None)
+
+
+@pytest.mark.parametrize("what,body,extra,pattern", [
+    ("a GLU plug-in", "space: {activation: [relu, 'mixers:glu']}\n", (), "activation 'mixers:glu' turns a (2, 4, 6)"),
+    ("cuda asked on the command line", "space: {activation: [relu]}\n", ("--set", "device=cuda:0"),
+     "--set device=cuda:0: device: 'cuda:0' was asked for but no CUDA device"),
+    ("kl_weight for an ae", "model: {family: ae}\nspace: {activation: [relu], kl_weight: [1.0, 2.0]}\n", (),
+     "space.kl_weight: applies to vae only"),
+    ("fid for an ae", "model: {family: ae}\nspace: {activation: [relu]}\nreport: {metric: fid}\n", (),
+     "report.metric: fid is measured for gan, vae only"),
+])
+def test_refused_before_anything_is_written(tmp_path, monkeypatch, capsys, glu_plugin, what, body, extra, pattern):
+    import torch
+
+    if "cuda" in what and torch.cuda.is_available():
+        pytest.skip("a CUDA device is there")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "h.yaml").write_text("name: h\n" + TINY + body)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["run", "h.yaml", "--no-progress", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert pattern in err and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__") == before
+
+
+def test_a_member_too_large_for_memory_is_refused_with_the_estimate(tmp_path, monkeypatch, capsys):
+    from ablate import runner
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runner, "_available_ram", lambda: 64 << 20)  # a 64 MiB machine
+    (tmp_path / "big.yaml").write_text("name: big\n" + TINY.replace("hidden: [8]", "hidden: [65536, 65536]")
+                                       + "device: cpu\nspace: {activation: [relu]}\n")
+    assert main(["run", "big.yaml", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "its largest member needs about 128.4 GiB" in err and "cpu has 0.1 GiB free" in err, err
+    assert not (tmp_path / "results").exists()
