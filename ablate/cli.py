@@ -155,12 +155,15 @@ def _compare(args) -> int:
         raise UserError("compare: give two or more results folders or study YAMLs, "
                         "e.g. `ablate compare results/quick results/quick_fashion`.")
     pairs = [_resolve(t, args.results, args.storage) for t in args.targets]
+    folders = [str(Path(folder).resolve()) + (s.storage if s.storage != "sqlite" else "") for s, folder in pairs]
+    if len(set(folders)) != len(folders):
+        raise UserError(f"compare: a results folder is given twice ({', '.join(args.targets)}); "
+                        "give two or more different studies or runs.")
     names = [s.name for s, _ in pairs]
-    if len(set(names)) != len(names):
-        raise UserError(f"compare: the studies must differ; got {', '.join(names)}.")
+    labels = names if len(set(names)) == len(names) else [f"{s.name} ({folder})" for s, folder in pairs]
     out = Path(args.out) if args.out else Path(args.results) / ("compare-" + "-".join(names))
     writable_folder(out, "--out" if args.out else "--results")
-    print(f"report: {build_comparison(pairs, out)}")
+    print(f"report: {build_comparison(pairs, out, labels)}")
     return 0
 
 

@@ -20,16 +20,17 @@ from ablate.store import open_store
 from ablate.study import Study
 
 
-def build_comparison(pairs: list[tuple[Study, Path]], out_dir: Path) -> Path:
-    """Write out_dir/report.{html,md} comparing the studies of `pairs` (study, results folder)."""
+def build_comparison(pairs: list[tuple[Study, Path]], out_dir: Path, labels: list[str] | None = None) -> Path:
+    """Write out_dir/report.{html,md} comparing the studies of `pairs` (study, results folder),
+    each called by its label (its name; name and folder when two runs share a name)."""
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-    names = [s.name for s, _ in pairs]
+    names = labels or [s.name for s, _ in pairs]
     doc = Doc(f"ablate comparison: {' vs '.join(names)}", out_dir)
     table: dict[str, dict[str, str]] = {}
     ranks: dict[str, pd.Series] = {}
     summary = []
-    for study, folder in pairs:
-        summary += _study(study, folder, table, ranks)
+    for (study, folder), name in zip(pairs, names):
+        summary += _study(study, folder, name, table, ranks)
     doc.heading("Summary")
     doc.bullets(summary)
     if ranks:
@@ -53,14 +54,14 @@ def build_comparison(pairs: list[tuple[Study, Path]], out_dir: Path) -> Path:
     return doc.write()
 
 
-def _study(study: Study, folder: Path, table: dict, ranks: dict) -> list[str]:
+def _study(study: Study, folder: Path, called: str, table: dict, ranks: dict) -> list[str]:
     """One study's summary lines; fills its columns of `table` and its average ranks."""
     store = open_store(study, folder, create=False)
     runs = runs_frame(store, study)
     metric, maximize = study.metric, maximized(study.metric)
     cells = cell_axes(study, runs)
     data = store.user_attrs.get("data", {})
-    lines = [f"{study.name}: dataset {study.dataset['name']} "
+    lines = [f"{called}: dataset {study.dataset['name']} "
              f"({data.get('n_train', '?')} training / {data.get('n_test', '?')} test "
              f"images), {len(runs)} members, metric {label(metric)}."]
     if runs.empty or (runs["status"] == "ok").sum() == 0:
@@ -68,7 +69,7 @@ def _study(study: Study, folder: Path, table: dict, ranks: dict) -> list[str]:
     baseline = study.baseline if study.baseline in set(runs["activation"]) else None
     for part in strata_.split(runs, epochs_frame(store, study), cells, metric, maximize, baseline,
                               study.rope, grid=study.search.is_grid):
-        name = f"{study.name} ({part.label})" if part.key else study.name  # each stratum apart
+        name = f"{called} ({part.label})" if part.key else called  # each stratum apart
         c = part.comparison
         if c is not None:
             ranks[name] = c.avg_ranks

@@ -61,3 +61,16 @@ def test_a_member_too_large_for_memory_is_refused_with_the_estimate(tmp_path, mo
     err = capsys.readouterr().err
     assert "its largest member needs about 128.4 GiB" in err and "cpu has 0.1 GiB free" in err, err
     assert not (tmp_path / "results").exists()
+
+
+def test_two_runs_of_one_study_name_in_two_folders_are_compared_as_two(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.yaml").write_text("name: t\n" + TINY + "space: {activation: [relu, tanh]}\n")
+    assert main(["run", "t.yaml", "--results", "a", "--no-progress", "--no-report"]) == 0
+    assert main(["run", "t.yaml", "--results", "b", "--no-progress", "--no-report", "--set", "train.epochs=2"]) == 0
+    assert main(["compare", "a/t", "b/t"]) == 0
+    report = (tmp_path / "results" / "compare-t-t" / "report.md").read_text()
+    assert "t (a/t): dataset digits" in report and "t (b/t): dataset digits" in report
+    capsys.readouterr()
+    assert main(["compare", "a/t", "a/t"]) == 2
+    assert "a results folder is given twice" in capsys.readouterr().err
