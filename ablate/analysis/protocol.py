@@ -16,7 +16,7 @@ import pandas as pd
 
 from ablate.analysis import plots, stats
 from ablate.analysis.document import ci, fmt, param, where
-from ablate.analysis.search import edge_hits, edge_sentence
+from ablate.analysis.edges import edge_hits, edge_sentence
 from ablate.metrics import label
 from ablate.study import ARMS
 

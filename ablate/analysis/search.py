@@ -11,15 +11,14 @@ configurations, pruning, every trial). Does not own: the sections a search share
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from ablate.analysis import plots, sections
 from ablate.analysis.document import ci, fmt, param, upper
+from ablate.analysis.edges import edge_hits, edge_sentence
 from ablate.metrics import label, twin_on_test
-from ablate.study import Range
 
 if TYPE_CHECKING:
     from ablate.analysis.report import Context
@@ -197,29 +196,3 @@ def _all_trials(ctx: Context) -> None:
     ctx.doc.table(view.assign(
         epochs=[f"{a}/{b}" for a, b in zip(trials["epochs_run"], trials["epochs"])],
         **{"train seconds": [fmt(v, 1) for v in trials["train_seconds"]]}))
-
-
-EDGE = 0.05
-"""A best value this close to an edge of its range (as a share of the range, on a log scale for
-a log range) may lie outside it."""
-
-
-def edge_hits(best: dict, ranges: dict[str, Range]) -> list[tuple[str, str, Range]]:
-    """(key, "low" or "high", its range) for each range whose best value lies at or within
-    EDGE of an edge: the optimum may lie outside the range."""
-    hits = []
-    for key, r in ranges.items():
-        if best.get(key) is None:
-            continue
-        scale = math.log if r.log else (lambda v: v)
-        share = (scale(best[key]) - scale(r.low)) / (scale(r.high) - scale(r.low))
-        if share <= EDGE or share >= 1 - EDGE:
-            hits.append((key, "low" if share <= EDGE else "high", r))
-    return hits
-
-
-def edge_sentence(key: str, side: str, r: Range, who: str) -> str:
-    """Says that `who`'s best `key` lies at the `side` edge of its range, and what to do."""
-    edge = r.low if side == "low" else r.high
-    return (f"The best {key} of {who} lies at the {side} edge of its range [{param(r.low)}, "
-            f"{param(r.high)}]; the optimum may lie beyond {param(edge)}: widen the range to find out.")

@@ -588,7 +588,7 @@ def cost(ctx: Context) -> None:
              "cohort, not to a member or an activation (under the tuned protocol a cohort's "
              "members count its tuning trials too)."
              + (f" The study took {wall:.0f} s of wall time." if wall else "")
-             + (f" The tuning trials of the protocol are in tuning.csv." if not ctx.tuning.empty else ""))
+             + (" The tuning trials of the protocol are in tuning.csv." if not ctx.tuning.empty else ""))
     cohorts = cohort_table(ctx.runs)
     if not cohorts.empty:
         doc.table(cohorts)

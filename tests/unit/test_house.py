@@ -26,3 +26,41 @@ def test_module_says_what_it_owns_and_functions_fit_a_screen(path):
 def test_comments_point_at_the_repository_not_at_a_page_a_clone_lacks():
     assert not [p for p in MODULES if "DESIGN.md" in p.read_text()]
     assert (PACKAGE.parent / "docs" / "architecture.md").is_file()
+
+
+def _module_imports(path: Path) -> set[str]:
+    """The ablate modules a module imports when it is imported: its top-level imports, not
+    those inside functions (lazy by design) or under `if TYPE_CHECKING:` (never run)."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        for n in ast.walk(node):
+            if isinstance(n, ast.ImportFrom) and n.module and n.module.split(".")[0] == "ablate":
+                names |= {f"{n.module}.{a.name}" for a in n.names} | {n.module}
+            elif isinstance(n, ast.Import):
+                names |= {a.name for a in n.names if a.name.split(".")[0] == "ablate"}
+    return names
+
+
+def test_the_package_has_no_import_cycle():
+    """Walks the import graph of every module: a cycle makes the import order matter and hides
+    which stage depends on which."""
+    modules = {".".join(("ablate", *p.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__"): p
+               for p in MODULES}
+    graph = {m: {i for i in _module_imports(p) if i in modules and i != m} for m, p in modules.items()}
+    state: dict[str, str] = {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = "open"
+        for nxt in sorted(graph[m]):
+            assert state.get(nxt) != "open", " → ".join([*path[path.index(nxt):], nxt]) if nxt in path else nxt
+            if nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[m] = "done"
+
+    for m in sorted(modules):
+        if m not in state:
+            visit(m, [m])

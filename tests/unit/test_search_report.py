@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ablate.analysis.search import edge_hits, edge_sentence
+from ablate.analysis.edges import edge_hits, edge_sentence
 from ablate.study import Range
 
 LR = Range(1e-4, 1e-2, log=True)
