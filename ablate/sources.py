@@ -25,10 +25,11 @@ from typing import Callable
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from ablate.store import (WORKER, Backend, Heartbeat, counted, decode_params, distributions,
-                          encode_value, fail_interrupted, point_id, queued_params, stale, was_queued)
+from ablate.store import (WORKER, Backend, Heartbeat, best_tuned, counted, decode_params, distributions,
+                          encode_value, fail_interrupted, point_id, queued_params, stale, tuning_name,
+                          was_queued)
 from ablate.study import ARMS, TUNING_SEED, RunConfig, Study
 
 MODEL_ROUNDS = 6
@@ -225,11 +226,6 @@ def sources(study: Study, store: optuna.Study, backend: Backend, worker_index: i
     return [*tuning, main]
 
 
-def tuning_name(study: Study, group: dict) -> str:
-    """The Optuna study of one activation and cell's tuning search."""
-    return f"{study.name}/tune/" + ",".join(f"{k}={encode_value(v)}" for k, v in group.items())
-
-
 def tuning_source(study: Study, backend: Backend, group: dict, index: int, worker_index: int) -> Source:
     """One activation and cell: a TPE search on validation over the protocol's tuned keys,
     `budget` trials of the tuning seed; seeded per group and worker."""
@@ -262,21 +258,6 @@ def final_distributions(study: Study) -> dict:
         dists[k] = (IntDistribution(int(low), int(high), log=r.log) if r.integer
                     else FloatDistribution(low, high, log=r.log))
     return dists
-
-
-def best_tuned(study: Study, trials: list[FrozenTrial]) -> tuple[dict, FrozenTrial | None] | None:
-    """A finished tuning search's best values of the tuned keys and its trial, by validation
-    objective; (the study's own values, None) when no tuning trial completed; None while the
-    search still has trials to run."""
-    mine = [t for t in trials if counted(t)]
-    if len(mine) < study.protocol.budget or not all(t.state.is_finished() for t in mine):
-        return None
-    complete = [t for t in mine if t.state == TrialState.COMPLETE]
-    if not complete:
-        return {k: getattr(study.base, k) for k in study.protocol.keys}, None
-    pick = max if study.search.direction == "maximize" else min
-    best = pick(complete, key=lambda t: t.value)
-    return {k: v for k, v in decode_params(study, best.params).items()}, best
 
 
 def final_points(study: Study, tuning: list[Source]) -> list[dict]:

@@ -404,3 +404,23 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def tuning_name(study: Study, group: dict) -> str:
+    """The Optuna study of one activation and cell's tuning search."""
+    return f"{study.name}/tune/" + ",".join(f"{k}={encode_value(v)}" for k, v in group.items())
+
+
+def best_tuned(study: Study, trials: list[FrozenTrial]) -> tuple[dict, FrozenTrial | None] | None:
+    """A finished tuning search's best values of the tuned keys and its trial, by validation
+    objective; (the study's own values, None) when no tuning trial completed; None while the
+    search still has trials to run."""
+    mine = [t for t in trials if counted(t)]
+    if len(mine) < study.protocol.budget or not all(t.state.is_finished() for t in mine):
+        return None
+    complete = [t for t in mine if t.state == TrialState.COMPLETE]
+    if not complete:
+        return {k: getattr(study.base, k) for k in study.protocol.keys}, None
+    pick = max if study.search.direction == "maximize" else min
+    best = pick(complete, key=lambda t: t.value)
+    return {k: v for k, v in decode_params(study, best.params).items()}, best

@@ -17,8 +17,7 @@ from optuna.trial import FrozenTrial
 from ablate.analysis.stats import t_ci
 from ablate.files import atomic_open
 from ablate.metrics import FINAL, METRICS, twin_on_test
-from ablate.sources import best_tuned, tuning_name
-from ablate.store import counted, decode_params
+from ablate.store import best_tuned, counted, decode_params, tuning_name
 from ablate.study import RunConfig, Study
 
 CONFIG_COLUMNS = list(RunConfig.__dataclass_fields__)

@@ -45,12 +45,17 @@ def _module_imports(path: Path) -> set[str]:
     return names
 
 
+def _import_graph() -> dict[str, set[str]]:
+    """Every ablate module → the ablate modules it imports when it is imported."""
+    modules = {".".join(("ablate", *p.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__"): p
+               for p in MODULES}
+    return {m: {i for i in _module_imports(p) if i in modules and i != m} for m, p in modules.items()}
+
+
 def test_the_package_has_no_import_cycle():
     """Walks the import graph of every module: a cycle makes the import order matter and hides
     which stage depends on which."""
-    modules = {".".join(("ablate", *p.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__"): p
-               for p in MODULES}
-    graph = {m: {i for i in _module_imports(p) if i in modules and i != m} for m, p in modules.items()}
+    graph = _import_graph()
     state: dict[str, str] = {}
 
     def visit(m: str, path: list[str]) -> None:
@@ -61,6 +66,20 @@ def test_the_package_has_no_import_cycle():
                 visit(nxt, [*path, nxt])
         state[m] = "done"
 
-    for m in sorted(modules):
+    for m in sorted(graph):
         if m not in state:
             visit(m, [m])
+
+
+def test_the_analysis_side_does_not_import_planning_or_training():
+    """analysis/ reads the store and CSVs: nothing it imports, however indirectly, plans trials
+    (sources.py), runs them (runner.py) or trains (train.py)."""
+    graph = _import_graph()
+    for start in (m for m in graph if m.startswith("ablate.analysis")):
+        seen, todo = set(), [start]
+        while todo:
+            m = todo.pop()
+            if m not in seen:
+                seen.add(m)
+                todo += graph[m]
+        assert not seen & {"ablate.sources", "ablate.runner", "ablate.train"}, (start, seen & {"ablate.sources", "ablate.runner", "ablate.train"})
