@@ -27,8 +27,10 @@ RUN_COLUMNS = ["trial", *CONFIG_COLUMNS, "seed", "status",
 
 
 def _finished(store: optuna.Study):
+    """Finished trials that recorded their members, less a dead worker's (`interrupted`: killed
+    after recording, before telling; its configuration ran again as another trial)."""
     for t in store.get_trials(deepcopy=False):
-        if t.state.is_finished() and "members" in t.user_attrs:
+        if t.state.is_finished() and "members" in t.user_attrs and not t.user_attrs.get("interrupted"):
             yield t
 
 
@@ -132,8 +134,6 @@ def trials_frame(store: optuna.Study, study: Study) -> pd.DataFrame:
             *(study.protocol.keys if study.protocol else [])]
     rows = []
     for t in _finished(store):
-        if t.user_attrs.get("interrupted"):
-            continue
         _, config, arm = _decoded(study, t)
         members = t.user_attrs["members"]
         ok = [m[objective] for m in members if m["status"] == "ok" and objective in m]

@@ -78,3 +78,28 @@ def test_optuna_internals_behind_store_functions(tmp_path):
     assert after.state == TrialState.FAIL and after.user_attrs["interrupted"] is True
     assert not is_running(store, sampled) and not counted(after)
     assert counted(next(t for t in store.get_trials(deepcopy=False) if t.number == queued.number))
+
+
+def test_a_dead_workers_trial_that_recorded_its_members_is_not_counted_twice():
+    """Killed after recording its members and before telling, a trial is failed as interrupted
+    and its configuration runs again: the tables hold the re-run's members only."""
+    import optuna
+
+    from ablate.analysis.tables import runs_frame, trials_frame
+    from ablate.study import parse_study
+
+    study = parse_study("space: {activation: [relu]}\nseeds: 1\n", "s.yaml")
+    store = optuna.create_study(study_name="s", storage=optuna.storages.InMemoryStorage())
+    member = {"seed": 0, "status": "ok", "reason": None, "fail_epoch": None, "epochs_run": 1,
+              "train_seconds": 1.0, "test_nll": 25.0}
+    for interrupted in (True, False):
+        trial = store.ask({"activation": optuna.distributions.CategoricalDistribution(["relu"])})
+        trial.set_user_attr("members", [member])
+        trial.set_user_attr("epochs", {"0": []})
+        if interrupted:
+            trial.set_user_attr("interrupted", True)
+            store.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            store.tell(trial, 25.0)
+    assert list(runs_frame(store, study)["trial"]) == [1]
+    assert list(trials_frame(store, study)["trial"]) == [1]
