@@ -308,14 +308,9 @@ def create_store(study: Study, out_dir: Path, backend: Backend) -> optuna.Study:
     storage = backend.rdb()  # (creates the schema under the lock itself)
     with backend.lock():
         if study.name in optuna.get_all_study_names(storage):
-            attrs = open_store(study, out_dir, create=False, backend=backend).user_attrs
-            known = attrs.get("fingerprint")
-            if known is not None and known != study.fingerprint():
-                where = out_dir if backend.local else f"storage {redact(backend.url)}"
-                differs = settings_difference(attrs.get("settings"), study.settings_record())
-                raise UserError(f"{study.path}: {where} holds results of a study named '{study.name}' "
-                                f"with other settings ({differs}). Give this study another name, "
-                                "use --results elsewhere" + (f", or remove {out_dir}." if backend.local else "."))
+            _same_settings(study, out_dir, open_store(study, out_dir, create=False, backend=backend),
+                           "Give this study another name, use --results elsewhere"
+                           + (f", or remove {out_dir}." if backend.local else "."))
         store = open_store(study, out_dir, create=True, backend=backend)
         if store.user_attrs.get("settings") is None:
             store.set_user_attr("settings", study.settings_record())
@@ -327,13 +322,18 @@ def read_store(study: Study, out_dir: Path, backend: Backend | None = None) -> o
     refuses it) when the store's study of this name was run with other settings: its numbers
     would be reported as this YAML's."""
     store = open_store(study, out_dir, create=False, backend=backend)
+    _same_settings(study, out_dir, store, f"Give the results folder ({out_dir}) instead, or the "
+                                          "YAML it was run with.")
+    return store
+
+
+def _same_settings(study: Study, out_dir: Path, store: optuna.Study, fix: str) -> None:
+    """Refuse a store whose study of this name was run with other settings, naming the keys."""
     known = store.user_attrs.get("fingerprint")
     if known is not None and known != study.fingerprint():
         differs = settings_difference(store.user_attrs.get("settings"), study.settings_record())
         raise UserError(f"{study.path}: {_where(study, out_dir)} holds results of a study named "
-                        f"'{study.name}' with other settings ({differs}). Give the results folder "
-                        f"({out_dir}) instead, or the YAML it was run with.")
-    return store
+                        f"'{study.name}' with other settings ({differs}). {fix}")
 
 
 def settings_difference(stored: dict | None, mine: dict, limit: int = 3) -> str:

@@ -51,7 +51,6 @@ class Context:
     figure and table that shows several strata side by side uses."""
     strata: list[strata_.Stratum] = field(default_factory=list)
     """What may be compared, each with its ranking, tests, slices and interactions."""
-    health: pd.DataFrame | None = None
     cost: pd.DataFrame | None = None
     tuning: pd.DataFrame = field(default_factory=pd.DataFrame)
     """The tuned protocol's tuning trials (tuning.csv)."""
@@ -110,7 +109,6 @@ def build_context(study: Study, out_dir: Path) -> Context:
                                grid=study.search.is_grid)
     first = ctx.strata[0].order if ctx.strata else []
     ctx.order = first + [a for a in plots.activation_order(runs, metric, maximize) if a not in first]
-    ctx.health = plots.health_data(runs)
     ctx.cost = plots.cost_data(runs, ctx.info.get("activation_cost", {}))
     for frame, name in ((strata_.ranking_table(ctx.strata), "ranking.csv"),
                         (strata_.comparisons_table(ctx.strata), "comparisons.csv"),

@@ -105,7 +105,7 @@ def _power_sentences(s) -> list[str]:
     need = stats.blocks_to_separate(c, a, b, c.alpha)
     if need is None:
         return [f"{a} and {b} score the same in every matched block."]
-    cells = max(1, c.n_blocks // max(1, c.wide.index.get_level_values("seed").nunique()))
+    cells = c.cells
     seeds = int(np.ceil(need / cells))
     return [f"Telling {a} and {b} apart at their observed paired spread would take about {need} "
             f"matched blocks for a single paired test (a t-test at 80% power), i.e. about {seeds} "
@@ -249,8 +249,7 @@ def design_warning(ctx: Context) -> str | None:
         if c is None or c.versus.empty or c.versus["decidable"].any():
             continue
         need = int(c.versus["needs_blocks"].iloc[0])
-        seeds = c.wide.index.get_level_values("seed").nunique()
-        cells = max(1, c.n_blocks // max(1, seeds))
+        cells = c.cells
         parts.append(f"{s.label + ': ' if s.key else ''}with {c.n_blocks} matched blocks and "
                      f"{len(c.versus)} comparisons against {c.baseline}, the smallest Holm-adjusted "
                      f"p an exact Wilcoxon test can reach is {c.versus['min_p'].min():.2g} > α = "
@@ -493,7 +492,7 @@ def collapse(ctx: Context) -> None:
     """Per stratum of a family with a code: active units and I(x; z) against kl_weight, KL per
     latent dimension (VAEs), dead units and divergence, with a table of them per activation."""
     coded = [s for s in ctx.strata if (s.runs["family"] != "gan").any()]  # a GAN has no code
-    if ctx.health is None or not coded:
+    if not coded:
         return
     ctx.doc.heading("Posterior collapse and dead units")
     for s in coded:

@@ -161,6 +161,11 @@ class Comparison:
         return self.friedman_p < self.alpha
 
     @property
+    def cells(self) -> int:
+        """How many cells the blocks span (blocks = cells × seeds)."""
+        return max(1, self.n_blocks // max(1, self.wide.index.get_level_values("seed").nunique()))
+
+    @property
     def friedman_decidable(self) -> bool:
         return self.friedman_min_p <= self.alpha
 
