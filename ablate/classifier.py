@@ -22,8 +22,8 @@ from torch import Tensor, nn
 
 from ablate.data import Dataset
 from ablate.files import atomic_open
+from ablate.streams import CLASSIFIER_SEED
 
-CLASSIFIER_SEED = 7
 CLASSIFIER_EPOCHS = 30
 FEATURES = 64
 CHUNK = 4096  # images per forward pass when featurising

@@ -31,6 +31,7 @@ import numpy as np
 
 from ablate.errors import UserError
 from ablate.registry import Registry
+from ablate.streams import CAP_SEEDS, VAL_SEED
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,6 @@ class Dataset:
 
 VAL_FRACTION = 0.1
 """The share of the training split held out for validation unless `val_fraction` says otherwise."""
-VAL_SEED = 3
-"""The validation split's own seed: fixed, independent of member seeds, the same for a study."""
 
 # Keys each dataset accepts besides `name` (study.py rejects others with a suggestion);
 # "fraction" is a number in [0, 1), "shape" a list [C, H, W] of positive whole numbers.
@@ -151,8 +150,6 @@ def keep(total: int, size: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(total)[:size])
 
 
-CAP_SEEDS = {"train": 1, "test": 2}
-"""The seeds of the train_size and test_size subsets."""
 
 
 def _cap(data: Dataset, train_size: int | None, test_size: int | None) -> Dataset:

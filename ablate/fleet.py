@@ -20,21 +20,22 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+from torch.optim.adam import adam
 
+from ablate.families import FAMILY
 from ablate.layers import Groups, Slot
 from ablate.models import build_model, flat_shape
 from ablate.nonlinear import get_activation
+from ablate.streams import Stream, stream_seed
 from ablate.study import RunConfig
 
 ADAM_BETAS = (0.9, 0.999)
-GAN_BETAS = (0.5, 0.999)
-"""A GAN's two Adams (Radford et al. 2016), as issue 15 asks."""
 ADAM_EPS = 1e-8
-FUSED_ADAM = hasattr(torch, "_fused_adam_")
-"""PyTorch's fused Adam kernel (a private op, so checked for): used when a cohort shares one
-lr; otherwise, or without it, the same update written out per row (tests run both paths)."""
+FUSED_ADAM = ("cpu", "cuda")
+"""Devices on which a cohort that shares one lr takes PyTorch's fused Adam kernel, through
+torch.optim.adam's functional form; elsewhere, or with per-member lrs, the same update
+written out per row (tests run both paths against torch.optim.Adam)."""
 
 
 @dataclass(frozen=True)
@@ -46,14 +47,9 @@ class Member:
     seed: int
 
 
-def stream_seed(seed: int, stream: int) -> int:
-    """A well-mixed 63-bit seed for one of a member's random streams (1 init, 2 train, 3 eval,
-    4 images): a SplitMix64 finaliser. numpy's SeedSequence would mix as well, but gives other
-    seeds, so every study already in a store would stop reproducing; this mixer stays."""
-    x = (seed * 0x9E3779B97F4A7C15 + stream * 0xBF58476D1CE4E5B9) & (2**64 - 1)
-    x ^= x >> 31
-    x = (x * 0x94D049BB133111EB) & (2**64 - 1)
-    return (x ^ (x >> 29)) & (2**63 - 1)
+def generators(members: list[Member], stream: Stream, device: torch.device | str = "cpu") -> list[torch.Generator]:
+    """Each member's generator of one of its random streams (streams.py), on `device`."""
+    return [torch.Generator(device=device).manual_seed(stream_seed(m.seed, stream)) for m in members]
 
 
 def activation_groups(names: list[str]) -> Groups:
@@ -84,29 +80,27 @@ class Fleet:
         # stable sort: each encoder activation's members are contiguous (decoder ones in runs)
         self.members = sorted(members, key=lambda m: (m.config.activation, m.config.decoder))
         c0 = self.members[0].config
-        self.family, self.likelihood = c0.family, c0.likelihood
+        self.family, self.likelihood = FAMILY[c0.family], c0.likelihood
         self._build()
 
     def _build(self) -> None:
         members, dev = self.members, self.device
         groups = (activation_groups([m.config.activation for m in members]),
                   activation_groups([m.config.decoder for m in members]))
-        gens = [torch.Generator().manual_seed(stream_seed(m.seed, 1)) for m in members]
+        gens = generators(members, Stream.INIT)
         self.model = build_model([(m.config, g) for m, g in zip(members, gens)], self.shape,
                                  groups, dev)
         self.latent = self.model.latent
         self._slots()
-        self.train_gens = [torch.Generator(device=dev).manual_seed(stream_seed(m.seed, 2))
-                           for m in members]
-        self.mask_gens = [torch.Generator(device=dev).manual_seed(stream_seed(m.seed, 5))
-                          for m in members]
+        self.train_gens = generators(members, Stream.TRAIN, dev)
+        self.mask_gens = generators(members, Stream.MASKS, dev)
         self._derive()
 
     def _slots(self) -> None:
-        """Every stacked parameter, and a GAN's two networks' (encoder side: discriminator)."""
+        """Every stacked parameter, and each of the family's two networks' by its name."""
         self.slots = self.model.slots()
-        self.sides = {side: [s for k, s in self.slots.items() if self.model.side(k) == side]
-                      for side in ("encoder", "decoder")}
+        self.networks = {name: [s for k, s in self.slots.items() if self.model.network(k) == i]
+                         for i, name in enumerate(self.family.networks)}
 
     def _derive(self) -> None:
         """Per-member tensors that follow from `members` (rebuilt after a select)."""
@@ -161,49 +155,15 @@ class Fleet:
 
     def loss(self, x: Tensor, eps: Tensor, beta: Tensor,
              x_in: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-member mean loss, recon and KL over the batch: x (N, B, D) the target, `x_in`
-        what the encoder sees (a dae's corrupted input; default x), eps (N, B, L) → (N,).
-        The loss adds β·KL (vae) or the family's penalty (sae, cae) to the reconstruction."""
-        x_in = x if x_in is None else x_in
-        if self.family == "cae":
-            x_in = x_in.detach().requires_grad_(True)
-        mu, logvar = self.encode(x_in)
-        if self.family == "vae":
-            z = mu + eps * torch.exp(0.5 * logvar)  # eps is zero on padded dims, so z is too
-            kl = 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)  # (N, B); pads add 0
-        else:
-            z, kl = mu, torch.zeros(mu.shape[:2], device=mu.device)
-        recon = -self.log_likelihood(x, self.decode(z))  # (N, B)
-        loss = recon + beta[:, None] * kl + self.penalty(x_in, mu)
-        return loss.mean(1), recon.mean(1), kl.mean(1)
-
-    def penalty(self, x_in: Tensor, z: Tensor) -> Tensor | float:
-        """The family's penalty per image (N, B): sae λ·Σ_d |z_d| (Ng 2011), cae λ·‖∂z/∂x‖²_F
-        (Rifai et al. 2011), computed exactly with one backward pass per latent dimension (the
-        graph kept, so the penalty's own gradient trains the encoder); 0 for the others."""
-        if self.family == "sae":
-            return self.sparsity[:, None] * z.abs().sum(-1)
-        if self.family != "cae":
-            return 0.0
-        frobenius = torch.zeros(z.shape[:2], device=z.device)
-        for d in range(z.shape[-1]):  # row d of every member's and image's Jacobian at once
-            row, = torch.autograd.grad(z[..., d].sum(), x_in, create_graph=True)
-            frobenius = frobenius + row.square().sum(-1)
-        return self.contraction[:, None] * frobenius
-
-    def corrupt(self, x: Tensor) -> Tensor:
-        """A dae's training input: each pixel of member i's batch zeroed with probability
-        noise_i (masking noise, Vincent et al. 2008), from the member's own mask generator."""
-        keep = torch.stack([torch.rand(x.shape[1:], generator=g, device=x.device) >= p
-                            for p, g in zip(self.noise, self.mask_gens)])
-        return x * keep
+        """The family's per-member mean loss and its two parts over the batch (families.py)."""
+        return self.family.loss(self, x, eps, beta, x_in)
 
     # ----------------------------------------------------------------------------- training
     def epoch_draws(self, n: int) -> tuple[Tensor, Tensor]:
         """Each member's data order (N, n) and reparameterisation noise (N, n, L) for one epoch."""
         perms = torch.stack([torch.randperm(n, generator=g, device=self.device) for g in self.train_gens])
         eps = torch.zeros(len(self), n, self.latent, device=self.device)
-        if self.family in ("vae", "gan"):  # a GAN's generator noise
+        if self.family.prior:  # a VAE's reparameterisation noise, a GAN's generator input
             for i, (m, g) in enumerate(zip(self.members, self.train_gens)):
                 eps[i, :, :m.config.latent_dim] = torch.randn(
                     n, m.config.latent_dim, generator=g, device=self.device)
@@ -216,44 +176,18 @@ class Fleet:
         return self.kl_weight * ramp.float()
 
     def train_step(self, x: Tensor, eps: Tensor, beta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """One Adam step of every member on its batch x (N, B, D); dropout and a dae's
-        corruption only here (evaluation sees the clean input and the whole network). Returns
-        the loss and its two parts: recon and KL, or a GAN's generator and discriminator losses."""
-        if self.family == "gan":
-            return self.gan_step(x, eps)
-        self.model.rng = self.mask_gens
-        try:
-            x_in = self.corrupt(x) if self.family == "dae" else None
-            loss, recon, kl = self.loss(x, eps, beta, x_in)
-        finally:
-            self.model.rng = None
+        """One training step of every member on its batch x (N, B, D), as its family trains;
+        dropout and a dae's corruption only here (evaluation sees the clean input and the
+        whole network). Returns the loss and its two parts (the family's `parts`)."""
+        return self.family.train_step(self, x, eps, beta)
+
+    def descend(self, loss: Tensor, slots: list[Slot] | None = None,
+                betas: tuple[float, float] = ADAM_BETAS) -> None:
+        """One Adam step of `slots` (default: every one) on the members' summed loss (N,)."""
         for p in self.parameters():
             p.grad = None
         loss.sum().backward()  # members share nothing, so each gets exactly its own gradient
-        self.adam_step()
-        return loss.detach(), recon.detach(), kl.detach()
-
-    def gan_step(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """One discriminator step, then one generator step, with the non-saturating loss
-        (Goodfellow et al. 2014) and Adam(β1 = 0.5, β2 = 0.999), each member on its own real
-        batch x (N, B, D) and noise z (N, B, L)."""
-        model = self.model
-        model.rng = self.mask_gens
-        try:
-            fake = torch.sigmoid(model.decode(z))  # images in [0, 1]
-            d_loss = (F.softplus(-model.discriminate(x)) + F.softplus(model.discriminate(fake.detach()))).mean(1)
-            self._step(d_loss, self.sides["encoder"])
-            g_loss = F.softplus(-model.discriminate(fake)).mean(1)
-            self._step(g_loss, self.sides["decoder"])
-        finally:
-            model.rng = None
-        return (d_loss + g_loss).detach(), g_loss.detach(), d_loss.detach()
-
-    def _step(self, loss: Tensor, slots: list[Slot]) -> None:
-        for p in self.parameters():
-            p.grad = None
-        loss.sum().backward()  # members share nothing, so each gets exactly its own gradient
-        self.adam_step(slots, GAN_BETAS)
+        self.adam_step(slots, betas)
 
     @torch.no_grad()
     def adam_step(self, slots: list[Slot] | None = None, betas: tuple[float, float] = ADAM_BETAS) -> None:
@@ -262,18 +196,18 @@ class Fleet:
 
         Every row of a stacked tensor is one member's, and Adam is elementwise, so one update
         over the stacked tensors is N independent Adams. With one learning rate for the whole
-        cohort (the usual case) that is PyTorch's own fused Adam kernel over every tensor;
-        with per-member learning rates, the same formula with per-row step sizes."""
+        cohort (the usual case) that is torch.optim.adam's functional form with PyTorch's fused
+        kernel over every tensor; with per-member learning rates, the same formula with
+        per-row step sizes."""
         b1, b2 = betas
         slots = [s for s in (slots or self.slots.values()) if s.tensor.grad is not None]
+        if self.shared_lr is not None and self.device.type in FUSED_ADAM:
+            adam([s.tensor for s in slots], [s.tensor.grad for s in slots],
+                 [s.exp_avg for s in slots], [s.exp_avg_sq for s in slots], [],
+                 [s.step for s in slots], fused=True, amsgrad=False, beta1=b1, beta2=b2,
+                 lr=self.shared_lr, weight_decay=0.0, eps=ADAM_EPS, maximize=False)
+            return  # it counted the steps
         torch._foreach_add_([s.step for s in slots], 1.0)
-        if self.shared_lr is not None and FUSED_ADAM:
-            torch._fused_adam_(
-                [s.tensor for s in slots], [s.tensor.grad for s in slots],
-                [s.exp_avg for s in slots], [s.exp_avg_sq for s in slots], [],
-                [s.step for s in slots], amsgrad=False, lr=self.shared_lr, beta1=b1, beta2=b2,
-                weight_decay=0.0, eps=ADAM_EPS, maximize=False, grad_scale=None, found_inf=None)
-            return
         for slot in slots:
             t = slot.step.double()  # steps this slot took (every row the same)
             step_size = (self.lr / (1.0 - b1 ** t)).float()  # (N,)

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FAMILIES = ("vae", "ae", "dae", "sae", "cae", "gan")
-"""Every model family (`model.family`): the VAE, the deterministic autoencoders (plain,
-denoising, sparse, contractive) and the GAN; a metric names the ones that have it."""
-AUTOENCODERS = frozenset(FAMILIES) - {"gan"}
+from ablate.families import FAMILY, having
 
 
 @dataclass(frozen=True)
@@ -34,7 +31,9 @@ class Metric:
     per_epoch: str | None = None
     """The per-epoch record (of the validation split) a pruner compares when this metric is
     the objective (None: known only at the end, so it cannot be pruned on)."""
-    families: frozenset[str] = AUTOENCODERS
+    kind: str = "reconstruction"
+    """Which families have it: those that measure this kind (families.Family.measures:
+    reconstruction, posterior, samples), any family, or a part of a family's loss (part)."""
     final: bool = True
     """A final result of runs.csv (True) or only a per-epoch record of epochs.csv (False)."""
     low: float | None = None
@@ -47,6 +46,14 @@ class Metric:
     report.metric)."""
 
     @property
+    def families(self) -> frozenset[str]:
+        """The model families that have this metric."""
+        if self.kind == "part":
+            part = self.name.removeprefix("train_")
+            return frozenset(f.name for f in FAMILY.values() if part in f.parts)
+        return having(self.kind)
+
+    @property
     def direction(self) -> str:
         """Optuna's word for it."""
         return "maximize" if self.higher_is_better else "minimize"
@@ -56,25 +63,23 @@ class Metric:
         return "higher" if self.higher_is_better else "lower"
 
 
-VAE = frozenset({"vae"})
-GENERATIVE = frozenset({"vae", "gan"})
-"""The families that sample new images (a VAE from its prior, a GAN from its generator)."""
+POSTERIOR, SAMPLES = "posterior", "samples"
 _TEST = (
     Metric("test_nelbo", "test −ELBO (nats/image)", rope=0.1),
     Metric("test_recon", "test reconstruction (nats/image)", rope=0.1),
-    Metric("test_kl", "test KL (nats/image)", families=VAE, rope=0.1, low=0.0),
-    Metric("test_nll", "test NLL (IWAE, nats/image)", families=VAE, rope=0.1),
+    Metric("test_kl", "test KL (nats/image)", kind=POSTERIOR, rope=0.1, low=0.0),
+    Metric("test_nll", "test NLL (IWAE, nats/image)", kind=POSTERIOR, rope=0.1),
     Metric("active_units", "active units", higher_is_better=True, rope=0.5, low=0.0),
-    Metric("mutual_info", "I(x; z) (nats)", higher_is_better=True, families=VAE, rope=0.05, low=0.0),
+    Metric("mutual_info", "I(x; z) (nats)", higher_is_better=True, kind=POSTERIOR, rope=0.05, low=0.0),
     Metric("dead_units", "dead hidden units (fraction)", rope=0.01, low=0.0, high=1.0),
     Metric("probe_accuracy", "linear-probe accuracy", higher_is_better=True, rope=0.005, low=0.0, high=1.0),
-    Metric("fid", "FID (classifier features)", families=GENERATIVE, rope=1.0, low=0.0),
-    Metric("kid", "KID ×10³ (classifier features)", families=GENERATIVE, rope=100.0),
-    Metric("precision", "sample precision (k = 3)", higher_is_better=True, families=GENERATIVE, rope=0.01,
+    Metric("fid", "FID (classifier features)", kind=SAMPLES, rope=1.0, low=0.0),
+    Metric("kid", "KID ×10³ (classifier features)", kind=SAMPLES, rope=100.0),
+    Metric("precision", "sample precision (k = 3)", higher_is_better=True, kind=SAMPLES, rope=0.01,
            low=0.0, high=1.0),
-    Metric("recall", "sample recall (k = 3)", higher_is_better=True, families=GENERATIVE, rope=0.01,
+    Metric("recall", "sample recall (k = 3)", higher_is_better=True, kind=SAMPLES, rope=0.01,
            low=0.0, high=1.0),
-    Metric("class_coverage", "class coverage of samples", higher_is_better=True, families=GENERATIVE,
+    Metric("class_coverage", "class coverage of samples", higher_is_better=True, kind=SAMPLES,
            rope=0.01, low=0.0, high=1.0),
 )
 """Measured once, at the end, on the test split: reported, never used to choose."""
@@ -91,19 +96,19 @@ def _val(m: Metric) -> Metric:
     label = m.label.replace("test ", "validation ") if "test " in m.label else f"validation {m.label}"
     per_epoch = {"test_nelbo": "val_nelbo", "test_nll": "val_nelbo", "test_recon": "val_recon",
                  "test_kl": "val_kl"}.get(m.name)
-    return Metric(val_name(m.name), label, m.higher_is_better, "validation", per_epoch, m.families,
+    return Metric(val_name(m.name), label, m.higher_is_better, "validation", per_epoch, m.kind,
                   low=m.low, high=m.high, rope=m.rope)
 
 
 _TABLE = (
     *_TEST,
     *map(_val, _TEST),
-    Metric("train_seconds", "train seconds per member", split="none", families=frozenset(FAMILIES)),
-    Metric("train_loss", "train loss (nats/image)", split="train", final=False, families=frozenset(FAMILIES)),
-    Metric("train_g_loss", "generator loss", split="train", final=False, families=frozenset({"gan"})),
-    Metric("train_d_loss", "discriminator loss", split="train", final=False, families=frozenset({"gan"})),
-    Metric("train_recon", "train reconstruction (nats/image)", split="train", final=False),
-    Metric("train_kl", "train KL (nats/image)", split="train", final=False, families=VAE),
+    Metric("train_seconds", "train seconds per member", split="none", kind="any"),
+    Metric("train_loss", "train loss (nats/image)", split="train", final=False, kind="any"),
+    Metric("train_g_loss", "generator loss", split="train", final=False, kind="part"),
+    Metric("train_d_loss", "discriminator loss", split="train", final=False, kind="part"),
+    Metric("train_recon", "train reconstruction (nats/image)", split="train", final=False, kind="part"),
+    Metric("train_kl", "train KL (nats/image)", split="train", final=False, kind="part"),
 )
 METRICS: dict[str, Metric] = {m.name: m for m in _TABLE}
 FINAL: tuple[str, ...] = tuple(m.name for m in _TABLE if m.final)

@@ -25,11 +25,12 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ablate.estimators import LOG_2PI
+from ablate.families import FAMILY
 from ablate.layers import Conv, Groups, Linear, Nonlinear, Slot, Stacked
 from ablate.nonlinear import get_activation
 from ablate.study import RunConfig
 
-LOG_2PI = math.log(2.0 * math.pi)
 DECODER_LAYERS = ("dec", "proj", "deconv")
 """Layer-name prefixes of the decoder: their activation is the member's decoder_activation."""
 
@@ -53,18 +54,10 @@ def flat_shape(shape: Sequence[int] | int) -> tuple[int, ...]:
     return (shape,) if isinstance(shape, int) else tuple(shape)
 
 
-def mean_image(out: Tensor, likelihood: str, family: str) -> Tensor:
-    """The decoder's mean image in [0, 1]: sigmoid of Bernoulli logits (and of a GAN
-    generator's output), clamped Gaussian means."""
-    if likelihood == "bernoulli" or family == "gan":
-        return torch.sigmoid(out)
-    return out.clamp(0, 1)
-
-
 def param_count(config: RunConfig, shape: Sequence[int] | int) -> int:
     """Trainable weights of one member (memory estimates and cost shares)."""
     shape = flat_shape(shape)
-    heads = {"vae": 2 * config.latent_dim, "gan": 1}.get(config.family, config.latent_dim)
+    heads = FAMILY[config.family].head_width(config.latent_dim)
     h, latent, k2 = list(config.hidden), config.latent_dim, 16
     if config.arch == "conv":
         sizes, ch = conv_sizes(shape, config.channels), [shape[0], *config.channels]
@@ -110,7 +103,7 @@ class Autoencoder:
 
     def __init__(self, configs: list[RunConfig], shape: tuple[int, ...], groups: tuple[Groups, Groups]):
         c0 = configs[0]
-        self.family, self.likelihood, self.shape = c0.family, c0.likelihood, shape
+        self.family, self.likelihood, self.shape = FAMILY[c0.family], c0.likelihood, shape
         self.data_dim = math.prod(shape)
         self.latent = max(c.latent_dim for c in configs)
         self.depth = len(c0.hidden)
@@ -126,18 +119,18 @@ class Autoencoder:
 
     # ---------------------------------------------------------------------- construction
     def _head(self, n: int, fan_in: int) -> Linear:
-        """μ and log σ² (vae), the code (autoencoders), or a GAN discriminator's one logit."""
-        if self.family == "gan":
-            return Linear(n, fan_in, 1)
-        return Linear(n, fan_in, self.latent, 2 if self.family == "vae" else 1)
+        """The first network's head, as the family has it: μ and log σ² (vae) side by side,
+        the code (autoencoders), or a GAN discriminator's one logit."""
+        width, blocks = self.family.head(self.latent)
+        return Linear(n, fan_in, width, blocks)
 
-    def side(self, slot: str) -> str:
-        """Which network a slot (`layer.parameter`) belongs to: encoder (a GAN's
-        discriminator) or decoder (its generator)."""
+    def network(self, slot: str) -> int:
+        """Which of the family's two networks a slot (`layer.parameter`) belongs to: 0 reads
+        images (an encoder, a GAN's discriminator), 1 writes them (a decoder, a generator)."""
         layer = slot.split(".")[0]
         if layer == "act":
-            return "decoder" if int(slot.split(".")[1]) >= len(self.acts) // 2 else "encoder"
-        return "decoder" if layer in (*DECODER_LAYERS, "out", "log_sigma") else "encoder"
+            return int(int(slot.split(".")[1]) >= len(self.acts) // 2)
+        return int(layer in (*DECODER_LAYERS, "out", "log_sigma"))
 
     def _nonlinear(self, width: int, real: list[int] | None = None, decoder: bool = False) -> None:
         act = Nonlinear(self._groups[decoder], width, real)
@@ -157,7 +150,7 @@ class Autoencoder:
         """Init draws of the encoder's fully connected layers, the heads and the decoder's."""
         d = self.depth
         draws = [(f"enc.{i}", _width(i - 1, first), _width(i, 0), True) for i in range(d)]
-        draws.append(("head", _width(d - 1, first), (lambda c: 1) if self.family == "gan" else _latent, False))
+        draws.append(("head", _width(d - 1, first), lambda c: self.family.head(c.latent_dim)[0], False))
         return draws + [(f"dec.{i}", _width(d - i, 0, latent=i == 0), _width(d - 1 - i, 0), True)
                         for i in range(d)]
 
@@ -232,9 +225,7 @@ class Autoencoder:
         return masks
 
     def _heads(self, h: Tensor) -> tuple[Tensor, Tensor | None]:
-        stats = self.layers["head"](h)  # (N, B, 2L) for a VAE, (N, B, L) for an AE
-        L = self.latent
-        mu, logvar = (stats[..., :L], stats[..., L:]) if self.family == "vae" else (stats, None)
+        mu, logvar = self.family.code(self.layers["head"](h), self.latent)
         if not self._latent_full:
             mu = mu * self.latent_mask
             logvar = None if logvar is None else logvar * self.latent_mask

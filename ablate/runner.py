@@ -36,12 +36,14 @@ from ablate.estimators import trivial_nll
 from ablate.errors import UserError
 from ablate.files import atomic_open
 from ablate.fleet import Member
-from ablate.metrics import GENERATIVE, METRICS
+from ablate.families import FAMILY
+from ablate.metrics import METRICS
 from ablate.models import activation_floats, conv_sizes, param_count
 from ablate.nonlinear import probe
 from ablate.sources import Source, claim, make_pruner, make_sampler, plan, sources
 from ablate.store import (WORKER, Backend, Heartbeat, create_store, decode_params, is_running,
                           point_id, stored_state, trial_id)
+from ablate.streams import FIXED_SEED
 from ablate.study import Study
 from ablate.train import RECON_IMAGES, DeviceData, Outcome, cohort_id, train_cohort
 from ablate.trained import MODELS, save_trial
@@ -68,7 +70,7 @@ def plugins(study: Study) -> set[str]:
 
 def _samples(study: Study) -> bool:
     """Whether the study trains a family that generates samples (sample quality is measured)."""
-    return any(study.config(p).family in GENERATIVE for p in study.points())
+    return any("samples" in FAMILY[study.config(p).family].measures for p in study.points())
 
 
 def check_architecture(study: Study, data: Dataset) -> None:
@@ -169,7 +171,7 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
     """Train every unfinished trial of `study` (each grid point, n_trials of a search, or the
     tuned protocol's searches and final arms); returns the results folder."""
     configs = {study.config(p) for p in study.points()}
-    unit = any(c.likelihood == "bernoulli" or c.family == "gan" for c in configs)
+    unit = any(FAMILY[c.family].unit_data(c.likelihood) for c in configs)
     try:  # user errors surface before anything is written
         data = load_dataset(study.dataset, unit)
     except UserError as exc:
@@ -369,7 +371,7 @@ def _cost_step(name: str, device: torch.device, elements: int):
     from ablate.nonlinear import get_activation
 
     act = get_activation(name)
-    gen = torch.Generator(device=device).manual_seed(0)
+    gen = torch.Generator(device=device).manual_seed(FIXED_SEED)
     x = torch.randn(4, 1, elements // 4, device=device, generator=gen).requires_grad_(True)
     params = {k: v.to(device).requires_grad_(True) for k, v in act.initial(4, x.shape[-1]).items()}
     inputs, grad = [x, *params.values()], torch.ones_like(x)

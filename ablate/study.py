@@ -24,7 +24,9 @@ import yaml
 from ablate.activations import INIT_SCHEMES, check_activation
 from ablate.data import COMMON_OPTIONS, DATASET_OPTIONS, DATASETS, VAL_FRACTION
 from ablate.errors import UserError
-from ablate.metrics import FAMILIES, FINAL, METRICS, PRUNABLE, twin_on_test, val_name
+from ablate.families import FAMILIES, FAMILY, default_metric, owners
+from ablate.streams import TUNING_SEED
+from ablate.metrics import FINAL, METRICS, PRUNABLE, twin_on_test, val_name
 from ablate.registry import suggest
 
 STRATEGIES = ("grid", "tpe", "random", "cmaes", "qmc")
@@ -210,13 +212,13 @@ def _name(v):
 # The schema: one `setting` per YAML field.
 
 def setting(default, check: Callable[[Any], Any], section: str | None = None,
-            axis: bool = False, range: type | None = None, families: tuple[str, ...] = FAMILIES) -> Any:
+            axis: bool = False, range: type | None = None) -> Any:
     """A YAML field: its default, its check (returns the normalised value or raises _Bad), the
-    YAML section it is written in (None: top level), whether `space:` may vary it, for a
-    numeric axis the type (int or float) of a searched range, and the model families it
-    applies to (a grid does not multiply other families' members by it)."""
+    YAML section it is written in (None: top level), whether `space:` may vary it, and for a
+    numeric axis the type (int or float) of a searched range. Which families a model setting
+    changes, each family says (families.Family.own)."""
     return field(default=default, metadata={"check": check, "section": section, "axis": axis,
-                                            "range": range, "families": families})
+                                            "range": range})
 
 
 @dataclass(frozen=True)
@@ -231,17 +233,16 @@ class RunConfig:
     """The decoder's hidden layers' nonlinearity; None: the same as activation."""
     latent_dim: int = setting(8, _int(1, MAX_WIDTH), "model", axis=True, range=int)
     """Number of latent dimensions."""
-    kl_weight: float = setting(1.0, _float(lo=0.0), "train", axis=True, range=float, families=("vae",))
+    kl_weight: float = setting(1.0, _float(lo=0.0), "train", axis=True, range=float)
     """β: loss per image = recon + kl_weight · KL, in nats."""
     family: str = setting("vae", _choice(*FAMILIES), "model", axis=True)
     """vae (Gaussian encoder, reparameterised), or a deterministic autoencoder: ae (plain), dae
     (denoising), sae (sparse), cae (contractive)."""
-    noise: float = setting(0.3, _fraction, "model", axis=True, range=float, families=("dae",))
+    noise: float = setting(0.3, _fraction, "model", axis=True, range=float)
     """dae: each training input pixel is zeroed with this probability (masking noise)."""
-    sparsity: float = setting(1.0e-3, _float(lo=0.0), "model", axis=True, range=float, families=("sae",))
+    sparsity: float = setting(1.0e-3, _float(lo=0.0), "model", axis=True, range=float)
     """sae: λ of the penalty λ·Σ|z| per image on the code."""
-    contraction: float = setting(1.0e-3, _float(lo=0.0), "model", axis=True, range=float,
-                                 families=("cae",))
+    contraction: float = setting(1.0e-3, _float(lo=0.0), "model", axis=True, range=float)
     """cae: λ of the penalty λ·‖∂z/∂x‖²_F per image (Rifai et al. 2011)."""
     dropout: float = setting(0.0, _fraction, "model", axis=True, range=float)
     """Dropout probability after each hidden activation, in training only."""
@@ -262,7 +263,7 @@ class RunConfig:
     """Examples per gradient step."""
     lr: float = setting(1.0e-3, _float(positive=True), "train", axis=True, range=float)
     """Adam learning rate."""
-    kl_warmup_epochs: int = setting(0, _int(0), "train", axis=True, range=int, families=("vae",))
+    kl_warmup_epochs: int = setting(0, _int(0), "train", axis=True, range=int)
     """Epochs over which the KL weight ramps linearly from 0 to kl_weight (0: no warm-up)."""
     init: str = setting("auto", _choice("auto", *INIT_SCHEMES), "model", axis=True)
     """Hidden-layer weight init: auto (the one each activation needs) or default (PyTorch
@@ -275,7 +276,7 @@ class RunConfig:
 
     def applies(self, key: str) -> bool:
         """Whether field `key` changes this configuration's model (kl_weight: only a vae's)."""
-        return self.family in RunConfig.__dataclass_fields__[key].metadata.get("families", FAMILIES)
+        return FAMILY[self.family].reads(key)
 
     @property
     def cohort_key(self) -> tuple:
@@ -319,10 +320,6 @@ class Search:
         return self.strategy == "grid"
 
 
-TUNING_SEED = 1_000_003
-"""The seed of every tuning member: a stream of its own, distinct from the final seeds, and the
-same for every tuning trial so that trials of one activation and cell are compared on the same
-data order and noise."""
 ARMS = ("fixed", "tuned")
 """The tuned protocol's final arms: the study's own values, and each activation's tuned ones."""
 
@@ -580,7 +577,7 @@ def parse_study(text: str, path: str = "<study>", overrides: tuple[str, ...] = (
     top["baseline"] = _baseline(ld, top.get("baseline"), activations)
     families = set(space.get("family", (base.get("family", default(RunConfig, "family")),)))
     search = _search(ld, doc.get("search") or {}, search, top.get("metric"),
-                     _default_metric(families), top["dataset"])
+                     default_metric(families), top["dataset"])
     top["metric"] = top.get("metric", twin_on_test(search.objective))
     _needs_validation(ld, top["dataset"], search, protocol)
     _architecture(ld, base, space)
@@ -840,7 +837,7 @@ def _families_apply(ld: _Loader, families: set[str], space: dict, ranges: dict, 
     search's objective) must be one they produce; otherwise the study would train to the end
     and have nothing to show."""
     for key in (*space, *ranges):
-        applies = set(RunConfig.__dataclass_fields__[key].metadata["families"])
+        applies = set(owners(key))
         if not applies & families:
             raise ld.fail(f"space.{key}", f"applies to {', '.join(sorted(applies))} only, and this "
                                           f"study trains {', '.join(sorted(families))}: it would change "
@@ -865,12 +862,6 @@ def _bounded(ld: _Loader, space: dict, seeds: tuple, search: Search, protocol) -
         raise ld.fail("space" if search.is_grid else "search.n_trials",
                       f"makes {members:,} members ({configs:,} configurations × {len(seeds):,} seeds); "
                       f"a study of more than {MAX_MEMBERS:,} cannot finish. Split it or narrow it.")
-
-
-def _default_metric(families: set[str]) -> str:
-    """What a report ranks by when report.metric is not given: the VAE's NLL, a GAN's FID
-    (its samples are all it has), the autoencoders' reconstruction."""
-    return "test_nll" if "vae" in families else "fid" if families == {"gan"} else "test_recon"
 
 
 def _architecture(ld: _Loader, base: dict, space: dict) -> None:

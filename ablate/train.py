@@ -25,10 +25,12 @@ from ablate.activations import SHAPE_GRID
 from ablate.checkpoints import CohortCheckpoint
 from ablate.classifier import Judge
 from ablate.data import Dataset
-from ablate.fleet import Fleet, Member, stream_seed
-from ablate.models import activation_floats, mean_image, param_count
+from ablate.fleet import Fleet, Member, generators
+from ablate.streams import Stream
+from ablate.families import Family
+from ablate.models import activation_floats, param_count
 from ablate.trained import member_weights
-from ablate.metrics import GENERATIVE, val_name
+from ablate.metrics import val_name
 
 PROBE_MAX_TRAIN = 5000  # latent means of at most this many training images fit the probe
 MI_MAX_POINTS = 1000  # the MI estimate uses the first this-many test images
@@ -96,15 +98,15 @@ EpochHook = Callable[[int, dict[str, dict], bool], set]
 replayed from a checkpoint (reported, not judged again); returns keys to prune."""
 
 
-def _record(epoch: int, values: list[float], family: str) -> dict:
-    """One epoch of one member: training means (a GAN's generator and discriminator losses),
-    and the validation −ELBO and its parts when the study has a validation split (the test
-    split is evaluated once, at the end)."""
-    names = ("train_g_loss", "train_d_loss") if family == "gan" else ("train_recon", "train_kl")
+def _record(epoch: int, values: list[float], family: Family) -> dict:
+    """One epoch of one member: the training loss and its two parts (the family's), and the
+    validation −ELBO and its parts when the study has a validation split and the family a
+    reconstruction (the test split is evaluated once, at the end)."""
+    names = [f"train_{part}" for part in family.parts]
     record = {"epoch": epoch, **dict(zip(("train_loss", *names), values[:3]))}
-    vae = family == "vae"
     if len(values) > 3:
-        record.update(val_nelbo=values[3], val_recon=values[4], val_kl=values[5] if vae else float("nan"))
+        kl = values[5] if family.posterior else float("nan")
+        record.update(val_nelbo=values[3], val_recon=values[4], val_kl=kl)
     return record
 
 
@@ -136,8 +138,7 @@ def _member_noise(fleet: Fleet, gens: list[torch.Generator], *lead: int) -> Tens
 
 def _eval_gens(fleet: Fleet) -> list[torch.Generator]:
     """Fresh evaluation generators: the same noise at every evaluation of a member."""
-    return [torch.Generator(device=fleet.device).manual_seed(stream_seed(m.seed, 3))
-            for m in fleet.members]
+    return generators(fleet.members, Stream.EVAL, fleet.device)
 
 
 @torch.no_grad()
@@ -152,14 +153,14 @@ def evaluate_elbo(fleet: Fleet, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     for s in range(0, n, c):
         xb = x[s:s + c]  # (c, D), shared by all members
         mu, logvar = fleet.encode(xb)
-        if fleet.family == "vae":
+        if fleet.family.posterior:
             z = mu + _member_noise(fleet, gens, len(xb)) * torch.exp(0.5 * logvar)
             kl += M.kl_per_dim(mu, logvar).sum((1, 2))
         else:
             z = mu
         recon -= fleet.log_likelihood(xb, fleet.decode(z)).sum(1)
     recon, kl = recon / n, kl / n
-    return recon + (kl if fleet.family == "vae" else 0.0), recon, kl
+    return recon + (kl if fleet.family.posterior else 0.0), recon, kl
 
 
 def cohort_id(keys: list[str]) -> str:
@@ -212,7 +213,8 @@ def _train(members: list[Member], data: DeviceData, iwae_samples: int,
             bad_nan |= bad & torch.isnan(loss)
             sums += torch.stack([loss, recon, kl], 1) * idx.shape[1]
             step += 1
-        val = evaluate_elbo(fleet, data.x_val) if data.x_val is not None and fleet.family != "gan" else None
+        reconstructs = "reconstruction" in fleet.family.measures
+        val = evaluate_elbo(fleet, data.x_val) if data.x_val is not None and reconstructs else None
         rows = torch.cat([sums / n, *([torch.stack(val, 1)] if val else [])], 1).cpu()
         first_bad, bad_nan = first_bad.cpu(), bad_nan.cpu()
         elapsed = time.perf_counter() - t0
@@ -256,9 +258,9 @@ def _finish(fleet: Fleet, data: DeviceData, iwae_samples: int, outcomes: dict[st
     shapes and weights into their outcomes, each charged its share of the time by its size;
     a non-finite final ELBO or generator output still fails a member."""
     t0 = time.perf_counter()
-    final = (evaluate_final(fleet, data, iwae_samples) if fleet.family != "gan"
+    final = (evaluate_final(fleet, data, iwae_samples) if "reconstruction" in fleet.family.measures
              else {m.key: {} for m in fleet.members})  # a GAN is judged by its samples only
-    if fleet.family in GENERATIVE and data.judge is not None:
+    if "samples" in fleet.family.measures and data.judge is not None:
         for key, values in sample_quality(fleet, data).items():
             final[key].update(values)
     elapsed = time.perf_counter() - t0
@@ -274,7 +276,7 @@ def _finish(fleet: Fleet, data: DeviceData, iwae_samples: int, outcomes: dict[st
         if not math.isfinite(values.get("test_nelbo", 0.0)):
             o.status, o.fail_epoch = "failed", o.epochs_run
             o.reason = "final test ELBO is not finite"
-        elif fleet.family == "gan" and "prior" not in images[key]:
+        elif "reconstruction" not in fleet.family.measures and "prior" not in images[key]:
             o.status, o.fail_epoch = "failed", o.epochs_run
             o.reason = "the generator's output is not finite"
 
@@ -310,7 +312,7 @@ def evaluate_final(fleet: Fleet, data: DeviceData, iwae_samples: int) -> dict[st
 
 def _evaluate_split(fleet: Fleet, x: Tensor, iwae_samples: int) -> tuple[dict[str, dict], Tensor]:
     """The metrics of one split but the probe, and its posterior means μ (N, n, L)."""
-    N, L, dev, vae = len(fleet), fleet.latent, fleet.device, fleet.family == "vae"
+    N, L, dev, vae = len(fleet), fleet.latent, fleet.device, fleet.family.posterior
     n = len(x)
     budget = _budget(dev)
     real_latent = fleet.latent_mask[:, 0, :]  # (N, L)
@@ -444,10 +446,10 @@ def learned_shapes(fleet: Fleet) -> dict[str, dict[str, np.ndarray]]:
 @torch.no_grad()
 def sample_quality(fleet: Fleet, data: DeviceData) -> dict[str, dict[str, float]]:
     """Per member: fid, kid, precision, recall and class_coverage of as many prior samples
-    (decoded means, from the member's stream 6) as real test images in the judge's feature
+    (decoded means, from the member's SAMPLES stream) as real test images in the judge's feature
     space, and their val_ twins against the validation images."""
     judge, N = data.judge, len(fleet)
-    gens = [torch.Generator(device=fleet.device).manual_seed(stream_seed(m.seed, 6)) for m in fleet.members]
+    gens = generators(fleet.members, Stream.SAMPLES, fleet.device)
     out: dict[str, dict[str, float]] = {m.key: {} for m in fleet.members}
     for split, real in data.real.items():
         n = len(real)
@@ -471,7 +473,7 @@ def sample_quality(fleet: Fleet, data: DeviceData) -> dict[str, dict[str, float]
 
 
 def _means(fleet: Fleet, out: Tensor) -> Tensor:
-    return mean_image(out, fleet.likelihood, fleet.family)
+    return fleet.family.mean_image(out, fleet.likelihood)
 
 
 RECON_IMAGES = 8  # the first this-many test images are reconstructed by every member
@@ -484,10 +486,10 @@ def sample_images(fleet: Fleet, x_test: Tensor) -> dict[str, dict[str, np.ndarra
     """Per member: decoded means of reconstructions of fixed test images, prior samples and,
     for a 2-d latent space, the decoded latent manifold; as uint8 (0–255) rows of D pixels."""
     N, L, dev = len(fleet), fleet.latent, fleet.device
-    gan = fleet.family == "gan"  # no encoder: nothing to reconstruct
-    mu = torch.zeros(N, RECON_IMAGES, L, device=dev) if gan else fleet.encode(x_test[:RECON_IMAGES])[0]
+    coded = "reconstruction" in fleet.family.measures  # a GAN has no encoder: nothing to reconstruct
+    mu = fleet.encode(x_test[:RECON_IMAGES])[0] if coded else torch.zeros(N, RECON_IMAGES, L, device=dev)
     recon = fleet.decode(mu)  # the posterior mean, as is usual for reconstructions
-    gens = [torch.Generator(device=dev).manual_seed(stream_seed(m.seed, 4)) for m in fleet.members]
+    gens = generators(fleet.members, Stream.IMAGES, dev)
     prior = fleet.decode(_member_noise(fleet, gens, PRIOR_IMAGES))
     side = torch.linspace(0.05, 0.95, MANIFOLD_SIDE, dtype=torch.float64)
     q = torch.special.ndtri(side).float().to(dev)  # standard-normal quantiles
@@ -504,8 +506,8 @@ def sample_images(fleet: Fleet, x_test: Tensor) -> dict[str, dict[str, np.ndarra
     recon, prior, manifold = to_uint8(recon), to_uint8(prior), to_uint8(manifold)
     result = {}
     for i, m in enumerate(fleet.members):
-        result[m.key] = {} if gan else {"recon": recon[i]}
-        if fleet.family in GENERATIVE and finite[i]:  # an AE has no prior to sample
+        result[m.key] = {"recon": recon[i]} if coded else {}
+        if fleet.family.prior and finite[i]:  # an AE has no prior to sample
             result[m.key]["prior"] = prior[i]
             if m.config.latent_dim == 2:
                 result[m.key]["manifold"] = manifold[i]

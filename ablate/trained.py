@@ -29,7 +29,9 @@ from ablate.errors import UserError
 from ablate.files import atomic_open
 from ablate.fleet import Fleet, activation_groups
 from ablate.layers import Linear
-from ablate.models import Autoencoder, build_model, mean_image
+from ablate.families import FAMILY
+from ablate.models import Autoencoder, build_model
+from ablate.streams import FIXED_SEED
 from ablate.study import RunConfig
 
 FORMAT = 1
@@ -40,7 +42,7 @@ MODELS = "models"
 def _alone(config: RunConfig, shape: tuple[int, ...]) -> Autoencoder:
     """A one-member model of `config` on the CPU (its init values are overwritten)."""
     groups = (activation_groups([config.activation]), activation_groups([config.decoder]))
-    return build_model([(config, torch.Generator().manual_seed(0))], shape, groups, torch.device("cpu"))
+    return build_model([(config, torch.Generator().manual_seed(FIXED_SEED))], shape, groups, torch.device("cpu"))
 
 
 def member_weights(fleet: Fleet, i: int) -> dict[str, Tensor]:
@@ -130,7 +132,7 @@ class Standalone(torch.nn.Module):
 
     def __init__(self, model: Autoencoder, config: RunConfig, shape: tuple[int, ...]):
         super().__init__()
-        self.model, self.family, self.shape = model, config.family, shape
+        self.model, self.family, self.shape = model, FAMILY[config.family], shape
         for name, slot in model.slots().items():  # the traced module owns every weight
             slot.tensor = slot.tensor.detach()
             self.register_buffer(name.replace(".", "_"), slot.tensor)
@@ -143,7 +145,7 @@ class Standalone(torch.nn.Module):
 
     def encode(self, x: Tensor):
         mu, logvar = self.model.encode(self._flat(x))
-        return (mu[0], logvar[0]) if self.family == "vae" else mu[0]
+        return self.family.exported_code(mu[0], None if logvar is None else logvar[0])
 
     def decode(self, z: Tensor) -> Tensor:
         return self._shaped(self.model.decode(z[None]))
@@ -162,8 +164,7 @@ def export(results: Path, trial: int, seed: int, out: Path) -> Path:
     module = Standalone(model, config, shape).eval()
     x = torch.rand(3, *shape)
     z = torch.randn(3, config.latent_dim)
-    methods = ({"generate": z, "decode": z, "discriminate": x} if config.family == "gan"
-               else {"encode": x, "decode": z})
+    methods = FAMILY[config.family].export_methods(x, z)
     meta = {"trial": trial, "seed": seed, "shape": list(shape), "config": asdict(config),
             "methods": sorted(methods)}
     out = Path(out)
@@ -185,9 +186,10 @@ def prior_samples(results: Path, trial: int, seed: int, n: int, noise_seed: int 
     """n decoded draws z ~ N(0, I) of member (trial, seed), as mean images in [0, 1] (a VAE's
     or GAN's; an autoencoder has no prior and is refused): uint8 (n, D) and the data's shape."""
     model, config, shape = load_member(results, trial, seed)
-    if config.family not in ("vae", "gan"):
-        raise UserError(f"trial {trial} is a {config.family}: only a VAE or a GAN has a prior to "
+    family = FAMILY[config.family]
+    if not family.prior:
+        raise UserError(f"trial {trial} is a {family.title}: only a VAE or a GAN has a prior to "
                         "sample; use `ablate export` and decode codes of your own.")
     z = torch.randn(n, config.latent_dim, generator=torch.Generator().manual_seed(noise_seed))
-    means = mean_image(model.decode(z[None])[0], config.likelihood, config.family)
+    means = family.mean_image(model.decode(z[None])[0], config.likelihood)
     return (means * 255).round().to(torch.uint8).numpy(), shape

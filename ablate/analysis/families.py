@@ -18,7 +18,11 @@ import pandas as pd
 from ablate.analysis import plots, sections, stats
 from ablate.activations import SHAPE_GRID
 from ablate.analysis.document import ci, fmt
+from ablate.families import FAMILY, having
 from ablate.metrics import METRICS, label
+
+SAMPLES_ONLY = having("samples") - having("reconstruction")
+"""The families judged by their samples alone (a GAN: no encoder, so no reconstruction)."""
 
 SHARED = "test_recon"
 """What every family is compared on: reconstruction (the VAE's and the autoencoders' alike)."""
@@ -94,13 +98,13 @@ def cross_family(ctx) -> None:
 def gans(ctx) -> None:
     """The GAN members: generated samples per activation, the FID ranking with the paired
     tests, precision / recall, coverage and divergence per activation."""
-    runs = ctx.runs[ctx.runs["family"] == "gan"]
+    runs = ctx.runs[ctx.runs["family"].isin(SAMPLES_ONLY)]
     if runs.empty or "fid" not in runs or runs["fid"].isna().all():
         return
     doc = ctx.doc
     doc.heading("GANs")
     cells = [c for c in ctx.cells if c != "family" and runs[c].notna().any()]
-    own = ctx.stratum(family="gan") if ctx.stratified else (ctx.strata[0] if ctx.strata else None)
+    own = ctx.stratum(family=runs["family"].iloc[0]) if ctx.stratified else (ctx.strata[0] if ctx.strata else None)
     ranked = own is not None and own.metric == "fid" and own.comparison is not None
     c = own.comparison if ranked else stats.compare(runs, "fid", cells, False, ctx.baseline,
                                                     rope=METRICS["fid"].rope)
@@ -169,7 +173,7 @@ def learned_shape_data(samples, runs: pd.DataFrame) -> dict[tuple[str, str], dic
     curves: dict[tuple[str, str], dict[str, list]] = {}
     for _, r in runs[runs["status"] == "ok"].iterrows():
         arrays = plots.load_images(samples, r["trial"], r["seed"])
-        first, second = ("discriminator", "generator") if r.get("family") == "gan" else ("encoder", "decoder")
+        first, second = FAMILY[r.get("family", "vae")].networks
         for side, prefix, name in ((first, "", r.get("encoder", r["activation"])),
                                    (second, "dec_", r.get("decoder", r.get("decoder_activation")))):
             if f"{prefix}shape" in arrays:

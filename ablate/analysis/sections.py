@@ -19,6 +19,7 @@ from ablate.activations import ACTIVATIONS
 from ablate.analysis import plots, protocol, stats
 from ablate.analysis import strata as strata_
 from ablate.analysis.document import ci, fmt, upper, where
+from ablate.families import having
 from ablate.metrics import METRICS, label
 from ablate.quality import QUALITY_SAMPLES
 from ablate.study import ARMS
@@ -68,7 +69,7 @@ def _stratum_summary(ctx: Context, s) -> None:
         doc.para(scale)
     if (late := _convergence_sentence(ctx, s)):
         doc.para(late)
-    elif (s.runs["family"] == "gan").all():
+    elif not s.runs["family"].isin(having("reconstruction")).any():
         doc.para("A GAN has no validation loss, so whether its training had settled is not "
                  "checked: see its generator and discriminator losses under Results.")
 
@@ -491,7 +492,7 @@ def activation_cis(runs: pd.DataFrame, metrics, order: list[str]) -> pd.DataFram
 def collapse(ctx: Context) -> None:
     """Per stratum of a family with a code: active units and I(x; z) against kl_weight, KL per
     latent dimension (VAEs), dead units and divergence, with a table of them per activation."""
-    coded = [s for s in ctx.strata if (s.runs["family"] != "gan").any()]  # a GAN has no code
+    coded = [s for s in ctx.strata if s.runs["family"].isin(having("reconstruction")).any()]  # a GAN has no code
     if not coded:
         return
     ctx.doc.heading("Posterior collapse and dead units")
@@ -537,7 +538,8 @@ def images(ctx: Context) -> None:
     (latent_dim 2) the latent manifold of each activation's best seed in the best cell. A
     GAN's samples are its own section's (families.gans)."""
     shape, samples = ctx.info.get("data", {}).get("image_shape"), ctx.out_dir / "samples"
-    coded = [s for s in ctx.strata if s.ranking is not None and (s.runs["family"] != "gan").any()]
+    coded = [s for s in ctx.strata if s.ranking is not None
+             and s.runs["family"].isin(having("reconstruction")).any()]
     if not coded or not shape or not samples.exists():
         return
     shape = tuple(shape) if len(shape) == 3 else (1, *shape)  # (C, H, W); stores before it was (H, W)

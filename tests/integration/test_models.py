@@ -52,7 +52,7 @@ def test_export_round_trip_in_a_process_without_ablate_and_sample(tmp_path, caps
     from ablate.cli import main
     from ablate.data import load_dataset
     from ablate.study import load_study
-    from ablate.fleet import stream_seed
+    from ablate.streams import Stream, stream_seed
     from ablate.trained import export
 
     (tmp_path / "kept.yaml").write_text(STUDY)
@@ -74,7 +74,7 @@ def test_export_round_trip_in_a_process_without_ablate_and_sample(tmp_path, caps
         else:
             export(out, int(r["trial"]), int(r["seed"]), tmp_path / f"{name}.pt")
         # the noise ablate's evaluation drew for this member's test ELBO (its stream 3)
-        g = torch.Generator().manual_seed(stream_seed(int(r["seed"]), 3))
+        g = torch.Generator().manual_seed(stream_seed(int(r["seed"]), Stream.EVAL))
         eps[name] = torch.randn(60, int(r["latent_dim"]), generator=g)
     gan = runs[(runs["family"] == "gan") & (runs["latent_dim"] == 2)].iloc[0]
     export(out, int(gan["trial"]), 0, tmp_path / "gan.pt")

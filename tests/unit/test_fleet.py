@@ -92,7 +92,7 @@ def _same_views(g, i, L):
 def test_stacked_adam_matches_torch_adam(lrs, fused, monkeypatch):
     """Per member, the stacked update equals torch.optim.Adam on that member alone: with the
     fused kernel (one shared lr), and on the plain path (without the kernel, or per-member lrs)."""
-    monkeypatch.setattr(fleet_module, "FUSED_ADAM", fused and fleet_module.FUSED_ADAM)
+    monkeypatch.setattr(fleet_module, "FUSED_ADAM", fleet_module.FUSED_ADAM if fused else ())
     fleet = Fleet([member("a", lr=lrs[0]), member("b", seed=1, lr=lrs[1])], 64)
     refs = []
     for i in range(2):

@@ -54,7 +54,8 @@ def test_gan_nan_member_fails_alone(tiny_data):
 
 def test_discriminator_and_generator_step_their_own_parameters():
     fleet = Fleet([gan("a"), gan("b", seed=1)], 64)
-    assert {fleet.model.side(k) for k in fleet.slots} == {"encoder", "decoder"}
+    assert set(fleet.networks) == {"discriminator", "generator"}
+    assert {id(s) for n in fleet.networks.values() for s in n} == {id(s) for s in fleet.slots.values()}
     assert fleet.slots["head.w"].tensor.shape[-1] == 1  # one logit
     before = {k: s.tensor.detach().clone() for k, s in fleet.slots.items()}
     x = torch.rand(2, 16, 64)
@@ -63,4 +64,4 @@ def test_discriminator_and_generator_step_their_own_parameters():
     for k, s in fleet.slots.items():
         assert not torch.equal(before[k], s.tensor), k
         assert s.step.item() == 1, k  # each network's Adam stepped once
-    assert math.isclose(fleet.sides["encoder"][0].step.item(), 1)
+    assert math.isclose(fleet.networks["discriminator"][0].step.item(), 1)

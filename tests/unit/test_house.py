@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
+
+from ablate import families
 
 PACKAGE = Path(__file__).resolve().parents[2] / "ablate"
 MODULES = sorted(PACKAGE.rglob("*.py"))
@@ -83,3 +86,36 @@ def test_the_analysis_side_does_not_import_planning_or_training():
                 seen.add(m)
                 todo += graph[m]
         assert not seen & {"ablate.sources", "ablate.runner", "ablate.train"}, (start, seen & {"ablate.sources", "ablate.runner", "ablate.train"})
+
+
+def _family_literals(tree: ast.AST) -> list[str]:
+    """Family names written as constants where code decides by them: compared, tested for
+    membership, or keys of a dict."""
+    def names(node) -> list[str]:
+        items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+        return [i.value for i in items if isinstance(i, ast.Constant) and i.value in families.FAMILY]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            found += [n for side in (node.left, *node.comparators) for n in names(side)]
+        elif isinstance(node, ast.Dict):
+            found += [n for k in node.keys if k is not None for n in names(k)]
+    return found
+
+
+def test_only_the_family_module_decides_by_a_family_name():
+    """Each family is one class (families.py): no other module compares a family's name or
+    keys a table by it, so adding a family is one class and its tests."""
+    own = Path(families.__file__).resolve()
+    for path in MODULES:
+        if path.resolve() == own:
+            continue
+        text = path.read_text()
+        assert not re.search(r"family *(==|!=| in )", text), path
+        assert not _family_literals(ast.parse(text)), (path, _family_literals(ast.parse(text)))
+
+
+def test_the_check_finds_a_family_name_compared():
+    assert _family_literals(ast.parse('x = config.family == "gan"')) == ["gan"]
+    assert _family_literals(ast.parse('y = f in ("vae", "gan")')) == ["vae", "gan"]
+    assert _family_literals(ast.parse('z = {"vae": 2}.get(f)')) == ["vae"]
