@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import optuna
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from ablate.store import (WORKER, Backend, Heartbeat, best_tuned, counted, decode_params, distributions,
@@ -214,7 +214,7 @@ def sources(study: Study, store: optuna.Study, backend: Backend, worker_index: i
     first one tuning search per activation and cell, then the final arms."""
     if study.protocol is None:
         grid = study.search.is_grid
-        return [Source(store, distributions(study), study.seeds,
+        return [Source(store, distributions(study.space, study.ranges), study.seeds,
                        points=study.points if grid else None,
                        budget=None if grid else study.search.n_trials,
                        per_claim=search_limit(study), prune=study.search.pruner != "none",
@@ -236,10 +236,7 @@ def tuning_source(study: Study, backend: Backend, group: dict, index: int, worke
         seed=study.search.sampler_seed + 10_007 * worker_index + index, constant_liar=True,
         multivariate=True, n_startup_trials=max(2, p.budget // 2))
     store.pruner = make_pruner(study)
-    dists = {k: CategoricalDistribution([encode_value(v) for v in values]) for k, values in p.space.items()}
-    dists.update({k: IntDistribution(int(r.low), int(r.high), log=r.log) if r.integer
-                  else FloatDistribution(r.low, r.high, log=r.log) for k, r in p.ranges.items()})
-    return Source(store, dists, (TUNING_SEED,), point=group, budget=p.budget,
+    return Source(store, distributions(p.space, p.ranges), (TUNING_SEED,), point=group, budget=p.budget,
                   per_claim=max(1, math.ceil(p.budget / MODEL_ROUNDS)),
                   prune=study.search.pruner != "none", images=False, size=p.budget)
 
@@ -247,17 +244,12 @@ def tuning_source(study: Study, backend: Backend, group: dict, index: int, worke
 def final_distributions(study: Study) -> dict:
     """The final arms' parameters: the grid's axes, the arm, and every tuned key — over a
     domain wide enough for the study's own (fixed) value too."""
-    dists = {**distributions(study), "arm": CategoricalDistribution(list(ARMS))}
-    p = study.protocol
-    for k, values in p.space.items():
-        dists[k] = CategoricalDistribution(list(dict.fromkeys(
-            encode_value(v) for v in (*values, getattr(study.base, k)))))
-    for k, r in p.ranges.items():
-        base = getattr(study.base, k)
-        low, high = min(r.low, base), max(r.high, base)
-        dists[k] = (IntDistribution(int(low), int(high), log=r.log) if r.integer
-                    else FloatDistribution(low, high, log=r.log))
-    return dists
+    p, base = study.protocol, study.base
+    space = {k: tuple(dict.fromkeys((*values, getattr(base, k)))) for k, values in p.space.items()}
+    ranges = {k: replace(r, low=min(r.low, getattr(base, k)), high=max(r.high, getattr(base, k)))
+              for k, r in p.ranges.items()}
+    return {**distributions(study.space, study.ranges), "arm": CategoricalDistribution(list(ARMS)),
+            **distributions(space, ranges)}
 
 
 def final_points(study: Study, tuning: list[Source]) -> list[dict]:

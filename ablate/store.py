@@ -35,7 +35,7 @@ from sqlalchemy.pool import NullPool
 
 from ablate.errors import UserError
 from ablate.files import writable_folder
-from ablate.study import Study, redact
+from ablate.study import Range, Study, redact
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 """This process, as recorded on the trials it trains."""
@@ -106,11 +106,11 @@ def point_id(point: dict) -> str:
     return json.dumps({k: encode_value(v) for k, v in sorted(point.items())})
 
 
-def distributions(study: Study) -> dict:
-    """The search space as Optuna distributions: lists are categorical, ranges int/float."""
-    dists = {k: CategoricalDistribution([encode_value(v) for v in values])
-             for k, values in study.space.items()}
-    for k, r in study.ranges.items():
+def distributions(space: dict[str, tuple], ranges: dict[str, Range]) -> dict:
+    """A search space as Optuna distributions: each list of values categorical, each range an
+    int or float distribution (log-scaled when the range says)."""
+    dists = {k: CategoricalDistribution([encode_value(v) for v in values]) for k, values in space.items()}
+    for k, r in ranges.items():
         dists[k] = (IntDistribution(int(r.low), int(r.high), log=r.log) if r.integer
                     else FloatDistribution(r.low, r.high, log=r.log))
     return dists
