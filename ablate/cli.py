@@ -81,13 +81,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> int:
-    from ablate.study import load_study
+    from ablate.study.loader import load_study
 
     # the study is checked before torch, pandas and matplotlib load: a typo costs no wait
     study = _with_storage(load_study(args.study, tuple(args.set)), args.storage)
     writable_folder(Path(args.results) / study.name, "--results")
     from ablate.analysis.report import build_report
-    from ablate.runner import run_study
+    from ablate.run.runner import run_study
 
     out_dir = run_study(study, Path(args.results), progress=not args.no_progress)
     if args.no_report:
@@ -95,7 +95,7 @@ def _run(args) -> int:
         return 0
     report = build_report(study, out_dir)
     if study.tracking:
-        from ablate.tracking import Trackers
+        from ablate.run.tracking import Trackers
 
         Trackers(study, out_dir).report([out_dir / name for name in
                                          ("report.html", "report.md", "runs.csv", "epochs.csv", "figures")])
@@ -108,7 +108,7 @@ def _with_storage(study, url: str | None):
     """The study with its storage replaced by a --storage URL (checked like the YAML key)."""
     from dataclasses import replace
 
-    from ablate.study import storage_option
+    from ablate.study.storage import storage_option
 
     return study if url is None else replace(study, storage=storage_option(url))
 
@@ -118,8 +118,8 @@ def _resolve(target_arg: str, results: str, storage: str | None = None):
     read-only; errors name the fix. Nothing is written."""
     from dataclasses import replace
 
-    from ablate.store import is_local, read_store
-    from ablate.study import load_study
+    from ablate.run.store import is_local, read_store
+    from ablate.study.loader import load_study
 
     target = Path(target_arg)
     if os.path.isdir(target):
@@ -168,8 +168,8 @@ def _compare(args) -> int:
 
 
 def _status(args) -> int:
-    from ablate.status import lines, progress
-    from ablate.store import Backend
+    from ablate.run.status import lines, progress
+    from ablate.run.store import Backend
 
     study, out_dir = _resolve(args.target, args.results, args.storage)
     print("\n".join(lines(study, progress(study, Backend(study, out_dir).reader()))))
@@ -199,7 +199,7 @@ def _results_dir(path: str) -> Path:
 
 
 def _export(args) -> int:
-    from ablate.trained import export
+    from ablate.training.kept import export
 
     writable_file(Path(args.out), "-o", f"t{args.trial}-s{args.seed}.pt")
     print(f"exported: {export(_results_dir(args.results), args.trial, args.seed, Path(args.out))}")
@@ -208,7 +208,7 @@ def _export(args) -> int:
 
 def _sample(args) -> int:
     from ablate.analysis.plots import sample_grid
-    from ablate.trained import prior_samples
+    from ablate.training.kept import prior_samples
 
     if args.n < 1:
         raise UserError(f"sample: -n must be at least 1, got {args.n}.")
@@ -228,7 +228,7 @@ def _sample(args) -> int:
 
 def _list(args) -> int:
     if args.what == "activations":
-        from ablate.activations import ACTIVATIONS
+        from ablate.nets.activations import ACTIVATIONS
 
         for name in ACTIVATIONS:
             act = ACTIVATIONS.get(name)
@@ -236,7 +236,7 @@ def _list(args) -> int:
             print(f"{name:<12} init={act.init:<8} {act.description}{learn}")
         print("\nAlso: any package.module:Factory returning an elementwise torch module.")
     else:
-        from ablate.data import COMMON_OPTIONS, DATASET_OPTIONS
+        from ablate.data.datasets import COMMON_OPTIONS, DATASET_OPTIONS
 
         for name, options in DATASET_OPTIONS.items():
             print(f"{name:<14} options: {', '.join([*options, *COMMON_OPTIONS])}")

@@ -1,7 +1,7 @@
 """Benchmark: the fleet against the textbook one-model-at-a-time loop, in one process.
 
 (a) the PyTorch-examples loop: one model at a time, DataLoader(TensorDataset), batch 128, Adam;
-(b) the fleet: every member in one batched model (ablate.fleet).
+(b) the fleet: every member in one batched model (ablate.training.fleet).
 Both train the same members on the same data; we time training epochs only (no evaluation)
 and print seconds per member-epoch, the ratio (a)/(b), the fleet's achieved GFLOP/s and its
 fraction of this device's measured fp32 matmul peak.
@@ -31,12 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ablate.data import load_dataset
-from ablate.fleet import Fleet, Member
-from ablate.layers import KERNEL, PADDING, STRIDE, Conv
-from ablate.models import conv_sizes
-from ablate.nonlinear import get_activation
-from ablate.study import RunConfig, load_study
+from ablate.data.datasets import load_dataset
+from ablate.nets.layers import KERNEL, PADDING, STRIDE, Conv
+from ablate.nets.models import conv_sizes
+from ablate.nets.nonlinear import get_activation
+from ablate.study.loader import load_study
+from ablate.study.schema import RunConfig
+from ablate.training.fleet import Fleet, Member
 
 CONV_SHAPE = (1, 28, 28)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from ablate.data import load_dataset
-from ablate.train import DeviceData
+from ablate.data.datasets import load_dataset
+from ablate.training.splits import DeviceData
 
 
 @pytest.fixture(scope="session")

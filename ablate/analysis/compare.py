@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ablate.analysis import plots, stats
-from ablate.analysis import strata as strata_
+from ablate.analysis import plots, stats, strata as strata_
 from ablate.analysis.document import Doc, ci
 from ablate.analysis.tables import cell_axes, epochs_frame, runs_frame
-from ablate.metrics import label, maximize as maximized
-from ablate.store import open_store
-from ablate.study import Study
+from ablate.run.store import open_store
+from ablate.study.metrics import label, maximize as maximized
+from ablate.study.schema import Study
 
 
 def build_comparison(pairs: list[tuple[Study, Path]], out_dir: Path, labels: list[str] | None = None) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from ablate.analysis.document import param
-from ablate.study import Range
+from ablate.study.schema import Range
 
 EDGE = 0.05
 """A best value this close to an edge of its range (as a share of the range, on a log scale for

@@ -21,7 +21,7 @@ import seaborn as sns  # noqa: E402
 
 from ablate.analysis.stats import expected_best as expected_best_of, summarize  # noqa: E402
 from ablate.files import atomic_open  # noqa: E402
-from ablate.metrics import METRICS, label  # noqa: E402
+from ablate.study.metrics import METRICS, label  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 

@@ -10,18 +10,14 @@ figures (plots.py), the inits per arm (sections.setup), or which sections a repo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pandas as pd
 
 from ablate.analysis import plots, stats
+from ablate.analysis.context import Context
 from ablate.analysis.document import ci, fmt, param, where
 from ablate.analysis.edges import edge_hits, edge_sentence
-from ablate.metrics import label
-from ablate.study import ARMS
-
-if TYPE_CHECKING:
-    from ablate.analysis.report import Context
+from ablate.study.metrics import label
+from ablate.study.schema import ARMS
 
 
 def verdict_sentence(ctx: Context) -> str | None:

@@ -11,17 +11,13 @@ configurations, pruning, every trial). Does not own: the sections a search share
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pandas as pd
 
 from ablate.analysis import plots, sections
+from ablate.analysis.context import Context
 from ablate.analysis.document import ci, fmt, param, upper
 from ablate.analysis.edges import edge_hits, edge_sentence
-from ablate.metrics import label, twin_on_test
-
-if TYPE_CHECKING:
-    from ablate.analysis.report import Context
+from ablate.study.metrics import label, twin_on_test
 
 
 def _keys(ctx: Context) -> list[str]:

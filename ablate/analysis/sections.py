@@ -10,22 +10,18 @@ sections a report has (report.py), a search's sections (search.py), the statisti
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from ablate.activations import ACTIVATIONS
-from ablate.analysis import plots, protocol, stats
-from ablate.analysis import strata as strata_
+from ablate.analysis import plots, protocol, stats, strata as strata_
+from ablate.analysis.context import Context
 from ablate.analysis.document import ci, fmt, upper, where
-from ablate.families import having
-from ablate.metrics import METRICS, label
-from ablate.quality import QUALITY_SAMPLES
-from ablate.study import ARMS
-
-if TYPE_CHECKING:
-    from ablate.analysis.report import Context
+from ablate.nets.activations import ACTIVATIONS
+from ablate.nets.families import having
+from ablate.study.metrics import METRICS, label
+from ablate.study.schema import ARMS
+from ablate.training.quality import QUALITY_SAMPLES
 
 
 def grid_summary(ctx: Context) -> None:

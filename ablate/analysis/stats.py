@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ablate.analysis import evidence
-from ablate.metrics import METRICS
+from ablate.study.metrics import METRICS
 
 LEVEL = 0.95
 

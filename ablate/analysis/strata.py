@@ -21,7 +21,7 @@ import pandas as pd
 
 from ablate.analysis import evidence, stats
 from ablate.analysis.document import where
-from ablate.metrics import METRICS
+from ablate.study.metrics import METRICS
 
 STRATUM_AXES = ("family", "arm", "likelihood", "dataset")
 """Axes whose values are never compared with each other: another kind of model, the tuned

@@ -16,9 +16,9 @@ from optuna.trial import FrozenTrial
 
 from ablate.analysis.stats import t_ci
 from ablate.files import atomic_open
-from ablate.metrics import FINAL, METRICS, twin_on_test
-from ablate.store import best_tuned, counted, decode_params, tuning_name
-from ablate.study import RunConfig, Study
+from ablate.run.store import best_tuned, counted, decode_params, tuning_name
+from ablate.study.metrics import FINAL, METRICS, twin_on_test
+from ablate.study.schema import RunConfig, Study
 
 CONFIG_COLUMNS = list(RunConfig.__dataclass_fields__)
 RUN_COLUMNS = ["trial", *CONFIG_COLUMNS, "seed", "status",

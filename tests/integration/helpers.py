@@ -100,6 +100,6 @@ def trial_states(db: Path, name: str) -> list:
 
 def counted(store) -> list:
     """Trials that count toward n_trials: not a dead worker's (re-run) and not an empty claim."""
-    from ablate.store import counted as counts
+    from ablate.run.store import counted as counts
 
     return [t for t in store.get_trials(deepcopy=False) if counts(t)]

@@ -37,8 +37,8 @@ def _epoch_saved(folder) -> int:
 
 
 def test_sigkill_after_a_checkpoint_resumes_the_cohort_with_the_same_numbers(tmp_path):
-    from ablate.runner import run_study
-    from ablate.study import load_study
+    from ablate.run.runner import run_study
+    from ablate.study.loader import load_study
 
     (tmp_path / "ck.yaml").write_text(STUDY)
     run_study(load_study(tmp_path / "ck.yaml"), tmp_path / "whole", progress=False)  # uninterrupted
@@ -75,7 +75,7 @@ def test_sigkill_after_a_checkpoint_resumes_the_cohort_with_the_same_numbers(tmp
 def _tables(root):
     """runs and epochs as `ablate report` would tabulate them, read from the store."""
     from ablate.analysis.tables import epochs_frame, runs_frame
-    from ablate.study import load_study
+    from ablate.study.loader import load_study
 
     study = load_study(root / "ck" / "study.yaml")
     store = load_store(f"sqlite:///{root / 'ck' / 'study.db'}", "ck")

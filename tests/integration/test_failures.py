@@ -97,7 +97,7 @@ def test_set_overrides_are_checked_like_the_yaml_and_shown_in_the_report(tmp_pat
     report = (out / "report.md").read_text()
     assert "`--set train.epochs=1`, `--set space.activation=[relu, tanh]`, `--set train.lr=3e-3`" in report
     # the results folder keeps the study as overridden: `ablate report` rebuilds the same study
-    from ablate.study import load_study
+    from ablate.study.loader import load_study
 
     kept = load_study(out / "study.yaml")
     assert kept.base.epochs == 1 and kept.base.lr == 3e-3 and kept.space["activation"] == ("relu", "tanh")

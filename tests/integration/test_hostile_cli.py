@@ -170,7 +170,7 @@ def test_foreign_files_among_checkpoints_are_ignored_by_a_run_and_a_resume(finis
                                                                            capsys, monkeypatch):
     import torch
 
-    from ablate.checkpoints import CohortCheckpoint
+    from ablate.training.checkpoints import CohortCheckpoint
 
     study = _study(tmp_path, "ck", "checkpoint_minutes: 0.0001")
     folder = tmp_path / "results" / "ck"

@@ -51,10 +51,10 @@ def test_refused_before_anything_is_written(tmp_path, monkeypatch, capsys, glu_p
 
 
 def test_a_member_too_large_for_memory_is_refused_with_the_estimate(tmp_path, monkeypatch, capsys):
-    from ablate import runner
+    from ablate.run import machine
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(runner, "_available_ram", lambda: 64 << 20)  # a 64 MiB machine
+    monkeypatch.setattr(machine, "available_ram", lambda: 64 << 20)  # a 64 MiB machine
     (tmp_path / "big.yaml").write_text("name: big\n" + TINY.replace("hidden: [8]", "hidden: [65536, 65536]")
                                        + "device: cpu\nspace: {activation: [relu]}\n")
     assert main(["run", "big.yaml", "--no-progress"]) == 2

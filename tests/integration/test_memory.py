@@ -27,7 +27,7 @@ space:
   kl_weight: [1.0, 2.0]
 """
 
-PROBE = ("import ablate.cli, ablate.runner, ablate.analysis.report, torch, optuna, sklearn.linear_model\n"
+PROBE = ("import ablate.cli, ablate.run.runner, ablate.analysis.report, torch, optuna, sklearn.linear_model\n"
          "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmData')))")
 
 

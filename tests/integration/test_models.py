@@ -50,10 +50,10 @@ print(json.dumps(out))
 def test_export_round_trip_in_a_process_without_ablate_and_sample(tmp_path, capsys):
     from ablate.analysis.tables import runs_frame
     from ablate.cli import main
-    from ablate.data import load_dataset
-    from ablate.study import load_study
+    from ablate.data.datasets import load_dataset
     from ablate.streams import Stream, stream_seed
-    from ablate.trained import export
+    from ablate.study.loader import load_study
+    from ablate.training.kept import export
 
     (tmp_path / "kept.yaml").write_text(STUDY)
     proc = ablate("run", "kept.yaml", "--no-progress", "--no-report", cwd=tmp_path)

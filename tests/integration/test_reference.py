@@ -16,10 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ablate.data import load_dataset
-from ablate.fleet import Member
-from ablate.study import RunConfig
-from ablate.train import DeviceData, train_cohort
+from ablate.data.datasets import load_dataset
+from ablate.study.schema import RunConfig
+from ablate.training.fleet import Member
+from ablate.training.loop import train_cohort
+from ablate.training.splits import DeviceData
 
 EPOCHS, SEEDS = 8, (0, 1, 2)
 

@@ -18,9 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ablate.fleet import Fleet, Member
-from ablate.study import RunConfig
-from ablate.train import DeviceData, train_cohort
+from ablate.study.schema import RunConfig
+from ablate.training.fleet import Fleet, Member
+from ablate.training.loop import train_cohort
+from ablate.training.splits import DeviceData
 from tests.integration.test_reference import upsampled_digits
 
 EPOCHS, SEEDS, LATENT = 6, (0, 1, 2), 16

@@ -108,8 +108,8 @@ def test_sigkill_mid_cohort_then_rerun_loses_and_duplicates_nothing(tmp_path):
                                              ("tpe", "none")])
 def test_every_strategy_and_pruner_runs_a_search(tmp_path, strategy, pruner):
     from ablate.analysis.report import build_report
-    from ablate.runner import run_study
-    from ablate.study import load_study
+    from ablate.run.runner import run_study
+    from ablate.study.loader import load_study
 
     name = f"{strategy}_{pruner}"
     study = load_study(search_study(tmp_path, name=name, strategy=strategy, n_trials=6,

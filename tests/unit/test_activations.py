@@ -8,10 +8,10 @@ import textwrap
 import pytest
 import torch
 
-from ablate.activations import ACTIVATIONS, INIT_SCHEMES
-from ablate.layers import init_weight
-from ablate.nonlinear import get_activation
 from ablate.errors import UserError
+from ablate.nets.activations import ACTIVATIONS, INIT_SCHEMES
+from ablate.nets.layers import init_weight
+from ablate.nets.nonlinear import get_activation
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS.names())
@@ -164,14 +164,14 @@ def hostile_plugins(tmp_path, monkeypatch):
     ("explodes:anything", r"importing 'explodes:anything' raised ValueError: module broke on import"),
 ])
 def test_a_plugin_is_probed_before_training(hostile_plugins, path, pattern):
-    from ablate.nonlinear import probe
+    from ablate.nets.nonlinear import probe
 
     with pytest.raises(UserError, match=pattern):
         probe(path)
 
 
 def test_a_good_plugin_passes_the_probe(plugin_module):
-    from ablate.nonlinear import probe
+    from ablate.nets.nonlinear import probe
 
     probe("myacts:make_snake")
     probe("myacts:make_square")

@@ -10,10 +10,10 @@ import shutil
 
 import pytest
 
-from ablate.checkpoints import Checkpoints, identity
-from ablate.fleet import Member
-from ablate.study import RunConfig
-from ablate.train import cohort_id, train_cohort
+from ablate.study.schema import RunConfig
+from ablate.training.checkpoints import Checkpoints, identity
+from ablate.training.fleet import Member
+from ablate.training.loop import cohort_id, train_cohort
 
 METRICS = ("test_nelbo", "test_recon", "active_units", "probe_accuracy", "fid")
 

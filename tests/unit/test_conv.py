@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from ablate.fleet import Fleet, Member
-from ablate.layers import Conv
-from ablate.models import conv_sizes, param_count
-from ablate.study import RunConfig
-from ablate.train import _evaluate_split, train_cohort
+from ablate.nets.layers import Conv
+from ablate.nets.models import conv_sizes, param_count
+from ablate.study.schema import RunConfig
+from ablate.training.evaluation import evaluate_split
+from ablate.training.fleet import Fleet, Member
+from ablate.training.loop import train_cohort
 from tests.members import RTOL, assert_same_numbers
 
 METRICS = ("test_nelbo", "test_recon", "test_kl", "test_nll", "mutual_info", "active_units",
@@ -127,7 +128,7 @@ def test_conv_dead_units_are_channels(tiny_data):
         fleet.slots["conv.1.w"].tensor[0, :2].zero_()
         fleet.slots["conv.1.b"].tensor[0, :2] = -1.0
     with torch.no_grad():
-        row = _evaluate_split(fleet, tiny_data.x_test, 2)[0]["r"]
+        row = evaluate_split(fleet, tiny_data.x_test, 2)[0]["r"]
     units = 4 + 8 + 8 + 4  # conv channels, projection's channels, between the transposed convs
     assert row["dead_units"] == pytest.approx(2 / units)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ablate.data import IDX_FILES, load_dataset, read_idx
+from ablate.data.datasets import load_dataset
+from ablate.data.idx import IDX_FILES, read_idx
 from ablate.errors import UserError
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ablate import estimators as M
+from ablate.training import estimators as M
 
 
 def test_kl_of_standard_normal_is_zero_and_known_value():

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ablate.fleet import Fleet, Member
-from ablate.study import RunConfig
-from ablate.train import evaluate_elbo, train_cohort
+from ablate.study.schema import RunConfig
+from ablate.training.evaluation import evaluate_elbo
+from ablate.training.fleet import Fleet, Member
+from ablate.training.loop import train_cohort
 from tests.members import assert_same_numbers
 
 METRICS = ("test_nelbo", "test_recon", "active_units", "dead_units")

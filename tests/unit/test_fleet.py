@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from ablate import fleet as fleet_module
-from ablate.fleet import Fleet, Member
-from ablate.study import RunConfig
-from ablate.train import cohort_id, train_cohort
+from ablate.study.schema import RunConfig
+from ablate.training import fleet as fleet_module
+from ablate.training.fleet import Fleet, Member
+from ablate.training.loop import cohort_id, train_cohort
 
 # Tolerance for "the same numbers" between a member trained alone and inside a cohort: the
 # batched matmuls of a wider, padded cohort may sum in another order (float32 rounding, ~1e-7

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from ablate.fleet import Fleet, Member
-from ablate.study import RunConfig
-from ablate.train import train_cohort
+from ablate.study.schema import RunConfig
+from ablate.training.fleet import Fleet, Member
+from ablate.training.loop import train_cohort
 from tests.members import RTOL
 
 

@@ -14,7 +14,9 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from ablate.data import CIFAR_DIR, CIFAR_FILES, IDX_FILES, load_dataset
+from ablate.data.cifar import CIFAR_DIR, CIFAR_FILES
+from ablate.data.datasets import load_dataset
+from ablate.data.idx import IDX_FILES
 from ablate.errors import UserError
 
 RNG_SEED = 0

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ablate.errors import UserError
-from ablate.study import TOP_KEYS, parse_study
+from ablate.study.loader import parse_study
+from ablate.study.schema import TOP_KEYS
 
 OK = "space: {activation: [relu, tanh]}\n"
 LAUGHS = ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ablate import families
+from ablate.nets import families
 
 PACKAGE = Path(__file__).resolve().parents[2] / "ablate"
 MODULES = sorted(PACKAGE.rglob("*.py"))
@@ -76,7 +76,7 @@ def test_the_package_has_no_import_cycle():
 
 def test_the_analysis_side_does_not_import_planning_or_training():
     """analysis/ reads the store and CSVs: nothing it imports, however indirectly, plans trials
-    (sources.py), runs them (runner.py) or trains (train.py)."""
+    (run/sources.py), runs them (run/runner.py) or trains (training/loop.py)."""
     graph = _import_graph()
     for start in (m for m in graph if m.startswith("ablate.analysis")):
         seen, todo = set(), [start]
@@ -85,7 +85,7 @@ def test_the_analysis_side_does_not_import_planning_or_training():
             if m not in seen:
                 seen.add(m)
                 todo += graph[m]
-        assert not seen & {"ablate.sources", "ablate.runner", "ablate.train"}, (start, seen & {"ablate.sources", "ablate.runner", "ablate.train"})
+        assert not seen & {"ablate.run.sources", "ablate.run.runner", "ablate.training.loop"}, (start, seen & {"ablate.run.sources", "ablate.run.runner", "ablate.training.loop"})
 
 
 def _family_literals(tree: ast.AST) -> list[str]:

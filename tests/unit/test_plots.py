@@ -8,9 +8,8 @@ import pytest
 
 from ablate.analysis import plots
 from ablate.analysis.stats import compare
-from ablate.metrics import label
+from ablate.study.metrics import label
 from tests.runs import runs_table
-
 
 SHIFT = {"relu": 0.0, "tanh": 2.0, "gelu": 1.0}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ablate.quality import coverage, fid, kid, precision_recall
+from ablate.training.quality import coverage, fid, kid, precision_recall
 
 
 def test_fid_and_kid_of_a_set_against_itself_are_zero():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ablate.errors import UserError
-from ablate.runner import activation_cost
+from ablate.run.machine import activation_cost
 
 
 @pytest.fixture

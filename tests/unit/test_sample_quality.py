@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from ablate.classifier import judge_for
-from ablate.data import load_dataset
-from ablate.fleet import Member
-from ablate.study import RunConfig
-from ablate.train import DeviceData, train_cohort
+from ablate.data.datasets import load_dataset
+from ablate.study.schema import RunConfig
+from ablate.training.classifier import judge_for
+from ablate.training.fleet import Member
+from ablate.training.loop import train_cohort
+from ablate.training.splits import DeviceData
 
 QUALITY = ("fid", "kid", "precision", "recall", "class_coverage", "val_fid", "val_class_coverage")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ablate.analysis.edges import edge_hits, edge_sentence
-from ablate.study import Range
+from ablate.study.schema import Range
 
 LR = Range(1e-4, 1e-2, log=True)
 LATENT = Range(2, 64, log=False, integer=True)

@@ -9,8 +9,8 @@ import sys
 import threading
 import time
 
-from ablate.store import STALE_S, Backend, stale
-from ablate.study import parse_study
+from ablate.run.store import STALE_S, Backend, stale
+from ablate.study.loader import parse_study
 
 HOST = socket.gethostname()
 
@@ -59,7 +59,7 @@ def test_optuna_internals_behind_store_functions(tmp_path):
     from optuna.distributions import IntDistribution
     from optuna.trial import TrialState
 
-    from ablate.store import counted, fail_interrupted, is_running, queued_params, trial_id, was_queued
+    from ablate.run.store import counted, fail_interrupted, is_running, queued_params, trial_id, was_queued
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = optuna.create_study(study_name="x", storage=f"sqlite:///{tmp_path / 'x.db'}")
@@ -86,7 +86,7 @@ def test_a_dead_workers_trial_that_recorded_its_members_is_not_counted_twice():
     import optuna
 
     from ablate.analysis.tables import runs_frame, trials_frame
-    from ablate.study import parse_study
+    from ablate.study.loader import parse_study
 
     study = parse_study("space: {activation: [relu]}\nseeds: 1\n", "s.yaml")
     store = optuna.create_study(study_name="s", storage=optuna.storages.InMemoryStorage())

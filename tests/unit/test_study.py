@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from ablate.errors import UserError
-from ablate.study import (AXES, TOP_KEYS, Range, RunConfig, Search, Study, default, load_study,
-                          parse_study, redact, storage_option)
+from ablate.study.loader import load_study, parse_study
+from ablate.study.schema import AXES, TOP_KEYS, Range, RunConfig, Search, Study, default
+from ablate.study.storage import redact, storage_option
 
 GOOD = """\
 name: t
@@ -172,8 +173,8 @@ def test_storage_urls_are_redacted_and_checked():
 
 
 def test_importing_the_study_parser_and_the_analysis_side_imports_no_torch():
-    code = ("import sys, ablate.study, ablate.cli, ablate.analysis.report, ablate.analysis.compare; "
-            "ablate.study.load_study('studies/quick.yaml'); "
+    code = ("import sys, ablate.study.loader, ablate.cli, ablate.analysis.report, ablate.analysis.compare; "
+            "ablate.study.loader.load_study('studies/quick.yaml'); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[2])

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ablate.fleet import Fleet, Member
-from ablate.study import RunConfig
-from ablate.trained import _alone, member_weights
+from ablate.study.schema import RunConfig
+from ablate.training.fleet import Fleet, Member
+from ablate.training.kept import _alone, member_weights
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])

@@ -30,7 +30,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ablate.errors import UserError
-from ablate.study import Study
+from ablate.study.schema import Study
 
 EXTRAS = {"mlflow": ("mlflow", "ablate[mlflow]"), "tensorboard": ("tensorboard", "ablate[tensorboard]")}
 MLFLOW_NETWORK = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",

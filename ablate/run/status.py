@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ablate.store import counted, stale
-from ablate.study import ARMS, Study
+from ablate.run.store import counted, stale
+from ablate.study.schema import ARMS, Study
 
 
 @dataclass

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ablate.activations import ACTIVATIONS, INIT_SCHEMES, ActivationSpec, plugin_factory
 from ablate.errors import UserError
+from ablate.nets.activations import ACTIVATIONS, INIT_SCHEMES, ActivationSpec, plugin_factory
 from ablate.registry import import_object
 
 

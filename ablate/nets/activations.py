@@ -47,7 +47,7 @@ def kaiming_gain(slope: float = 0.0) -> float:
 
 
 ACTIVATIONS: Registry[ActivationSpec] = Registry("activation")
-_F, _OWN = "torch.nn.functional", "ablate.nonlinear"
+_F, _OWN = "torch.nn.functional", "ablate.nets.nonlinear"
 
 
 def _add(name: str, function: str, init: str, gain: float = 1.0, params=None, description: str = "",

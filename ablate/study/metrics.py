@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ablate.families import FAMILY, having
+from ablate.nets.families import FAMILY, having
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,11 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from ablate.store import (WORKER, Backend, Heartbeat, best_tuned, counted, decode_params, distributions,
-                          encode_value, fail_interrupted, point_id, queued_params, stale, tuning_name,
-                          was_queued)
-from ablate.study import ARMS, TUNING_SEED, RunConfig, Study
+from ablate.run.store import (WORKER, Backend, Heartbeat, best_tuned, counted, decode_params, distributions,
+                              encode_value, fail_interrupted, point_id, queued_params, stale, tuning_name,
+                              was_queued)
+from ablate.streams import TUNING_SEED
+from ablate.study.schema import ARMS, RunConfig, Study
 
 MODEL_ROUNDS = 6
 """A model-based sampler (tpe, cmaes, the protocol's tuning) asks budget / MODEL_ROUNDS trials

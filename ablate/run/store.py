@@ -35,7 +35,8 @@ from sqlalchemy.pool import NullPool
 
 from ablate.errors import UserError
 from ablate.files import writable_folder
-from ablate.study import Range, Study, redact
+from ablate.study.schema import Range, Study
+from ablate.study.storage import redact
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 """This process, as recorded on the trials it trains."""

@@ -23,12 +23,12 @@ import torch
 from torch import Tensor
 from torch.optim.adam import adam
 
-from ablate.families import FAMILY
-from ablate.layers import Groups, Slot
-from ablate.models import build_model, flat_shape
-from ablate.nonlinear import get_activation
+from ablate.nets.families import FAMILY
+from ablate.nets.layers import Groups, Slot
+from ablate.nets.models import build_model, flat_shape
+from ablate.nets.nonlinear import get_activation
 from ablate.streams import Stream, stream_seed
-from ablate.study import RunConfig
+from ablate.study.schema import RunConfig
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8

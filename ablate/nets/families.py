@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from ablate.fleet import Fleet
+    from ablate.training.fleet import Fleet
 
 GAN_BETAS = (0.5, 0.999)
 """A GAN's two Adams (Radford et al. 2016)."""
@@ -146,7 +146,7 @@ class VAE(Family):
         return stats[..., :latent], stats[..., latent:]
 
     def latent(self, mu: Tensor, logvar: Tensor | None, eps: Tensor) -> tuple[Tensor, Tensor]:
-        from ablate.estimators import kl_per_dim
+        from ablate.training.estimators import kl_per_dim
         z = mu + eps * logvar.mul(0.5).exp()  # eps is zero on padded dims, so z is too
         return z, kl_per_dim(mu, logvar).sum(-1)  # (N, B); padded dims add 0
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ablate.analysis.families import (dropout_gap_data, encoder_decoder_data, family_comparisons,
-                                      family_tau)
+from ablate.analysis.model_sections import (dropout_gap_data, encoder_decoder_data, family_comparisons,
+                                            family_tau)
 from ablate.analysis.tables import pair_contenders
-from ablate.study import parse_study
+from ablate.study.loader import parse_study
 
 
 def _runs(order_by_family: dict[str, list[str]], seeds=(0, 1, 2)) -> pd.DataFrame:

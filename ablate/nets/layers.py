@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ablate.nonlinear import SIREN_OMEGA, Activation
+from ablate.nets.nonlinear import SIREN_OMEGA, Activation
 
 KERNEL, STRIDE, PADDING = 4, 2, 1
 """Every convolution: Conv2d(k=4, stride=2, padding=1), which halves H and W (DCGAN's)."""

@@ -25,11 +25,11 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ablate.estimators import LOG_2PI
-from ablate.families import FAMILY
-from ablate.layers import Conv, Groups, Linear, Nonlinear, Slot, Stacked
-from ablate.nonlinear import get_activation
-from ablate.study import RunConfig
+from ablate.nets.families import FAMILY
+from ablate.nets.layers import Conv, Groups, Linear, Nonlinear, Slot, Stacked
+from ablate.nets.nonlinear import get_activation
+from ablate.study.schema import RunConfig
+from ablate.training.estimators import LOG_2PI
 
 DECODER_LAYERS = ("dec", "proj", "deconv")
 """Layer-name prefixes of the decoder: their activation is the member's decoder_activation."""

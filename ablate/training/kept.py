@@ -27,12 +27,12 @@ from torch import Tensor
 
 from ablate.errors import UserError
 from ablate.files import atomic_open
-from ablate.fleet import Fleet, activation_groups
-from ablate.layers import Linear
-from ablate.families import FAMILY
-from ablate.models import Autoencoder, build_model
+from ablate.nets.families import FAMILY
+from ablate.nets.layers import Linear
+from ablate.nets.models import Autoencoder, build_model
 from ablate.streams import FIXED_SEED
-from ablate.study import RunConfig
+from ablate.study.schema import RunConfig
+from ablate.training.fleet import Fleet, activation_groups
 
 FORMAT = 1
 MODELS = "models"

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from ablate.analysis import plots, sections, stats
-from ablate.activations import SHAPE_GRID
 from ablate.analysis.document import ci, fmt
-from ablate.families import FAMILY, having
-from ablate.metrics import METRICS, label
+from ablate.nets.activations import SHAPE_GRID
+from ablate.nets.families import FAMILY, having
+from ablate.study.metrics import METRICS, label
 
 SAMPLES_ONLY = having("samples") - having("reconstruction")
 """The families judged by their samples alone (a GAN: no encoder, so no reconstruction)."""

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ablate.data import Dataset
+from ablate.data.datasets import Dataset
 from ablate.files import atomic_open
 from ablate.streams import CLASSIFIER_SEED
 

@@ -1,0 +1,196 @@
+"""Batched evaluation of every member of a fleet: the metric table's test metrics and their
+validation twins.
+
+Owns: the evaluation passes (single-sample ELBO, posterior moments and hidden-unit ranges, the
+IWAE bound, I(x; z), the linear probe), chunk sizes that fit the device's memory, and each
+member's evaluation noise (its EVAL stream, the same at every evaluation). Does not own: the
+math of each metric (estimators.py), the metric table (metrics.py) or images (samples.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ablate.nets.models import activation_floats
+from ablate.streams import Stream
+from ablate.study.metrics import val_name
+from ablate.training import estimators as M
+from ablate.training.fleet import Fleet, generators
+from ablate.training.splits import DeviceData
+
+PROBE_MAX_TRAIN = 5000  # latent means of at most this many training images fit the probe
+MI_MAX_POINTS = 1000  # the MI estimate uses the first this-many test images
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes an evaluation chunk may use."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(free // 4, 64 << 20)
+    return 1 << 30
+
+
+def chunk(n: int, members: int, per_item_floats: int, budget: int) -> int:
+    return max(1, min(n, budget // max(1, members * per_item_floats * 4)))
+
+
+def hidden_floats(fleet: Fleet) -> int:
+    """Hidden values per example of the cohort's widest member (evaluation chunk sizes)."""
+    return max(activation_floats(m.config, fleet.shape) for m in fleet.members)
+
+
+def member_noise(fleet: Fleet, gens: list[torch.Generator], *lead: int) -> Tensor:
+    """Standard normal noise (N, *lead, L) from each member's own generator; zero on padding."""
+    eps = torch.zeros(len(fleet), *lead, fleet.latent, device=fleet.device)
+    for i, (m, g) in enumerate(zip(fleet.members, gens)):
+        eps[i, ..., :m.config.latent_dim] = torch.randn(
+            *lead, m.config.latent_dim, generator=g, device=fleet.device)
+    return eps
+
+
+def eval_gens(fleet: Fleet) -> list[torch.Generator]:
+    """Fresh evaluation generators: the same noise at every evaluation of a member."""
+    return generators(fleet.members, Stream.EVAL, fleet.device)
+
+
+@torch.no_grad()
+def evaluate_elbo(fleet: Fleet, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Single-sample negative ELBO, recon and KL per image on `x`, each (N,)."""
+    n, N = len(x), len(fleet)
+    per_item = 3 * fleet.data_dim + 2 * hidden_floats(fleet) + 6 * fleet.latent
+    c = chunk(n, N, per_item, memory_budget(fleet.device))
+    gens = eval_gens(fleet)
+    recon = torch.zeros(N, device=fleet.device)
+    kl = torch.zeros(N, device=fleet.device)
+    for s in range(0, n, c):
+        xb = x[s:s + c]  # (c, D), shared by all members
+        mu, logvar = fleet.encode(xb)
+        if fleet.family.posterior:
+            z = mu + member_noise(fleet, gens, len(xb)) * torch.exp(0.5 * logvar)
+            kl += M.kl_per_dim(mu, logvar).sum((1, 2))
+        else:
+            z = mu
+        recon -= fleet.log_likelihood(xb, fleet.decode(z)).sum(1)
+    recon, kl = recon / n, kl / n
+    return recon + (kl if fleet.family.posterior else 0.0), recon, kl
+
+
+@torch.no_grad()
+def evaluate_final(fleet: Fleet, data: DeviceData, iwae_samples: int) -> dict[str, dict]:
+    """Every test metric of the metric table for each member on the test split, and on the
+    validation split as its val_ twins: {key: {metric: value}}. The linear probe is fitted
+    once per member and scored on both splits."""
+    results, mu_test = evaluate_split(fleet, data.x_test, iwae_samples)
+    scored = [("probe_accuracy", mu_test, data.y_test)]
+    if data.x_val is not None:
+        val, mu_val = evaluate_split(fleet, data.x_val, iwae_samples)
+        for key, row in val.items():
+            results[key].update({val_name(k): v for k, v in row.items() if k != "kl_per_dim"})
+        scored.append(("val_probe_accuracy", mu_val, data.y_val))
+    probes = _probe(fleet, data, [(mu, y) for _, mu, y in scored])
+    for m, accuracies in zip(fleet.members, probes):
+        results[m.key].update({name: a for (name, _, _), a in zip(scored, accuracies)})
+    return results
+
+
+def evaluate_split(fleet: Fleet, x: Tensor, iwae_samples: int) -> tuple[dict[str, dict], Tensor]:
+    """The metrics of one split but the probe, and its posterior means μ (N, n, L)."""
+    N, L, dev, vae = len(fleet), fleet.latent, fleet.device, fleet.family.posterior
+    n = len(x)
+    budget = memory_budget(dev)
+    real_latent = fleet.latent_mask[:, 0, :]  # (N, L)
+
+    # Pass 1: posterior moments and hidden-unit ranges (encoder on x, decoder on z = μ).
+    per_item = 2 * fleet.data_dim + 2 * hidden_floats(fleet) + 4 * L
+    c = chunk(n, N, per_item, budget)
+    mus, logvars, lo, hi = [], [], None, None
+    for s in range(0, n, c):
+        hidden: list[Tensor] = []  # (N, observations, units) per activation
+        mu, logvar = fleet.encode(x[s:s + c], hidden)
+        fleet.decode(mu, hidden)
+        low = torch.cat([h.amin(1) for h in hidden], -1)  # (N, U) every unit of every layer
+        high = torch.cat([h.amax(1) for h in hidden], -1)
+        lo = low if lo is None else torch.minimum(lo, low)
+        hi = high if hi is None else torch.maximum(hi, high)
+        mus.append(mu)
+        logvars.append(logvar)
+    mu = torch.cat(mus, 1)  # (N, n, L)
+    logvar = torch.cat(logvars, 1) if vae else None
+    real_units = fleet.model.real_units()  # (N, U)
+
+    out = {"test_nelbo": None}
+    out["test_nelbo"], out["test_recon"], out["test_kl"] = evaluate_elbo(fleet, x)
+    out["active_units"] = M.active_units(mu, real_latent).float()
+    out["dead_units"] = M.dead_fraction(lo, hi, real_units)
+    nan = torch.full((N,), float("nan"), device=dev)
+    if vae:
+        out["kl_per_dim"] = M.kl_per_dim(mu, logvar).mean(1)  # (N, L)
+        out["test_nll"] = -_iwae(fleet, x, mu, logvar, iwae_samples, budget)
+        out["mutual_info"] = _mutual_info(fleet, mu, logvar, budget)
+    else:
+        out["test_kl"], out["test_nll"], out["mutual_info"] = nan, nan, nan
+        out["kl_per_dim"] = torch.full((N, L), float("nan"), device=dev)
+
+    results = {}
+    for i, m in enumerate(fleet.members):
+        Lm = m.config.latent_dim
+        row = {k: float(v[i]) for k, v in out.items() if k != "kl_per_dim"}
+        row["kl_per_dim"] = [float(v) for v in out["kl_per_dim"][i, :Lm]]
+        results[m.key] = row
+    return results, mu
+
+
+def _iwae(fleet: Fleet, x: Tensor, mu: Tensor, logvar: Tensor, k: int, budget: int) -> Tensor:
+    """IWAE lower bound on log p(x) with k importance samples, mean over x: (N,)."""
+    N, n = mu.shape[:2]
+    per_item = k * (3 * fleet.data_dim + hidden_floats(fleet) + 4 * fleet.latent)
+    c = chunk(n, N, per_item, budget)
+    gens = eval_gens(fleet)
+    mask = fleet.latent_mask.unsqueeze(1)  # (N, 1, 1, L)
+    total = torch.zeros(N, device=fleet.device)
+    for s in range(0, n, c):
+        m, lv, xb = mu[:, s:s + c], logvar[:, s:s + c], x[s:s + c]
+        cb = m.shape[1]
+        z = m.unsqueeze(1) + member_noise(fleet, gens, k, cb) * torch.exp(0.5 * lv).unsqueeze(1)
+        out = fleet.decode(z.reshape(N, k * cb, -1))  # (N, k·c, D)
+        log_px = fleet.log_likelihood(xb.repeat(k, 1), out).view(N, k, cb)
+        log_pz = (M.log_std_normal(z) * mask).sum(-1)  # (N, k, c)
+        log_qz = (M.log_normal(z, m.unsqueeze(1), lv.unsqueeze(1)) * mask).sum(-1)
+        total += M.iwae_bound(log_px + log_pz - log_qz, dim=1).sum(1)
+    return total / n
+
+
+def _mutual_info(fleet: Fleet, mu: Tensor, logvar: Tensor, budget: int) -> Tensor:
+    """I(x; z) under the aggregate posterior of the first MI_MAX_POINTS test images: (N,)."""
+    N = len(fleet)
+    mu, logvar = mu[:, :MI_MAX_POINTS], logvar[:, :MI_MAX_POINTS]
+    n = mu.shape[1]
+    gens = eval_gens(fleet)
+    z = mu + member_noise(fleet, gens, n) * torch.exp(0.5 * logvar)  # (N, n, L)
+    mask = fleet.latent_mask  # (N, 1, L)
+    self_term = (M.log_normal(z, mu, logvar) * mask).sum(-1)  # (N, n)
+    c = chunk(n, N, 2 * n * fleet.latent, budget)
+    cross = []
+    for s in range(0, n, c):
+        zi = z[:, s:s + c].unsqueeze(2)  # (N, c, 1, L)
+        lq = (M.log_normal(zi, mu.unsqueeze(1), logvar.unsqueeze(1)) * mask.unsqueeze(1)).sum(-1)
+        cross.append(torch.logsumexp(lq, dim=2))  # (N, c)
+    return M.mutual_information(self_term, torch.cat(cross, 1), n)
+
+
+def _probe(fleet: Fleet, data: DeviceData, splits: list[tuple[Tensor, np.ndarray | None]]) -> list[list[float]]:
+    """Per member: the linear-probe accuracy on μ of each split (μ (N, n, L), labels), from one
+    probe fitted on training images (NaN without labels)."""
+    N = len(fleet)
+    if data.y_train is None or all(y is None for _, y in splits):
+        return [[float("nan")] * len(splits) for _ in range(N)]
+    x = data.x_train[:PROBE_MAX_TRAIN]
+    c = chunk(len(x), N, 2 * fleet.data_dim + hidden_floats(fleet), memory_budget(fleet.device))
+    mu_train = torch.cat([fleet.encode(x[s:s + c])[0] for s in range(0, len(x), c)], 1).cpu().numpy()
+    y_train = data.y_train[:PROBE_MAX_TRAIN]
+    evals = [(mu.cpu().numpy(), y) for mu, y in splits]
+    return [M.probe_accuracies(mu_train[i, :, :m.config.latent_dim], y_train,
+                               [(f[i, :, :m.config.latent_dim], y) for f, y in evals])
+            for i, m in enumerate(fleet.members)]

@@ -1,0 +1,124 @@
+"""What a member draws: sample images, the quality of its samples, and the shapes its learnable
+activations learned.
+
+Owns: reconstructions of fixed test images, prior samples and the latent manifold (uint8), the
+sample-quality pass (FID, KID, precision, recall, class coverage against the real images, from
+each member's SAMPLES stream), and learned activation shapes and values. Does not own: the
+feature-space math (quality.py) or the classifier (classifier.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ablate.nets.activations import SHAPE_GRID
+from ablate.streams import Stream
+from ablate.training import quality
+from ablate.training.evaluation import chunk, hidden_floats, member_noise, memory_budget
+from ablate.training.fleet import Fleet, generators
+from ablate.training.splits import DeviceData
+
+
+@torch.no_grad()
+def learned_shapes(fleet: Fleet) -> dict[str, dict[str, np.ndarray]]:
+    """Per member with a learnable activation: its shape f(x) on SHAPE_GRID in each hidden
+    layer (a per-unit activation averaged over the member's real units), `shape` as trained
+    and `shape0` as initialised — `dec_shape`, `dec_shape0` for the decoder's layers: float32
+    (layers, len(SHAPE_GRID)) — and the learned values of activation k's parameter p as
+    `act{k}_{p}` (one per layer, or per unit)."""
+    grid = torch.tensor(SHAPE_GRID, device=fleet.device)
+    out: dict[str, dict[str, list]] = {}
+    acts = fleet.model.acts
+    for index, layer in enumerate(acts):
+        side = "dec_" if index >= len(acts) // 2 else ""
+        for act, s, e in layer.groups:
+            if not act.learnable:
+                continue
+            keys = [*act.params, *act.unit_params]
+            for i in range(s, e):
+                width = layer.width if layer.real is None else int(layer.real[i])
+                x = grid.view(1, -1, 1).expand(1, len(grid), width)
+                trained = {k: layer.slots[f"{act.name}.{k}"].tensor[i - s:i - s + 1, ..., :width]
+                           if k in act.unit_params else layer.slots[f"{act.name}.{k}"].tensor[i - s:i - s + 1]
+                           for k in keys}
+                first = {k: v.to(fleet.device) for k, v in act.initial(1, width).items()}
+                curves = out.setdefault(fleet.members[i].key, {})
+                curves.setdefault(f"{side}shape", []).append(act.apply(x, trained)[0].mean(-1))
+                curves.setdefault(f"{side}shape0", []).append(act.apply(x, first)[0].mean(-1))
+                for k, v in trained.items():  # the learned values themselves, e.g. act0_alpha
+                    curves[f"act{index}_{k}"] = [v[0]]
+    return {key: {k: (torch.stack(v) if k.endswith(("shape", "shape0")) else v[0]).float().cpu().numpy()
+                  for k, v in c.items()} for key, c in out.items()}
+
+
+@torch.no_grad()
+def sample_quality(fleet: Fleet, data: DeviceData) -> dict[str, dict[str, float]]:
+    """Per member: fid, kid, precision, recall and class_coverage of as many prior samples
+    (decoded means, from the member's SAMPLES stream) as real test images in the judge's feature
+    space, and their val_ twins against the validation images."""
+    judge, N = data.judge, len(fleet)
+    gens = generators(fleet.members, Stream.SAMPLES, fleet.device)
+    out: dict[str, dict[str, float]] = {m.key: {} for m in fleet.members}
+    for split, real in data.real.items():
+        n = len(real)
+        c = chunk(n, N, 2 * fleet.data_dim + hidden_floats(fleet) + fleet.latent, memory_budget(fleet.device))
+        feats, preds = [[] for _ in range(N)], [[] for _ in range(N)]
+        for s in range(0, n, c):
+            images = _means(fleet, fleet.decode(member_noise(fleet, gens, min(c, n - s))))
+            for i in range(N):
+                feats[i].append(judge.features(images[i]))
+                preds[i].append(judge.predict(images[i]))
+        prefix = "" if split == "test" else "val_"
+        for i, m in enumerate(fleet.members):
+            fake = np.concatenate(feats[i])
+            if not np.isfinite(fake).all():  # a diverged decoder: nothing to measure
+                continue
+            precision, recall = quality.precision_recall(real, fake)
+            out[m.key].update({f"{prefix}fid": quality.fid(real, fake), f"{prefix}kid": quality.kid(real, fake),
+                               f"{prefix}precision": precision, f"{prefix}recall": recall,
+                               f"{prefix}class_coverage": quality.coverage(np.concatenate(preds[i]), judge.classes)})
+    return out
+
+
+def _means(fleet: Fleet, out: Tensor) -> Tensor:
+    return fleet.family.mean_image(out, fleet.likelihood)
+
+
+RECON_IMAGES = 8  # the first this-many test images are reconstructed by every member
+PRIOR_IMAGES = 8  # decoded draws from the prior per member
+MANIFOLD_SIDE = 10  # latent_dim 2: a side × side grid over the prior's quantiles
+
+
+@torch.no_grad()
+def sample_images(fleet: Fleet, x_test: Tensor) -> dict[str, dict[str, np.ndarray]]:
+    """Per member: decoded means of reconstructions of fixed test images, prior samples and,
+    for a 2-d latent space, the decoded latent manifold; as uint8 (0–255) rows of D pixels."""
+    N, L, dev = len(fleet), fleet.latent, fleet.device
+    coded = "reconstruction" in fleet.family.measures  # a GAN has no encoder: nothing to reconstruct
+    mu = fleet.encode(x_test[:RECON_IMAGES])[0] if coded else torch.zeros(N, RECON_IMAGES, L, device=dev)
+    recon = fleet.decode(mu)  # the posterior mean, as is usual for reconstructions
+    gens = generators(fleet.members, Stream.IMAGES, dev)
+    prior = fleet.decode(member_noise(fleet, gens, PRIOR_IMAGES))
+    side = torch.linspace(0.05, 0.95, MANIFOLD_SIDE, dtype=torch.float64)
+    q = torch.special.ndtri(side).float().to(dev)  # standard-normal quantiles
+    grid = torch.zeros(MANIFOLD_SIDE * MANIFOLD_SIDE, L, device=dev)
+    if L >= 2:
+        grid[:, 0] = q.repeat(MANIFOLD_SIDE)  # z1 left → right
+        grid[:, 1] = q.flip(0).repeat_interleave(MANIFOLD_SIDE)  # z2 bottom → top
+    manifold = fleet.decode(grid.expand(N, -1, -1) * fleet.latent_mask)
+
+    def to_uint8(out: Tensor) -> np.ndarray:
+        return (_means(fleet, out) * 255).round().to(torch.uint8).cpu().numpy()
+
+    finite = torch.isfinite(prior).flatten(1).all(1).tolist()
+    recon, prior, manifold = to_uint8(recon), to_uint8(prior), to_uint8(manifold)
+    result = {}
+    for i, m in enumerate(fleet.members):
+        result[m.key] = {"recon": recon[i]} if coded else {}
+        if fleet.family.prior and finite[i]:  # an AE has no prior to sample
+            result[m.key]["prior"] = prior[i]
+            if m.config.latent_dim == 2:
+                result[m.key]["manifold"] = manifold[i]
+    return result
