@@ -13,6 +13,8 @@ and how they are planned (sources.py), the device and its memory (machine.py), t
 from __future__ import annotations
 
 import math
+import os
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -147,7 +149,7 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
                           "[{elapsed}<{remaining}]")
     outputs = Outputs(out_dir / "samples", out_dir / MODELS,
                       Checkpoints(out_dir / "checkpoints", study.checkpoint_minutes),
-                      tracking.Trackers(study, out_dir))
+                      tracking.Trackers(study, out_dir), _fault_point())
     started = time.perf_counter()
     try:
         _loop(study, srcs, backend, Heartbeat(store), capacity, dev_data,
@@ -159,15 +161,30 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
     return out_dir
 
 
+FAULT = "ABLATE_FAULT_KILL"
+"""Fault injection for the tests of resuming: `<cohort>:<epoch>` in the environment makes the
+run kill itself with SIGKILL (no cleanup, as a crash or the kernel's OOM killer would) once
+the cohort-th cohort it trains (counted from 1) has reported that epoch. A kill at a chosen
+point replaces a test's guess of when to send one; unset, it does nothing."""
+
+
+def _fault_point() -> tuple[int, int] | None:
+    cohort, sep, epoch = os.environ.get(FAULT, "").partition(":")
+    return (int(cohort), int(epoch)) if sep and cohort.isdigit() and epoch.isdigit() else None
+
+
 @dataclass
 class Outputs:
     """Where a run keeps what its cohorts leave besides the store: the images the report
-    draws, the trained members, and the checkpoints of cohorts in training."""
+    draws, the trained members, and the checkpoints of cohorts in training; and how many
+    cohorts it has trained (with `fault`, the point at which a test kills it)."""
 
     samples: Path
     models: Path
     checkpoints: Checkpoints
     trackers: tracking.Trackers
+    fault: tuple[int, int] | None = None
+    cohorts: int = 0
 
 
 def _loop(study: Study, srcs: list[Source], backend: Backend, heart: Heartbeat, capacity: int,
@@ -251,6 +268,7 @@ def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]], dev_d
             idents[key] = identity(source.store.study_name, point, seed)
     epochs = members[0].config.epochs
     proxy = METRICS[study.search.objective].per_epoch
+    outputs.cohorts += 1
     reported: set[tuple[int, int]] = set()
     pruned: set[int] = set()
 
@@ -270,6 +288,8 @@ def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]], dev_d
             reported.add((trial_id(trial), epoch))
             vals = by_trial[trial_id(trial)]
             trial.report(sum(vals) / len(vals), epoch)
+        if outputs.fault == (outputs.cohorts, epoch) and not replay:
+            os.kill(os.getpid(), signal.SIGKILL)
         if replay:
             return set()
         pruned.update(trial_id(t) for s, t in now

@@ -10,15 +10,8 @@ import pytest
 from sklearn.datasets import load_digits
 
 from tests.integration.helpers import ablate
+from tests.studies import write_study
 
-NPZ_STUDY = """\
-name: bad
-dataset: {{name: npz, path: {path}, shape: [1, 8, 8]}}
-model: {{hidden: [16], likelihood: {likelihood}}}
-train: {{epochs: 1, batch_size: 64}}
-seeds: 1
-space: {{activation: [relu]}}
-"""
 
 
 def _npz(tmp_path, poison) -> str:
@@ -44,8 +37,9 @@ def _above_one(x_train, x_test):
     (_above_one, "bernoulli", "the training split spans [0, 3], but a Bernoulli likelihood"),
 ])
 def test_bad_values_are_one_line_exit_2_and_nothing_written(tmp_path, poison, likelihood, says):
-    (tmp_path / "bad.yaml").write_text(NPZ_STUDY.format(path=_npz(tmp_path, poison),
-                                                        likelihood=likelihood))
+    write_study(tmp_path, "bad", dataset={"name": "npz", "path": _npz(tmp_path, poison), "shape": [1, 8, 8],
+                                          "train_size": None, "test_size": None},
+                model={"likelihood": likelihood}, train={"epochs": 1}, eval=None, space={"activation": ["relu"]})
     proc = ablate("run", "bad.yaml", "--no-progress", cwd=tmp_path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -56,10 +50,8 @@ def test_bad_values_are_one_line_exit_2_and_nothing_written(tmp_path, poison, li
 
 
 def test_a_study_whose_every_member_diverges_still_reports_why(tmp_path):
-    (tmp_path / "boom.yaml").write_text(
-        "name: boom\ndataset: {name: digits, train_size: 200, test_size: 50}\n"
-        "model: {hidden: [16]}\ntrain: {epochs: 3, batch_size: 50, lr: 10.0}\n"
-        "eval: {iwae_samples: 4}\nseeds: 2\nspace: {activation: [exponential], latent_dim: [2]}\n")
+    write_study(tmp_path, "boom", train={"epochs": 3, "batch_size": 50, "lr": 10.0}, seeds=2,
+                space={"activation": ["exponential"], "latent_dim": [2]})
     proc = ablate("run", "boom.yaml", "--no-progress", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -74,10 +66,7 @@ def test_a_study_whose_every_member_diverges_still_reports_why(tmp_path):
 
 
 def test_set_overrides_are_checked_like_the_yaml_and_shown_in_the_report(tmp_path):
-    (tmp_path / "o.yaml").write_text(
-        "name: o\ndataset: {name: digits, train_size: 200, test_size: 50}\nmodel: {hidden: [16]}\n"
-        "train: {epochs: 4, batch_size: 50}\neval: {iwae_samples: 4}\nseeds: 1\n"
-        "space: {activation: [relu], latent_dim: [2]}\n")
+    write_study(tmp_path, "o", train={"epochs": 4, "batch_size": 50}, space={"activation": ["relu"], "latent_dim": [2]})
     bad = ablate("run", "o.yaml", "--set", "train.epoch=1", cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip() == ("ablate: error: o.yaml: --set train.epoch=1: train.epoch: unknown "

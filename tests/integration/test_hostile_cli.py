@@ -11,23 +11,10 @@ import pytest
 
 from ablate.cli import main
 from tests.integration.helpers import load_store
+from tests.studies import study_yaml, write_study
 
-TINY = """\
-name: {name}
-dataset: {{name: digits, train_size: 200, test_size: 60}}
-model: {{hidden: [16]}}
-train: {{epochs: 2, batch_size: 64}}
-eval: {{iwae_samples: 4}}
-seeds: 1
-space: {{activation: [relu, tanh]}}
-{extra}
-"""
-
-
-def _study(folder, name: str = "t", extra: str = ""):
-    path = folder / f"{name}.yaml"
-    path.write_text(TINY.format(name=name, extra=extra))
-    return path
+def _study(folder, name: str = "t", **changes):
+    return write_study(folder, name, dataset={"test_size": 60}, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +45,67 @@ def _refused(code: int, capsys, *named: str) -> str:
     for text in named:
         assert text in err, err
     return err
+
+
+BAD_INPUTS = {
+    "malformed": ("name: x\nspace: [unclosed\n", "malformed YAML"),
+    "unknown key": ("name: x\nepoch: 3\n", "unknown key 'epoch'"),
+    "wrong type": ("name: x\ntrain: {lr: fast}\n", "train.lr: must be a number"),
+    "empty axis": ("name: x\nspace: {activation: []}\n", "space.activation: is an empty list"),
+    "unknown activation": ("name: x\nspace: {activation: [relu, swishh]}\n",
+                           "unknown activation 'swishh'. Did you mean 'swish'?"),
+    "unknown dataset": ("name: x\ndataset: {name: cifar}\n", "unknown dataset 'cifar'"),
+    "missing IDX folder": ("name: x\ndataset: {name: mnist, root: nowhere, download: false}\n",
+                           "dataset.root: nowhere does not exist"),
+    # search inputs (issue 6)
+    "range under grid": ("name: x\nspace: {latent_dim: {low: 2, high: 8}}\n",
+                         "space.latent_dim: is a range, which a grid cannot enumerate"),
+    "unknown strategy": ("name: x\nsearch: {strategy: bayes, n_trials: 4}\n",
+                         "search.strategy: must be one of grid, tpe, random, cmaes, qmc"),
+    "unknown pruner": ("name: x\nsearch: {strategy: tpe, n_trials: 4, pruner: medain}\n",
+                       "search.pruner: must be one of none, median, hyperband, wilcoxon, got 'medain'. "
+                       "Did you mean 'median'?"),
+    "objective not a metric": ("name: x\nsearch: {strategy: tpe, n_trials: 4, objective: accuracy}\n",
+                               "search.objective: must be one of"),
+    # selection on validation only (issue 12)
+    "objective on test": ("name: x\nsearch: {strategy: tpe, n_trials: 4, objective: test_nll}\n",
+                          "search.objective: test_nll is measured on the test split, which is only "
+                          "reported: choosing by it would make the test numbers optimistic. Use its "
+                          "validation twin, val_nll."),
+    "search without validation": ("name: x\ndataset: {name: digits, val_fraction: 0}\n"
+                                  "search: {strategy: random, n_trials: 4}\n",
+                                  "dataset.val_fraction: is 0, but search.strategy random chooses by "
+                                  "the validation split"),
+    "protocol with a search": ("name: x\nsearch: {strategy: tpe, n_trials: 4}\n"
+                               "protocol: {tune: {train.lr: {low: 0.001, high: 0.01}}}\n",
+                               "protocol: runs its own search for each activation and cell"),
+    "tuned key also compared": ("name: x\nspace: {lr: [0.001, 0.01]}\n"
+                                "protocol: {tune: {train.lr: {low: 0.001, high: 0.01}}}\n",
+                                "protocol.tune.train.lr: 'lr' is compared in space"),
+    "n_trials missing": ("name: x\nsearch: {strategy: random}\n",
+                         "search: strategy random needs n_trials"),
+    "n_trials under grid": ("name: x\nsearch: {n_trials: 5}\n",
+                            "search.n_trials: is not used by strategy grid"),
+    "storage not a URL": ("name: x\nstorage: db.example.org\n",
+                          "storage: 'db.example.org' is not a database URL"),
+    "storage unsupported": ("name: x\nstorage: mysql://me:hunter2@db/x\n",
+                            "storage: 'mysql' databases are not supported"),
+    # conv models (issue 13)
+    "conv deeper than the image": ("name: x\nmodel: {arch: conv, channels: [8, 8, 8, 8]}\n",
+                                   "model.channels: a 8×8 image halves to 1×1 after 3 convolutions"),
+    "mlp without hidden layers": ("name: x\nmodel: {hidden: []}\n",
+                                  "model.hidden: is [], which leaves an mlp without a hidden layer"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, case):
+    text, expected = BAD_INPUTS[case]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(text)
+    err = _refused(main(["run", "s.yaml", "--no-progress"]), capsys, expected, "s.yaml")
+    assert err.startswith("ablate: error: s.yaml")
+    assert not (tmp_path / "results").exists()
 
 
 # ------------------------------------------------------------------ 1. read-only commands
@@ -104,7 +152,7 @@ def test_report_of_a_changed_study_is_refused(finished, tmp_path, capsys):
 def test_a_results_path_that_cannot_be_made_is_one_line(tmp_path, capsys, case):
     (tmp_path / "afile").write_text("not a folder")
     study = tmp_path / "s.yaml"
-    study.write_text(TINY.format(name="n" * 260 if case == "a study name too long" else "t", extra=""))
+    study.write_text(study_yaml("n" * 260 if case == "a study name too long" else "t", dataset={"test_size": 60}))
     results = {"a file": "afile", "under a file": "afile/x", "a name too long": "r" * 300,
                "a study name too long": "results"}[case]
     named = {"a file": "afile", "under a file": "afile", "a name too long": "300 bytes long",
@@ -172,7 +220,7 @@ def test_foreign_files_among_checkpoints_are_ignored_by_a_run_and_a_resume(finis
 
     from ablate.training.checkpoints import CohortCheckpoint
 
-    study = _study(tmp_path, "ck", "checkpoint_minutes: 0.0001")
+    study = _study(tmp_path, "ck", checkpoint_minutes=0.0001)
     folder = tmp_path / "results" / "ck"
     folder.mkdir(parents=True)
     shutil.copy(finished[1] / "classifier.pt", folder)  # trained once, for the same data
@@ -205,8 +253,7 @@ def test_foreign_files_among_checkpoints_are_ignored_by_a_run_and_a_resume(finis
 
 # ------------------------------------------------------------------ 3. trackers
 def test_an_unreachable_tracker_warns_once_and_the_study_finishes(finished, tmp_path, capsys):
-    extra = "tracking: {mlflow: {uri: 'http://127.0.0.1:9'}}"  # the discard port: nothing listens
-    study = _study(tmp_path, "tr", extra)
+    study = _study(tmp_path, "tr", tracking={"mlflow": {"uri": "http://127.0.0.1:9"}})  # the discard port
     (tmp_path / "results" / "tr").mkdir(parents=True)
     shutil.copy(finished[1] / "classifier.pt", tmp_path / "results" / "tr")
     assert main(["run", str(study), "--no-progress", "--results", str(tmp_path / "results")]) == 0

@@ -10,9 +10,13 @@ import textwrap
 import pytest
 
 from ablate.cli import main
+from tests.studies import write_study
 
-TINY = ("dataset: {name: digits, train_size: 200, test_size: 50}\nmodel: {hidden: [8], latent_dim: 2}\n"
-        "train: {epochs: 1, batch_size: 64}\neval: {iwae_samples: 2}\nseeds: 1\n")
+
+def _study(folder, name: str, model: dict | None = None, **changes):
+    """The tiny study with a smaller model and one epoch."""
+    return write_study(folder, name, model={"hidden": [8], "latent_dim": 2, **(model or {})},
+                       train={"epochs": 1}, eval={"iwae_samples": 2}, **changes)
 
 
 @pytest.fixture
@@ -28,13 +32,14 @@ def glu_plugin(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("what,body,extra,pattern", [
-    ("a GLU plug-in", "space: {activation: [relu, 'mixers:glu']}\n", (), "activation 'mixers:glu' turns a (2, 4, 6)"),
-    ("cuda asked on the command line", "space: {activation: [relu]}\n", ("--set", "device=cuda:0"),
+    ("a GLU plug-in", {"space": {"activation": ["relu", "mixers:glu"]}}, (),
+     "activation 'mixers:glu' turns a (2, 4, 6)"),
+    ("cuda asked on the command line", {"space": {"activation": ["relu"]}}, ("--set", "device=cuda:0"),
      "--set device=cuda:0: device: 'cuda:0' was asked for but no CUDA device"),
-    ("kl_weight for an ae", "model: {family: ae}\nspace: {activation: [relu], kl_weight: [1.0, 2.0]}\n", (),
-     "space.kl_weight: applies to vae only"),
-    ("fid for an ae", "model: {family: ae}\nspace: {activation: [relu]}\nreport: {metric: fid}\n", (),
-     "report.metric: fid is measured for gan, vae only"),
+    ("kl_weight for an ae", {"model": {"family": "ae"}, "space": {"activation": ["relu"], "kl_weight": [1.0, 2.0]}},
+     (), "space.kl_weight: applies to vae only"),
+    ("fid for an ae", {"model": {"family": "ae"}, "space": {"activation": ["relu"]}, "report": {"metric": "fid"}},
+     (), "report.metric: fid is measured for gan, vae only"),
 ])
 def test_refused_before_anything_is_written(tmp_path, monkeypatch, capsys, glu_plugin, what, body, extra, pattern):
     import torch
@@ -42,7 +47,7 @@ def test_refused_before_anything_is_written(tmp_path, monkeypatch, capsys, glu_p
     if "cuda" in what and torch.cuda.is_available():
         pytest.skip("a CUDA device is there")
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "h.yaml").write_text("name: h\n" + TINY + body)
+    _study(tmp_path, "h", **body)
     before = sorted(p.name for p in tmp_path.iterdir())
     assert main(["run", "h.yaml", "--no-progress", *extra]) == 2
     err = capsys.readouterr().err.strip()
@@ -55,8 +60,7 @@ def test_a_member_too_large_for_memory_is_refused_with_the_estimate(tmp_path, mo
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(machine, "available_ram", lambda: 64 << 20)  # a 64 MiB machine
-    (tmp_path / "big.yaml").write_text("name: big\n" + TINY.replace("hidden: [8]", "hidden: [65536, 65536]")
-                                       + "device: cpu\nspace: {activation: [relu]}\n")
+    _study(tmp_path, "big", model={"hidden": [65536, 65536]}, device="cpu", space={"activation": ["relu"]})
     assert main(["run", "big.yaml", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "its largest member needs about 128.4 GiB" in err and "cpu has 0.1 GiB free" in err, err
@@ -65,7 +69,7 @@ def test_a_member_too_large_for_memory_is_refused_with_the_estimate(tmp_path, mo
 
 def test_two_runs_of_one_study_name_in_two_folders_are_compared_as_two(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "t.yaml").write_text("name: t\n" + TINY + "space: {activation: [relu, tanh]}\n")
+    _study(tmp_path, "t")
     assert main(["run", "t.yaml", "--results", "a", "--no-progress", "--no-report"]) == 0
     assert main(["run", "t.yaml", "--results", "b", "--no-progress", "--no-report", "--set", "train.epochs=2"]) == 0
     assert main(["compare", "a/t", "b/t"]) == 0

@@ -13,19 +13,12 @@ import sys
 import pandas as pd
 
 from tests.integration.helpers import ablate
+from tests.studies import study_yaml
 
-BIG = """\
-name: big
-dataset: {name: digits, train_size: 128, test_size: 32}
-model: {hidden: [4096, 4096]}   # 34 M weights a member: 0.55 GB with its grads and Adam state
-train: {epochs: 1, batch_size: 64}
-eval: {iwae_samples: 4}
-seeds: 1
-space:
-  activation: [relu, tanh]
-  latent_dim: [2]
-  kl_weight: [1.0, 2.0]
-"""
+BIG = study_yaml("big", dataset={"train_size": 128, "test_size": 32},
+                 model={"hidden": [4096, 4096]},  # 34 M weights a member: 0.55 GB with its grads and Adam state
+                 train={"epochs": 1}, space={"activation": ["relu", "tanh"], "latent_dim": [2], "kl_weight": [1.0, 2.0]})
+
 
 PROBE = ("import ablate.cli, ablate.run.runner, ablate.analysis.report, torch, optuna, sklearn.linear_model\n"
          "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmData')))")

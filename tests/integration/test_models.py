@@ -11,16 +11,12 @@ import sys
 import torch
 
 from tests.integration.helpers import ablate, load_store
+from tests.studies import study_yaml
 
-STUDY = """\
-name: kept
-dataset: {name: digits, train_size: 200, test_size: 60}
-model: {arch: conv, channels: [4], hidden: []}
-train: {epochs: 2, batch_size: 50}
-eval: {iwae_samples: 4}
-seeds: 1
-space: {activation: [relu, snake], family: [vae, gan], latent_dim: [2, 3]}
-"""
+STUDY = study_yaml("kept", dataset={"test_size": 60}, model={"arch": "conv", "channels": [4], "hidden": []},
+                   train={"batch_size": 50},
+                   space={"activation": ["relu", "snake"], "family": ["vae", "gan"], "latent_dim": [2, 3]})
+
 
 CHILD = """\
 import json, sys

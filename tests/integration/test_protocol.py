@@ -3,38 +3,25 @@ verdict, and a kill during tuning that loses and duplicates nothing."""
 
 from __future__ import annotations
 
-import signal
-import time
 
 import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from tests.integration.helpers import ablate, counted, load_store, start, trial_states
+from tests.integration.helpers import ablate, counted, killed_at, load_store
+from tests.studies import write_study
 
-TUNED = """\
-name: {name}
-dataset: {{name: digits, train_size: 240, test_size: 60}}
-model: {{hidden: [32]}}
-train: {{epochs: {epochs}, batch_size: 64, lr: 1.0e-3}}
-eval: {{iwae_samples: 8}}
-space:
-  activation: [relu, tanh, sigmoid]
-  latent_dim: [2]
-protocol:
-  tune:
-    train.lr: {{low: 1.0e-4, high: 3.0e-2, log: true}}
-    model.init: [auto, default]
-  budget: {budget}
-  final_seeds: 2
-"""
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 
 
 def _study(tmp_path, name: str, epochs: int, budget: int):
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(TUNED.format(name=name, epochs=epochs, budget=budget))
-    return path
+    """Three activations, each tuned (lr and init) with `budget` trials; two final seeds."""
+    return write_study(tmp_path, name, dataset={"train_size": 240, "test_size": 60}, model={"hidden": [32]},
+                       train={"epochs": epochs, "lr": 1.0e-3}, eval={"iwae_samples": 8}, seeds=None,
+                       space={"activation": list(ACTIVATIONS), "latent_dim": [2]},
+                       protocol={"tune": {"train.lr": {"low": 1.0e-4, "high": 3.0e-2, "log": True},
+                                          "model.init": ["auto", "default"]},
+                                 "budget": budget, "final_seeds": 2})
 
 
 def _tuning_stores(tmp_path, name: str) -> dict:
@@ -91,16 +78,7 @@ def test_report_says_whether_the_verdict_survives_tuning(tuned):
 
 def test_kill_during_tuning_then_rerun_keeps_the_budget_and_duplicates_nothing(tmp_path):
     study = _study(tmp_path, "killed", epochs=40, budget=4)
-    proc = start("run", str(study), "--no-progress", cwd=tmp_path, quiet=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        states = trial_states(tmp_path / "results" / "killed" / "study.db", "killed/tune/%")
-        if states.count(TrialState.COMPLETE) >= 3 and TrialState.RUNNING in states:
-            break
-        time.sleep(0.05)
-    time.sleep(0.1)  # into the next round's training
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed_at(2, 3, "run", str(study), "--no-progress", cwd=tmp_path)  # the second tuning round
     killed = [t for s in _tuning_stores(tmp_path, "killed").values() for t in s.get_trials(deepcopy=False)
               if t.state == TrialState.RUNNING]
     assert killed, "the kill must land while tuning trials are training"

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import signal
 import sqlite3
-import time
 
 import pandas as pd
 
-from tests.integration.helpers import ablate, start, tiny_study
+from tests.integration.helpers import ablate, killed_at, tiny_study
 
 
 def _complete(db) -> int:
@@ -25,15 +23,8 @@ def test_sigkill_midway_then_rerun_completes_every_member_once(tmp_path):
     # One trial (3 seeds) per cohort, so the study advances in six steps we can interrupt.
     study = tiny_study(tmp_path, epochs=6, seeds=3, cohort=3)
     db = tmp_path / "results" / "tiny" / "study.db"
-    proc = start("run", str(study), "--no-progress", cwd=tmp_path, quiet=True)
-    deadline = time.time() + 300
-    while _complete(db) < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.3)  # into the next cohort's training
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_at_kill = _complete(db)
-    assert 2 <= done_at_kill < 6, "the kill must land midway through the study"
+    killed_at(3, 3, "run", str(study), "--no-progress", cwd=tmp_path)  # mid-way through the third
+    assert _complete(db) == 2, "two cohorts were told before the kill"
 
     rerun = ablate("run", str(study), "--no-progress", cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr

@@ -5,14 +5,12 @@ nothing."""
 from __future__ import annotations
 
 import json
-import signal
-import time
 
 import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from tests.integration.helpers import ablate, counted, load_store, search_study, start, trial_states
+from tests.integration.helpers import ablate, counted, killed_at, load_store, search_study, start
 
 
 def _url(tmp_path, name):
@@ -72,16 +70,7 @@ def test_two_workers_share_one_search_without_collisions(tmp_path):
 def test_sigkill_mid_cohort_then_rerun_loses_and_duplicates_nothing(tmp_path):
     study = search_study(tmp_path, name="killed", n_trials=6, cohort=2, epochs=40)
     url = _url(tmp_path, "killed")
-    proc = start("run", str(study), "--no-progress", cwd=tmp_path, quiet=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        states = trial_states(tmp_path / "results" / "killed" / "study.db", "killed")
-        if states.count(TrialState.COMPLETE) >= 2 and TrialState.RUNNING in states:
-            break
-        time.sleep(0.05)
-    time.sleep(0.1)  # into the cohort's training
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed_at(2, 3, "run", str(study), "--no-progress", cwd=tmp_path)  # the second cohort, training
     store = load_store(url, "killed")
     running = [t for t in store.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
     assert running, "the kill must land while a cohort is training"

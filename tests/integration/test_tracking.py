@@ -10,20 +10,11 @@ import pandas as pd
 import pytest
 
 from tests.integration.helpers import ablate
+from tests.studies import study_yaml
 
-STUDY = """\
-name: tr
-dataset: {name: digits, train_size: 200, test_size: 50}
-model: {hidden: [16]}
-train: {epochs: 3, batch_size: 50}
-eval: {iwae_samples: 4}
-seeds: 2
-space: {activation: [relu, tanh], latent_dim: [2]}
-tracking:
-  mlflow: {experiment: ablate-tr}
-  tensorboard: {}
-"""
-
+STUDY = study_yaml("tr", train={"epochs": 3, "batch_size": 50}, seeds=2,
+                   space={"activation": ["relu", "tanh"], "latent_dim": [2]},
+                   tracking={"mlflow": {"experiment": "ablate-tr"}, "tensorboard": {}})
 
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory):

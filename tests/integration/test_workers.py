@@ -11,6 +11,7 @@ import time
 import pandas as pd
 
 from tests.integration.helpers import ablate, start, tiny_study
+from tests.studies import write_study
 
 
 def test_two_local_workers_share_one_grid_exactly_once(tmp_path):
@@ -41,10 +42,9 @@ def test_two_local_workers_share_one_grid_exactly_once(tmp_path):
 
 
 def test_status_of_a_running_two_worker_study_shows_both_workers(tmp_path):
-    (tmp_path / "busy.yaml").write_text(
-        "name: busy\ndataset: {name: digits, train_size: 1000, test_size: 60}\nmodel: {hidden: [64]}\n"
-        "train: {epochs: 60, batch_size: 50}\neval: {iwae_samples: 4}\nseeds: 2\ncohort_size: 2\n"
-        "space: {activation: [relu, tanh, softplus, elu], latent_dim: [2, 4]}\n")
+    write_study(tmp_path, "busy", dataset={"train_size": 1000, "test_size": 60}, model={"hidden": [64]},
+                train={"epochs": 60, "batch_size": 50}, seeds=2, cohort_size=2,
+                space={"activation": ["relu", "tanh", "softplus", "elu"], "latent_dim": [2, 4]})
     procs = [start("run", "busy.yaml", "--no-progress", cwd=tmp_path, quiet=True) for _ in range(2)]
     pids = [f":{p.pid}:" for p in procs]
     try:
