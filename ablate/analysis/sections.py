@@ -622,15 +622,21 @@ def cohort_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def per_cell(ctx: Context) -> None:
-    """Mean [CI] of the metric for every cell and activation."""
+    """Mean [CI] of the metric for every cell and activation, with the trial that trained it
+    (the number `ablate export` and `ablate sample` take)."""
     if not any(s.ranking is not None for s in ctx.strata):
         return
     cells, metric = ctx.cells, ctx.metric
     ctx.doc.heading("Per cell")
+    ctx.doc.para("Each row is one configuration; `trial` is the number `ablate export` and `ablate sample` "
+                 "take (with a seed) to give you that trained model.")
     table = stats.summarize(ctx.runs, metric, [*cells, "activation"])
     table = table[table["n"] > 0]
     table = table.sort_values([*cells, "mean"], ascending=[True] * len(cells) + [not ctx.maximize])
-    view = table.assign(**{metric: table.apply(ci, axis=1)})[[*cells, "activation", metric, "n"]]
+    trials = ctx.runs.groupby([*cells, "activation"], dropna=False)["trial"].agg(
+        lambda t: ", ".join(map(str, sorted(set(int(v) for v in t))))).rename("trial")
+    table = table.join(trials, on=[*cells, "activation"])
+    view = table.assign(**{metric: table.apply(ci, axis=1)})[[*cells, "activation", "trial", metric, "n"]]
     ctx.doc.table(view.rename(columns={"n": "seeds"}))
 
 

@@ -312,7 +312,7 @@ def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]], dev_d
                       key=lambda p: p[0])
         if source.images:  # before tell: a told trial has its images and models (not a tuning trial)
             _save_npz(outputs.samples / f"t{trial.number}.npz",
-                      {f"s{seed}_{kind}": img for seed, o in mine for kind, img in o.images.items()})
+                      {f"s{seed}_{kind}": img for seed, o in mine for kind, img in o.arrays.items()})
             save_trial(outputs.models, trial.number, dev_data.shape or (dev_data.x_train.shape[1],),
                        [(seed, owner[o.key][0].config(study, trial.params), o.weights)
                         for seed, o in mine if o.status == "ok"])

@@ -220,24 +220,24 @@ def sources(study: Study, store: optuna.Study, backend: Backend, worker_index: i
                        budget=None if grid else study.search.n_trials,
                        per_claim=search_limit(study), prune=study.search.pruner != "none",
                        size=len(study.points()) if grid else study.search.n_trials)]
-    tuning = [tuning_source(study, backend, group, i, worker_index)
-              for i, group in enumerate(study.points())]
+    tuning = [tuning_source(study, backend, cell, i, worker_index)
+              for i, cell in enumerate(study.points())]
     main = Source(store, final_distributions(study), study.seeds,
                   points=lambda: final_points(study, tuning), size=len(study.points()) * len(ARMS))
     return [*tuning, main]
 
 
-def tuning_source(study: Study, backend: Backend, group: dict, index: int, worker_index: int) -> Source:
+def tuning_source(study: Study, backend: Backend, cell: dict, index: int, worker_index: int) -> Source:
     """One activation and cell: a TPE search on validation over the protocol's tuned keys,
-    `budget` trials of the tuning seed; seeded per group and worker."""
+    `budget` trials of the tuning seed; seeded per cell and worker."""
     p = study.protocol
-    store = optuna.create_study(study_name=tuning_name(study, group), storage=backend.rdb(),
+    store = optuna.create_study(study_name=tuning_name(study, cell), storage=backend.rdb(),
                                 load_if_exists=True, direction=study.search.direction)
     store.sampler = optuna.samplers.TPESampler(
         seed=study.search.sampler_seed + 10_007 * worker_index + index, constant_liar=True,
         multivariate=True, n_startup_trials=max(2, p.budget // 2))
     store.pruner = make_pruner(study)
-    return Source(store, distributions(p.space, p.ranges), (TUNING_SEED,), point=group, budget=p.budget,
+    return Source(store, distributions(p.space, p.ranges), (TUNING_SEED,), point=cell, budget=p.budget,
                   per_claim=max(1, math.ceil(p.budget / MODEL_ROUNDS)),
                   prune=study.search.pruner != "none", images=False, size=p.budget)
 

@@ -48,9 +48,10 @@ class Outcome:
     from a checkpoint: only the resumed part; NaN: it never trained)."""
     history: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
-    images: dict = field(default_factory=dict)
-    """recon / prior / manifold: uint8 (n, D); a learnable activation's shape and shape0:
-    float32 (layers, points)."""
+    arrays: dict = field(default_factory=dict)
+    """What the report draws, saved in samples/t<trial>.npz: images (recon / prior / manifold:
+    uint8 (n, D)) and a learnable activation's shapes (shape, shape0: float32 (layers,
+    points)) and learned values."""
     weights: dict = field(default_factory=dict)
     """A member that trained to the end: its own (unpadded) parameters, on the CPU."""
 
@@ -180,7 +181,7 @@ def _finish(fleet: Fleet, data: DeviceData, iwae_samples: int, outcomes: dict[st
     weights = {m.key: member_weights(fleet, i) for i, m in enumerate(fleet.members)}
     for key, values in final.items():
         o = outcomes[key]
-        o.metrics, o.status, o.images, o.weights = values, "ok", images[key], weights[key]
+        o.metrics, o.status, o.arrays, o.weights = values, "ok", images[key], weights[key]
         o.train_seconds += elapsed * cost[key] / total_cost
         if not math.isfinite(values.get("test_nelbo", 0.0)):
             o.status, o.fail_epoch = "failed", o.epochs_run

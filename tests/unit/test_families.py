@@ -104,7 +104,7 @@ def test_learned_values_and_shapes_are_saved_per_member(tiny_data):
     out = train_cohort([member("s", activation="snake", epochs=1, hidden=(8,)),
                         member("r", seed=1, activation="relu", decoder_activation="rational", epochs=1)],
                        tiny_data, iwae_samples=2)
-    snake, rational = out["s"].images, out["r"].images
+    snake, rational = out["s"].arrays, out["r"].arrays
     assert snake["act0_alpha"].shape == (8,) and snake["act1_alpha"].shape == (8,)
     assert snake["shape"].shape == snake["shape0"].shape == (1, 61)
     assert "shape" not in rational and rational["dec_shape"].shape == (1, 61)

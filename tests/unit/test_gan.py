@@ -23,8 +23,8 @@ def _same(alone, crowd):
     for ra, rc in zip(alone.history, crowd.history):
         for k in ("train_g_loss", "train_d_loss"):
             assert rc[k] == pytest.approx(ra[k], rel=RTOL), k
-    assert set(alone.images) == {"prior"}
-    assert (crowd.images["prior"].astype(int) - alone.images["prior"].astype(int)).__abs__().max() <= 1
+    assert set(alone.arrays) == {"prior"}
+    assert (crowd.arrays["prior"].astype(int) - alone.arrays["prior"].astype(int)).__abs__().max() <= 1
 
 
 def test_gan_member_alone_equals_member_in_heterogeneous_cohort(tiny_data):
