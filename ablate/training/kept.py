@@ -133,9 +133,10 @@ class Standalone(torch.nn.Module):
     def __init__(self, model: Autoencoder, config: RunConfig, shape: tuple[int, ...]):
         super().__init__()
         self.model, self.family, self.shape = model, FAMILY[config.family], shape
-        for name, slot in model.slots().items():  # the traced module owns every weight
+        for name, slot in model.slots().items():  # the traced module owns every weight, by network
             slot.tensor = slot.tensor.detach()
-            self.register_buffer(name.replace(".", "_"), slot.tensor)
+            network = self.family.networks[model.network(name)]
+            self.register_buffer(f"{network}_{name.replace('.', '_')}", slot.tensor)
 
     def _flat(self, x: Tensor) -> Tensor:
         return x.reshape(x.shape[0], -1)

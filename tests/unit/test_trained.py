@@ -8,7 +8,7 @@ import torch
 
 from ablate.study.schema import RunConfig
 from ablate.training.fleet import Fleet, Member
-from ablate.training.kept import _alone, member_weights
+from ablate.training.kept import Standalone, _alone, member_weights
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
@@ -36,3 +36,12 @@ def test_member_weights_reproduce_the_member_inside_its_padded_cohort(tiny_data,
             torch.testing.assert_close(alone.decode(mu1)[0], out[i], rtol=1e-5, atol=1e-5)
             assert own["enc.0.w"].shape == (64, m.config.hidden[0])
             assert own["head.w"].shape == (m.config.hidden[1], 2 * L)
+
+
+@pytest.mark.parametrize("family,networks", [("vae", {"encoder", "decoder"}), ("gan", {"discriminator", "generator"})])
+def test_an_exported_member_names_its_weights_by_its_family_s_networks(family, networks):
+    config = RunConfig(family=family, hidden=(8,), latent_dim=2)
+    module = Standalone(_alone(config, (1, 4, 4)), config, (1, 4, 4))
+    names = [n for n, _ in module.named_buffers()]
+    assert {n.split("_")[0] for n in names} == networks
+    assert len(names) == len(module.model.slots())
