@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from ablate.analysis import plots, strata as strata_
+from ablate.analysis import figures, strata as strata_
 from ablate.analysis.document import Doc
 from ablate.analysis.tables import (cell_axes, epochs_frame, pair_contenders, runs_frame, trials_frame,
                                     tuning_frame, write_csv)
@@ -106,8 +106,8 @@ def build_context(study: Study, out_dir: Path) -> Context:
     ctx.strata = strata_.split(runs, epochs, cells, metric, maximize, ctx.baseline, study.rope,
                                grid=study.search.is_grid)
     first = ctx.strata[0].order if ctx.strata else []
-    ctx.order = first + [a for a in plots.activation_order(runs, metric, maximize) if a not in first]
-    ctx.cost = plots.cost_data(runs, ctx.info.get("activation_cost", {}))
+    ctx.order = first + [a for a in figures.activation_order(runs, metric, maximize) if a not in first]
+    ctx.cost = figures.cost_data(runs, ctx.info.get("activation_cost", {}))
     for frame, name in ((strata_.ranking_table(ctx.strata), "ranking.csv"),
                         (strata_.comparisons_table(ctx.strata), "comparisons.csv"),
                         (strata_.interactions_table(ctx.strata), "interactions.csv")):

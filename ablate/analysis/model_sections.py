@@ -15,7 +15,7 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from ablate.analysis import plots, sections, stats
+from ablate.analysis import figures, plots, sections, stats
 from ablate.analysis.document import ci, fmt
 from ablate.nets.activations import SHAPE_GRID
 from ablate.nets.families import FAMILY, having
@@ -120,8 +120,8 @@ def gans(ctx) -> None:
     table["diverged"] = [failed.get(a, "–") for a in order]
     doc.table(table)
     shape = ctx.info.get("data", {}).get("image_shape")
-    cell, members = plots.showcase_members(runs, "fid", False, cells)
-    samples = plots.image_rows(ctx.out_dir / "samples", members, "prior", order)
+    cell, members = figures.showcase_members(runs, "fid", False, cells)
+    samples = figures.image_rows(ctx.out_dir / "samples", members, "prior", order)
     if shape and samples:
         at = ", ".join(f"{k} = {v}" for k, v in cell.items()) or "each activation's best configuration"
         ctx.figure(plots.image_table(samples, tuple(shape), f"GAN generator samples at {at}",
@@ -172,7 +172,7 @@ def learned_shape_data(samples, runs: pd.DataFrame) -> dict[tuple[str, str], dic
     learnable activation's shape per layer, mean and range over its finished members."""
     curves: dict[tuple[str, str], dict[str, list]] = {}
     for _, r in runs[runs["status"] == "ok"].iterrows():
-        arrays = plots.load_images(samples, r["trial"], r["seed"])
+        arrays = figures.load_images(samples, r["trial"], r["seed"])
         first, second = FAMILY[r.get("family", "vae")].networks
         for side, prefix, name in ((first, "", r.get("encoder", r["activation"])),
                                    (second, "dec_", r.get("decoder", r.get("decoder_activation")))):

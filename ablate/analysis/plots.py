@@ -1,9 +1,10 @@
-"""Figures. Each is a plain `*_data` function (tested on its numbers) and a thin renderer that
-draws what its `*_data` returned; a report computes the data once and passes it down.
+"""Drawing the figures: each renderer draws what its `*_data` function in figures.py returned
+(a report computes the data once and passes it down), and writes the PNG atomically.
 
-Owns: what each figure shows and how it looks. Does not own: the statistics behind it
-(stats.py), metric labels and directions (metrics.py), or where the PNG ends up in a report
-(sections.py).
+Owns: how each figure looks, matplotlib's state (the Agg backend and seaborn's theme, set when
+this module is imported), tiling images into mosaics, and the image files. Does not own: the
+numbers a figure shows (figures.py), the statistics behind them (stats.py), metric labels and
+directions (metrics.py), or where the PNG ends up in a report (sections.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from ablate.analysis.stats import expected_best as expected_best_of, summarize  # noqa: E402
+from ablate.analysis import figures  # noqa: E402
 from ablate.files import atomic_open  # noqa: E402
 from ablate.study.metrics import METRICS, label  # noqa: E402
 
@@ -34,33 +35,9 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def activation_order(runs: pd.DataFrame, metric: str, maximize: bool) -> list[str]:
-    ok = runs[runs["status"] == "ok"]
-    means = ok.groupby("activation")[metric].mean().sort_values(ascending=not maximize)
-    rest = sorted(set(runs["activation"]) - set(means.index))
-    return list(means.index) + rest
-
-
-def heatmap_data(runs: pd.DataFrame, metric: str, order: list[str], columns: str,
-                 facet: str | None = None) -> dict:
-    """Mean metric over seeds: for each value of `facet` (one panel when None), a table
-    activation × `columns`."""
-    by = [*([facet] if facet else []), "activation", columns]
-    cells = summarize(runs, metric, by)
-    out = {}
-    for value, part in (cells.groupby(facet) if facet else [(None, cells)]):
-        table = part.pivot(index="activation", columns=columns, values="mean")
-        out[value] = table.reindex([a for a in order if a in table.index])
-    return out
-
-
-def heatmap_title(metric: str) -> str:
-    return f"Mean {label(metric)} over seeds ({METRICS[metric].better} is better)"
-
-
 def heatmaps(runs: pd.DataFrame, metric: str, order: list[str], path: Path, columns: str,
              facet: str | None = None) -> Path:
-    data = heatmap_data(runs, metric, order, columns, facet)
+    data = figures.heatmap_data(runs, metric, order, columns, facet)
     cmap = "viridis" if METRICS[metric].higher_is_better else "viridis_r"  # dark: better
     width = max(t.shape[1] for t in data.values())
     fig, axes = plt.subplots(1, len(data), figsize=(3.2 + (1.1 + 0.8 * width) * len(data),
@@ -75,26 +52,15 @@ def heatmaps(runs: pd.DataFrame, metric: str, order: list[str], path: Path, colu
             ax.set_title(f"{facet} = {value:g}" if isinstance(value, float) else f"{facet} = {value}")
         ax.set_xlabel(columns)
         ax.set_ylabel("activation" if first else "")
-    fig.suptitle(heatmap_title(metric), y=1.02)
+    fig.suptitle(figures.heatmap_title(metric), y=1.02)
     return _save(fig, path)
-
-
-def varied(runs: pd.DataFrame, axes) -> list[str]:
-    """The axes among `axes` that take more than one value in `runs`."""
-    return [a for a in axes if a in runs and runs[a].nunique() > 1]
-
-
-def box_data(runs: pd.DataFrame, metric: str, panel: str | None = None, hue: str | None = None) -> pd.DataFrame:
-    """Per-member values of the finished members (one point per seed and cell)."""
-    keep = ["activation", *([panel] if panel else []), *([hue] if hue else []), "seed", metric]
-    return runs.loc[runs["status"] == "ok", list(dict.fromkeys(keep))]
 
 
 def boxes(runs: pd.DataFrame, metric: str, order: list[str], path: Path, panel: str | None = None,
           hue: str | None = None) -> Path:
     """A box per activation of its members' values, its members as points (coloured by
     `hue` when given), one panel per value of `panel` when given."""
-    data = box_data(runs, metric, panel, hue)
+    data = figures.box_data(runs, metric, panel, hue)
     values = sorted(data[panel].unique()) if panel else [None]
     order = [a for a in order if a in set(data["activation"])]
     fig, axes = plt.subplots(1, len(values), figsize=(4.2 * len(values) + 1, 0.42 * len(order) + 1.8),
@@ -115,31 +81,13 @@ def boxes(runs: pd.DataFrame, metric: str, order: list[str], path: Path, panel: 
     return _save(fig, path)
 
 
-def curve_column(epochs: pd.DataFrame) -> str:
-    """What learning curves show: the validation −ELBO, or the training loss when the study
-    has no validation split (the test split is evaluated once, at the end)."""
-    has = lambda c: c in epochs.columns and epochs[c].notna().any()  # noqa: E731
-    return "val_nelbo" if has("val_nelbo") else "train_loss"
-
-
-def curve_columns(epochs: pd.DataFrame) -> list[str]:
-    """The curves a family has: a GAN's generator and discriminator losses, else `curve_column`."""
-    gan = [c for c in ("train_g_loss", "train_d_loss") if c in epochs and epochs[c].notna().any()]
-    return gan or [curve_column(epochs)]
-
-
-def curves_data(epochs: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Mean and 95% CI over members of `column` per activation and epoch."""
-    return summarize(epochs.assign(status="ok"), column, ["activation", "epoch"])
-
-
 def curves(epochs: pd.DataFrame, order: list[str], path: Path,
            title: str = "Learning curves: mean over cells and seeds, 95% CI band") -> Path:
-    columns = curve_columns(epochs)
+    columns = figures.curve_columns(epochs)
     fig, axes = plt.subplots(1, len(columns), figsize=(6.5 * len(columns) + 1, 4.5), squeeze=False)
     palette = _palette(order)
     for ax, column in zip(axes[0], columns):
-        data = curves_data(epochs, column)
+        data = figures.curves_data(epochs, column)
         for act in order:
             part = data[data["activation"] == act]
             if part.empty:
@@ -163,16 +111,8 @@ def _palette(order: list[str]) -> dict[str, tuple]:
     return dict(zip(names, sns.color_palette("tab10" if len(names) <= 10 else "husl", len(names))))
 
 
-def rate_distortion_data(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean rate (test KL) and distortion (test reconstruction) over seeds per activation,
-    latent_dim and kl_weight, ordered by kl_weight (one line per activation)."""
-    ok = runs[(runs["status"] == "ok") & runs["test_kl"].notna()]
-    return (ok.groupby(["activation", "latent_dim", "kl_weight"], as_index=False)[["test_kl", "test_recon"]]
-            .mean().sort_values(["activation", "latent_dim", "kl_weight"]).reset_index(drop=True))
-
-
 def rate_distortion(runs: pd.DataFrame, order: list[str], path: Path) -> Path:
-    data = rate_distortion_data(runs)
+    data = figures.rate_distortion_data(runs)
     latents = sorted(data["latent_dim"].unique())
     fig, axes = plt.subplots(1, len(latents), figsize=(4.6 * len(latents) + 1.5, 4.2), squeeze=False)
     pal = _palette(order)
@@ -211,18 +151,8 @@ def rate_distortion(runs: pd.DataFrame, order: list[str], path: Path) -> Path:
     return _save(fig, path)
 
 
-def collapse_data(runs: pd.DataFrame) -> pd.DataFrame:
-    """Active units and mutual information: mean and CI over seeds per activation, latent_dim
-    and kl_weight, in long form (column `measure`)."""
-    parts = []
-    for measure in ("active_units", "mutual_info"):
-        s = summarize(runs, measure, ["activation", "latent_dim", "kl_weight"])
-        parts.append(s.assign(measure=measure))
-    return pd.concat(parts, ignore_index=True)
-
-
 def collapse(runs: pd.DataFrame, order: list[str], path: Path) -> Path:
-    data = collapse_data(runs).dropna(subset=["mean"])
+    data = figures.collapse_data(runs).dropna(subset=["mean"])
     latents = sorted(data["latent_dim"].unique())
     fig, axes = plt.subplots(2, len(latents), figsize=(4.4 * len(latents) + 1.5, 7.2), squeeze=False,
                              sharex=True)
@@ -255,34 +185,12 @@ def collapse(runs: pd.DataFrame, order: list[str], path: Path) -> Path:
     return _save(fig, path)
 
 
-def kl_per_dim_data(runs: pd.DataFrame, metric: str, maximize: bool,
-                    by_latent: bool = True) -> pd.DataFrame:
-    """For each activation and latent_dim (or, without `by_latent`, each activation): the KL
-    of every latent dimension (sorted, largest first) of its best member by `metric`."""
-    ok = runs[(runs["status"] == "ok") & runs[metric].notna()]
-    rows = []
-    groups = (ok.groupby(["activation", "latent_dim"]) if by_latent else
-              ((( act, None), g) for act, g in ok.groupby("activation")))
-    for (act, latent), group in groups:
-        best = group.sort_values(metric, ascending=not maximize).iloc[0]
-        kl = best["kl_per_dim"]
-        if isinstance(kl, str):  # read back from runs.csv
-            kl = [float(v) for v in kl.strip("[]").split(",") if v.strip()]
-        if not isinstance(kl, (list, tuple)) or not kl:
-            continue
-        for i, v in enumerate(sorted(kl, reverse=True)):
-            rows.append({"activation": act, "latent_dim": best["latent_dim"] if latent is None else latent,
-                         "panel": "all" if latent is None else latent, "kl_weight": best["kl_weight"],
-                         "seed": best["seed"], "dim": i + 1, "kl": v})
-    return pd.DataFrame(rows, columns=["activation", "latent_dim", "panel", "kl_weight", "seed", "dim", "kl"])
-
-
 KL_FLOOR = 1e-4  # KL per dim is drawn on a log axis; smaller values sit on this floor
 
 
 def kl_per_dim(runs: pd.DataFrame, metric: str, maximize: bool, order: list[str], path: Path,
                by_latent: bool = True) -> Path:
-    data = kl_per_dim_data(runs, metric, maximize, by_latent)
+    data = figures.kl_per_dim_data(runs, metric, maximize, by_latent)
     panels = sorted(data["panel"].unique(), key=str)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels) + 1.5, 3.8), squeeze=False)
     pal = _palette(order)
@@ -307,17 +215,6 @@ def kl_per_dim(runs: pd.DataFrame, metric: str, maximize: bool, order: list[str]
     return _save(fig, path)
 
 
-def health_data(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per activation: dead-unit fraction (mean, CI over finished members) and the share of
-    members that diverged."""
-    dead = summarize(runs, "dead_units", ["activation"])
-    failed = runs.groupby("activation")["status"].agg(
-        members="size", diverged=lambda s: int((s == "failed").sum())).reset_index()
-    out = failed.merge(dead[["activation", "mean", "ci_low", "ci_high"]], on="activation", how="left")
-    out["divergence_rate"] = out["diverged"] / out["members"]
-    return out.rename(columns={"mean": "dead_units"})
-
-
 def health(health: pd.DataFrame, order: list[str], path: Path) -> Path:
     """Draws `health_data`'s table."""
     data = health.set_index("activation").reindex(order).reset_index()
@@ -339,23 +236,8 @@ def health(health: pd.DataFrame, order: list[str], path: Path) -> Path:
     return _save(fig, path)
 
 
-def cd_diagram_data(comparison) -> tuple[pd.Series, float, list[tuple[str, str]]]:
-    """Average ranks, the critical difference, and the cliques: maximal runs of activations
-    (in rank order) whose average ranks differ by less than the CD, as (first, last)."""
-    ranks, cd = comparison.avg_ranks, comparison.cd
-    names = list(ranks.index)
-    cliques = []
-    for i in range(len(names)):
-        j = i
-        while j + 1 < len(names) and ranks.iloc[j + 1] - ranks.iloc[i] < cd:
-            j += 1
-        if j > i and not any(a <= i and j <= b for a, b in cliques):
-            cliques.append((i, j))
-    return ranks, cd, [(names[a], names[b]) for a, b in cliques]
-
-
 def cd_diagram(comparison, path: Path) -> Path:
-    ranks, cd, cliques = cd_diagram_data(comparison)
+    ranks, cd, cliques = figures.cd_diagram_data(comparison)
     k = len(ranks)
     half = (k + 1) // 2
     bar_gap, label_gap = 0.22, 0.42
@@ -389,12 +271,6 @@ def cd_diagram(comparison, path: Path) -> Path:
     return _save(fig, path)
 
 
-def interaction_data(slices: list[tuple[object, pd.Series]]) -> pd.DataFrame:
-    """Average rank of each activation in each slice of one axis (long form)."""
-    return pd.DataFrame([{"value": v, "activation": a, "avg_rank": r}
-                         for v, ranks in slices for a, r in ranks.items()])
-
-
 def interaction(data: pd.DataFrame, axis: str, order: list[str], title: str, path: Path) -> Path:
     """Average rank per slice, one line per activation: crossing lines are an interaction."""
     values = sorted(data["value"].unique())
@@ -415,18 +291,6 @@ def interaction(data: pd.DataFrame, axis: str, order: list[str], title: str, pat
     return _save(fig, path)
 
 
-def cost_data(runs: pd.DataFrame, activation_cost: dict) -> pd.DataFrame:
-    """Per activation: the measured forward + backward time of the activation itself, ns per
-    element: median and its 25th and 75th percentiles over repeated samples (an older store's
-    single number stands for all three)."""
-    acts = sorted(set(runs["activation"]))
-    def part(a, key):
-        v = activation_cost.get(a, np.nan)
-        return float(v.get(key, np.nan)) if isinstance(v, dict) else float(v)
-    return pd.DataFrame({"activation": acts, "ns_per_element": [part(a, "median") for a in acts],
-                         "q25": [part(a, "q25") for a in acts], "q75": [part(a, "q75") for a in acts]})
-
-
 def cost(cost: pd.DataFrame, order: list[str], path: Path) -> Path:
     """Draws `cost_data`'s table."""
     data = cost.set_index("activation").reindex(order).reset_index()
@@ -441,22 +305,6 @@ def cost(cost: pd.DataFrame, order: list[str], path: Path) -> Path:
     ax.set_xlabel("activation forward + backward, ns per element: median, bar 25th–75th percentile")
     ax.set_title("Cost of each activation itself (the matmuls cost the same for all)", fontsize=10)
     return _save(fig, path)
-
-
-# ----------------------------------------------------------------------------- images
-def showcase_members(runs: pd.DataFrame, metric: str, maximize: bool,
-                     cells: list[str]) -> tuple[dict, pd.DataFrame]:
-    """The members whose images a report shows: the best activation's best cell, and in it
-    each activation's best seed. Returns (the cell, one row per activation)."""
-    ok = runs[(runs["status"] == "ok") & runs[metric].notna()]
-    if ok.empty:
-        return {}, ok
-    means = ok.groupby(["activation", *cells])[metric].mean().reset_index()
-    top = means.sort_values(metric, ascending=not maximize).iloc[0]
-    cell = {c: top[c] for c in cells}
-    in_cell = ok[np.logical_and.reduce([ok[c] == v for c, v in cell.items()])] if cells else ok
-    best = in_cell.sort_values(metric, ascending=not maximize).groupby("activation").head(1)
-    return cell, best
 
 
 GAP = 40  # gap between tiled images: light grey on the white (0) background of gray_r
@@ -482,27 +330,6 @@ def _show(ax, mosaic: np.ndarray) -> None:
         ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
     else:
         ax.imshow(mosaic, interpolation="nearest")
-
-
-def load_images(samples: Path, trial: int, seed: int) -> dict[str, np.ndarray]:
-    path = samples / f"t{int(trial)}.npz"
-    if not path.exists():
-        return {}
-    with np.load(path) as z:
-        prefix = f"s{int(seed)}_"
-        return {k[len(prefix):]: z[k] for k in z.files if k.startswith(prefix)}
-
-
-def image_rows(samples: Path, members: pd.DataFrame, kind: str, order: list[str]) -> list[tuple[str, np.ndarray]]:
-    """(activation, images) for each showcased member that has `kind` images, in `order`."""
-    rows = []
-    by_act = {r["activation"]: r for _, r in members.iterrows()}
-    for act in order:
-        if act in by_act:
-            imgs = load_images(samples, by_act[act]["trial"], by_act[act]["seed"]).get(kind)
-            if imgs is not None:
-                rows.append((act, imgs))
-    return rows
 
 
 def image_table(rows: list[tuple[str, np.ndarray]], shape: tuple[int, int, int], title: str,
@@ -540,14 +367,9 @@ def sample_grid(images: np.ndarray, shape: tuple[int, int, int], title: str, pat
     return _save(fig, path)
 
 
-def manifold_side(rows: list[tuple[str, np.ndarray]]) -> int:
-    """Images per side of the decoded latent grid (the saved arrays hold side² images)."""
-    return int(round(math.sqrt(len(rows[0][1]))))
-
-
 def manifolds(rows: list[tuple[str, np.ndarray]], shape: tuple[int, int, int], title: str,
               path: Path) -> Path:
-    side = manifold_side(rows)
+    side = figures.manifold_side(rows)
     cols = min(5, len(rows))
     nrows = math.ceil(len(rows) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(2.6 * cols, 2.8 * nrows), squeeze=False)
@@ -574,18 +396,8 @@ def rank_comparison(ranks: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-# ------------------------------------------------------------------------------ search studies
-
-def history_data(trials: pd.DataFrame, objective: str, maximize: bool) -> pd.DataFrame:
-    """Trials in the order they were asked, with the best complete objective so far."""
-    data = trials.sort_values("trial").reset_index(drop=True)
-    done = data[objective].where(data["state"] == "complete")
-    best = done.cummax() if maximize else done.cummin()
-    return data.assign(best_so_far=best.ffill())
-
-
 def history(trials: pd.DataFrame, objective: str, maximize: bool, order: list[str], path: Path) -> Path:
-    data = history_data(trials, objective, maximize)
+    data = figures.history_data(trials, objective, maximize)
     palette = _palette(order)
     fig, ax = plt.subplots(figsize=(8.5, 4.5))
     done = data[data["state"] == "complete"]
@@ -623,12 +435,6 @@ def importances(values: dict[str, float], path: Path) -> Path:
     return _save(fig, path)
 
 
-def slices_data(trials: pd.DataFrame, objective: str, param: str) -> pd.DataFrame:
-    """Complete trials: one point per trial of (param, objective, activation)."""
-    done = trials[(trials["state"] == "complete") & trials[objective].notna()]
-    return done[["trial", "activation", param, objective]].reset_index(drop=True)
-
-
 def slices(trials: pd.DataFrame, objective: str, maximize: bool, params: dict[str, bool],
            order: list[str], path: Path) -> Path:
     """The objective against each searched range (log axes where the range is log), one
@@ -637,7 +443,7 @@ def slices(trials: pd.DataFrame, objective: str, maximize: bool, params: dict[st
     fig, axes = plt.subplots(1, len(params), figsize=(4.2 * len(params) + 1.5, 4), squeeze=False,
                              sharey=True)
     for ax, (param, log) in zip(axes[0], params.items()):
-        data = slices_data(trials, objective, param)
+        data = figures.slices_data(trials, objective, param)
         for act in order:
             part = data[data["activation"] == act]
             if not part.empty:
@@ -660,26 +466,6 @@ def slices(trials: pd.DataFrame, objective: str, maximize: bool, params: dict[st
     axes[0][-1].legend(handles, labels_, fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
     fig.suptitle("Objective against each searched parameter (complete trials)", y=1.02)
     return _save(fig, path)
-
-
-# ------------------------------------------------------------------------------ the tuned protocol
-def expected_best_data(tuning: pd.DataFrame, objective: str, maximize: bool,
-                       cells: list[str]) -> pd.DataFrame:
-    """For each activation and cell: the expected best validation score after n = 1 … N tuning
-    trials (N = the trials that finished with a score), ± one standard deviation, clipped to the
-    scores seen."""
-    rows = []
-    done = tuning.dropna(subset=[objective])
-    for keys, part in done.groupby(["activation", *cells], sort=True):
-        keys = keys if isinstance(keys, tuple) else (keys,)
-        values = part[objective].to_numpy()
-        panel = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}"
-                          for k, v in zip(cells, keys[1:])) or "all"
-        for n in range(1, len(values) + 1):
-            mean, std = expected_best_of(values, n, maximize)
-            rows.append({"activation": keys[0], "panel": panel, "n": n, "mean": mean,
-                         "low": max(mean - std, values.min()), "high": min(mean + std, values.max())})
-    return pd.DataFrame(rows, columns=["activation", "panel", "n", "mean", "low", "high"])
 
 
 def expected_best(data: pd.DataFrame, order: list[str], objective: str, path: Path) -> Path:
@@ -710,7 +496,7 @@ def pair_heatmap(table: pd.DataFrame, metric: str, path: Path) -> Path:
     sns.heatmap(table, annot=True, fmt=".2f", cmap=cmap, ax=ax, cbar_kws={"label": label(metric)})
     ax.set_xlabel("decoder activation")
     ax.set_ylabel("encoder activation")
-    ax.set_title(heatmap_title(metric))
+    ax.set_title(figures.heatmap_title(metric))
     return _save(fig, path)
 
 

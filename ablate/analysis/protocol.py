@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ablate.analysis import plots, stats
+from ablate.analysis import figures, plots, stats
 from ablate.analysis.context import Context
 from ablate.analysis.document import ci, fmt, param, where
 from ablate.analysis.edges import edge_hits, edge_sentence
@@ -46,7 +46,7 @@ def section(ctx: Context) -> None:
         doc.table(rows)
     if not ctx.tuning.empty:
         _tuned_values(ctx)
-        data = plots.expected_best_data(ctx.tuning, ctx.study.search.objective, ctx.maximize,
+        data = figures.expected_best_data(ctx.tuning, ctx.study.search.objective, ctx.maximize,
                                         [k for k in ctx.cells if k != "arm"])
         ctx.figure(plots.expected_best(data, ctx.order, ctx.study.search.objective,
                                        ctx.fig_dir / "expected_best.png"),

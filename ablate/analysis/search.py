@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ablate.analysis import plots, sections
+from ablate.analysis import figures, plots, sections
 from ablate.analysis.context import Context
 from ablate.analysis.document import ci, fmt, param, upper
 from ablate.analysis.edges import edge_hits, edge_sentence
@@ -128,7 +128,7 @@ def _figures(ctx: Context) -> None:
     if not ctx.epochs.empty:
         ctx.figure(plots.curves(ctx.epochs, order, figs / "curves.png",
                                 "Learning curves: mean over trials and seeds, 95% CI band"),
-                   f"{upper(label(plots.curve_column(ctx.epochs)))} per epoch, mean over "
+                   f"{upper(label(figures.curve_column(ctx.epochs)))} per epoch, mean over "
                    "every trial and seed of each activation, with a 95% CI band; pruned trials' "
                    "curves end early.")
 

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ablate.analysis import plots, protocol, stats, strata as strata_
+from ablate.analysis import figures, plots, protocol, stats, strata as strata_
 from ablate.analysis.context import Context
 from ablate.analysis.document import ci, fmt, upper, where
 from ablate.nets.activations import ACTIVATIONS
@@ -166,7 +166,7 @@ def _trivial_slices(ctx: Context, s) -> list[str]:
 def _convergence_sentence(ctx: Context, s) -> str | None:
     """The configurations still improving at the last epoch, by activation."""
     keys = [k for k in s.cells if k in s.epochs]
-    column = plots.curve_column(s.epochs) if not s.epochs.empty else None
+    column = figures.curve_column(s.epochs) if not s.epochs.empty else None
     late = strata_.convergence(s, column, keys) if column else pd.DataFrame()
     if late.empty:
         return None
@@ -330,7 +330,7 @@ def results(ctx: Context) -> None:
 
 def _stratum_figures(ctx: Context, s) -> None:
     figs, metric, order, tag = ctx.fig_dir, ctx.metric, s.order, slug(s)
-    axes = plots.varied(s.runs, s.cells)
+    axes = figures.varied(s.runs, s.cells)
     panel = "latent_dim" if "latent_dim" in axes else None
     hue = next((a for a in axes if a != panel), None)
     ctx.figure(plots.boxes(s.runs, metric, order, figs / f"ranking{tag}.png", panel=panel, hue=hue),
@@ -343,7 +343,7 @@ def _stratum_figures(ctx: Context, s) -> None:
                    f"Mean {label(metric)}{_of(s)} per activation and {cols}"
                    + (f", one panel per {facet}." if facet else "."))
     if not s.epochs.empty:
-        columns = plots.curve_columns(s.epochs)
+        columns = figures.curve_columns(s.epochs)
         ctx.figure(plots.curves(s.epochs, order, figs / f"curves{tag}.png"),
                    f"{' and '.join(upper(label(c)) for c in columns)}{_of(s)} per epoch, mean over "
                    "cells and seeds with a 95% CI band.")
@@ -421,7 +421,7 @@ def _slices(ctx: Context, s) -> None:
         ctx.doc.para(i.sentence() + f" The test permutes the {i.axis} labels of the matched blocks "
                      f"within each of the {i.n_groups} groups that share every other cell and the "
                      "seed, and compares the spread of the slices' mean rank profiles.")
-        data = plots.interaction_data([(v, c.avg_ranks) for a, v, c in s.slices if a == i.axis])
+        data = figures.interaction_data([(v, c.avg_ranks) for a, v, c in s.slices if a == i.axis])
         ctx.figure(plots.interaction(data, i.axis, s.order, f"Average rank per {i.axis}{_of(s)}: "
                                      "crossing lines mean the best activation changes",
                                      ctx.fig_dir / f"interaction_{i.axis}{slug(s)}.png"),
@@ -512,7 +512,7 @@ def _collapse(ctx: Context, s) -> None:
                    "KL of each latent dimension, sorted, for the best member of each "
                    "activation; dimensions under the dotted line (0.01 nats) carry almost "
                    "nothing.")
-    health = plots.health_data(runs)
+    health = figures.health_data(runs)
     ctx.figure(plots.health(health, order, figs / f"dead_units{tag}.png"),
                f"Fraction of hidden units that are constant over the test set (dead; in a conv "
                f"layer a unit is a channel, constant over every image and position){_of(s)}, and "
@@ -548,9 +548,9 @@ def images(ctx: Context) -> None:
 
 def _images(ctx: Context, s, shape: tuple, samples) -> None:
     order, figs, tag, runs = s.order, ctx.fig_dir, slug(s), s.runs
-    cell, members = plots.showcase_members(runs, ctx.metric, ctx.maximize, s.cells)
+    cell, members = figures.showcase_members(runs, ctx.metric, ctx.maximize, s.cells)
     at = ", ".join(where(k, v) for k, v in cell.items()) or "each activation's best configuration"
-    rows = plots.image_rows(samples, members, "recon", order)
+    rows = figures.image_rows(samples, members, "recon", order)
     if rows and (samples / "originals.npz").exists():
         with np.load(samples / "originals.npz") as z:
             originals = z["recon"]
@@ -558,18 +558,18 @@ def _images(ctx: Context, s, shape: tuple, samples) -> None:
                                      figs / f"reconstructions{tag}.png", originals),
                    f"Reconstructions (decoded posterior mean) of the first test images "
                    f"by each activation's best seed at {at}; top row: the originals.")
-    rows = plots.image_rows(samples, members, "prior", order) if runs["test_kl"].notna().any() else []
+    rows = figures.image_rows(samples, members, "prior", order) if runs["test_kl"].notna().any() else []
     if rows:
         ctx.figure(plots.image_table(rows, shape, f"VAE prior samples at {at}", figs / f"samples{tag}.png"),
                    "Decoded means of draws z ~ N(0, I) from the VAE's prior, same members.")
     if 2 in set(runs["latent_dim"]) and runs["test_kl"].notna().any():
-        cell2, members2 = plots.showcase_members(runs[runs["latent_dim"] == 2], ctx.metric,
+        cell2, members2 = figures.showcase_members(runs[runs["latent_dim"] == 2], ctx.metric,
                                                  ctx.maximize, s.cells)
-        rows = plots.image_rows(samples, members2, "manifold", order)
+        rows = figures.image_rows(samples, members2, "manifold", order)
         if rows:
             at2 = (", ".join(where(k, v) for k, v in cell2.items())
                    or "latent_dim = 2, each activation's best configuration")
-            side = plots.manifold_side(rows)
+            side = figures.manifold_side(rows)
             ctx.figure(plots.manifolds(rows, shape, f"Latent manifolds at {at2}", figs / f"manifold{tag}.png"),
                        f"Decoded latent manifold of each activation's best seed at {at2}: z on a "
                        f"{side}×{side} grid of the prior's 5%–95% quantiles.")

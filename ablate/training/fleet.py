@@ -207,8 +207,8 @@ class Fleet:
                  [s.step for s in slots], fused=True, amsgrad=False, beta1=b1, beta2=b2,
                  lr=self.shared_lr, weight_decay=0.0, eps=ADAM_EPS, maximize=False)
             return  # it counted the steps
-        torch._foreach_add_([s.step for s in slots], 1.0)
         for slot in slots:
+            slot.step.add_(1.0)
             t = slot.step.double()  # steps this slot took (every row the same)
             step_size = (self.lr / (1.0 - b1 ** t)).float()  # (N,)
             bc2_sqrt = torch.sqrt(1.0 - b2 ** t).float()

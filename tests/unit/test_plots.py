@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ablate.analysis import plots
+from ablate.analysis import figures, plots
 from ablate.analysis.stats import compare
 from ablate.study.metrics import label
 from tests.runs import runs_table
@@ -30,7 +30,7 @@ def _runs() -> pd.DataFrame:
 
 
 def test_rate_distortion_data_means_over_seeds_in_kl_weight_order():
-    d = plots.rate_distortion_data(_runs())
+    d = figures.rate_distortion_data(_runs())
     row = d[(d["activation"] == "tanh") & (d["latent_dim"] == 2) & (d["kl_weight"] == 0.5)].iloc[0]
     assert row["test_kl"] == pytest.approx(8.5) and row["test_recon"] == pytest.approx(22.5)
     assert len(d) == 3 * 2 * 2
@@ -38,22 +38,22 @@ def test_rate_distortion_data_means_over_seeds_in_kl_weight_order():
 
 
 def test_collapse_data_has_both_measures():
-    d = plots.collapse_data(_runs())
+    d = figures.collapse_data(_runs())
     au = d[(d["measure"] == "active_units") & (d["activation"] == "relu") & (d["latent_dim"] == 4)]
     assert list(au.sort_values("kl_weight")["mean"]) == [8.0, 2.0]
     assert set(d["measure"]) == {"active_units", "mutual_info"}
 
 
 def test_kl_per_dim_data_takes_the_best_member_sorted_descending():
-    d = plots.kl_per_dim_data(_runs(), "test_nll", maximize=False)
+    d = figures.kl_per_dim_data(_runs(), "test_nll", maximize=False)
     part = d[(d["activation"] == "gelu") & (d["latent_dim"] == 4)]
     assert list(part["kl"]) == [2.0, 1.5, 1.0, 0.5] and (part["seed"] == 0).all()
     as_text = _runs().assign(kl_per_dim=lambda f: f["kl_per_dim"].map(str))  # read back from CSV
-    assert plots.kl_per_dim_data(as_text, "test_nll", False).equals(d)
+    assert figures.kl_per_dim_data(as_text, "test_nll", False).equals(d)
 
 
 def test_health_data_counts_divergence_and_dead_units():
-    h = plots.health_data(_runs()).set_index("activation")
+    h = figures.health_data(_runs()).set_index("activation")
     assert h.loc["relu", "diverged"] == 1 and h.loc["relu", "members"] == 9
     assert h.loc["relu", "divergence_rate"] == pytest.approx(1 / 9)
     assert h.loc["relu", "dead_units"] == pytest.approx(0.1) and h.loc["tanh", "dead_units"] == 0
@@ -61,7 +61,7 @@ def test_health_data_counts_divergence_and_dead_units():
 
 def test_cd_diagram_cliques_join_only_close_ranks():
     c = compare(_runs(), "test_nll", ["latent_dim", "kl_weight"], maximize=False, baseline="relu")
-    ranks, cd, cliques = plots.cd_diagram_data(c)
+    ranks, cd, cliques = figures.cd_diagram_data(c)
     assert list(ranks.index) == ["relu", "gelu", "tanh"] and list(ranks) == [1.0, 2.0, 3.0]
     # 8 blocks, k = 3: CD ≈ 1.17, so neighbours (1 apart) are joined and the ends (2 apart) not
     assert 1.0 < cd < 2.0
@@ -71,10 +71,10 @@ def test_cd_diagram_cliques_join_only_close_ranks():
 def test_cost_data_and_showcase_members():
     runs = _runs()
     measured = {"relu": 1.0, "tanh": {"median": 2.5, "q25": 2.0, "q75": 3.0}}  # an older store's float, a new dict
-    cost = plots.cost_data(runs, measured).set_index("activation")
+    cost = figures.cost_data(runs, measured).set_index("activation")
     assert cost.loc["tanh", "ns_per_element"] == 2.5 and np.isnan(cost.loc["gelu", "ns_per_element"])
     assert cost.loc["tanh", "q75"] == 3.0 and cost.loc["relu", "q25"] == 1.0
-    cell, members = plots.showcase_members(runs, "test_nll", False, ["latent_dim", "kl_weight"])
+    cell, members = figures.showcase_members(runs, "test_nll", False, ["latent_dim", "kl_weight"])
     assert cell == {"latent_dim": 4, "kl_weight": 0.5}
     assert sorted(members["activation"]) == ["gelu", "relu", "tanh"] and (members["seed"] == 0).all()
 
@@ -142,5 +142,5 @@ def test_boxes_have_panels_only_for_an_axis_that_varies(tmp_path, monkeypatch):
 def test_a_gans_curves_are_its_generator_and_discriminator_losses():
     epochs = pd.DataFrame({"activation": "relu", "epoch": [1, 2], "seed": 0, "train_g_loss": [1.0, 0.9],
                            "train_d_loss": [1.3, 1.2], "val_nelbo": np.nan})
-    assert plots.curve_columns(epochs) == ["train_g_loss", "train_d_loss"]
-    assert plots.curve_columns(epochs.assign(train_g_loss=np.nan, train_d_loss=np.nan, val_nelbo=3.0)) == ["val_nelbo"]
+    assert figures.curve_columns(epochs) == ["train_g_loss", "train_d_loss"]
+    assert figures.curve_columns(epochs.assign(train_g_loss=np.nan, train_d_loss=np.nan, val_nelbo=3.0)) == ["val_nelbo"]
