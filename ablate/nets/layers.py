@@ -186,27 +186,29 @@ class Conv(Stacked):
 
 
 class Nonlinear(Stacked):
-    """Each member's activation after one layer: each activation on its contiguous slice of
-    members, with its learnable parameters (one copy per member); the outputs of padded units
-    (a member narrower than the layer: `real` widths) are masked to zero."""
+    """Each member's activation after one layer: each activation on its contiguous slices of
+    members (a decoder's activation may come in several runs), with its learnable parameters
+    one copy per member — one slot per activation and parameter, holding the rows of all its
+    runs; the outputs of padded units (a member narrower than the layer: `real` widths) are
+    masked to zero."""
 
     def __init__(self, groups: Groups, width: int, real: list[int] | None = None):
-        values = {}
+        values: dict[str, list[Tensor]] = {}
         for act, s, e in groups:
             for pname, value in act.initial(e - s, width).items():
-                values[f"{act.name}.{pname}"] = value
-        super().__init__(values)
+                values.setdefault(f"{act.name}.{pname}", []).append(value)
+        super().__init__({k: torch.cat(v) if len(v) > 1 else v[0] for k, v in values.items()})
         self.groups, self.width = groups, width
         self.real = None if real is None else torch.tensor(real)
         self.mask: Tensor | None = None
 
     def place(self, device: torch.device) -> None:
-        """Slots of learnable parameters are owned by their group's members only."""
-        self.slots = {}
+        """Slots of learnable parameters are owned by their activation's members only."""
+        owners: dict[str, list[int]] = {}
         for act, s, e in self.groups:
             for pname in [*act.params, *act.unit_params]:
-                key = f"{act.name}.{pname}"
-                self.slots[key] = Slot(self.values[key].to(device), list(range(s, e)))
+                owners.setdefault(f"{act.name}.{pname}", []).extend(range(s, e))
+        self.slots = {key: Slot(self.values[key].to(device), members) for key, members in owners.items()}
         self.values = {}
         if self.real is not None:
             self.real = self.real.to(device)
@@ -220,6 +222,16 @@ class Nonlinear(Stacked):
             self.real = self.real[torch.tensor(keep, device=self.real.device)]
             self._derive_mask()
 
+    def params(self, act: Activation, start: int, end: int) -> dict[str, Tensor]:
+        """The learnable parameters of members start … end − 1, which share activation `act`:
+        their rows of its slots."""
+        out = {}
+        for pname in [*act.params, *act.unit_params]:
+            slot = self.slots[f"{act.name}.{pname}"]
+            row = slot.owners.index(start)
+            out[pname] = slot.tensor if row == 0 and end - start == len(slot.owners) else slot.tensor[row:row + end - start]
+        return out
+
     def _derive_mask(self) -> None:
         full = bool((self.real == self.width).all())
         cols = torch.arange(self.width, device=self.real.device)
@@ -231,9 +243,8 @@ class Nonlinear(Stacked):
         else:  # one split (its backward is one cat), not slices (each backward a full zeros+add)
             pieces = torch.split(pre, [e - s for _, s, e in self.groups], 0)
         parts = []
-        for (act, _, _), piece in zip(self.groups, pieces):
-            params = {p: self.slots[f"{act.name}.{p}"].tensor for p in [*act.params, *act.unit_params]}
-            parts.append(act.apply(piece, params))
+        for (act, s, e), piece in zip(self.groups, pieces):
+            parts.append(act.apply(piece, self.params(act, s, e)))
         if len(parts) == 1:
             h = parts[0]
         elif pre.dim() > 3 and pre.transpose(0, 1).is_contiguous():

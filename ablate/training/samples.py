@@ -36,13 +36,11 @@ def learned_shapes(fleet: Fleet) -> dict[str, dict[str, np.ndarray]]:
         for act, s, e in layer.groups:
             if not act.learnable:
                 continue
-            keys = [*act.params, *act.unit_params]
             for i in range(s, e):
                 width = layer.width if layer.real is None else int(layer.real[i])
                 x = grid.view(1, -1, 1).expand(1, len(grid), width)
-                trained = {k: layer.slots[f"{act.name}.{k}"].tensor[i - s:i - s + 1, ..., :width]
-                           if k in act.unit_params else layer.slots[f"{act.name}.{k}"].tensor[i - s:i - s + 1]
-                           for k in keys}
+                trained = {k: v[..., :width] if k in act.unit_params else v
+                           for k, v in layer.params(act, i, i + 1).items()}
                 first = {k: v.to(fleet.device) for k, v in act.initial(1, width).items()}
                 curves = out.setdefault(fleet.members[i].key, {})
                 curves.setdefault(f"{side}shape", []).append(act.apply(x, trained)[0].mean(-1))

@@ -110,3 +110,24 @@ def test_learned_values_and_shapes_are_saved_per_member(tiny_data):
     assert "shape" not in rational and rational["dec_shape"].shape == (1, 61)
     assert rational["act1_p"].shape == (6,) and rational["act1_q"].shape == (4,)
     assert not (snake["act0_alpha"] == 1.0).all()  # trained away from its initial 1
+
+
+def test_a_learnable_decoder_activation_in_several_runs_keeps_each_member_s_parameters(tiny_data):
+    """Members are sorted by encoder activation, so a decoder activation shared across encoders
+    comes in several runs of members: each member still has its own learnable parameters (one
+    slot holds every run's rows), trains as it would alone, and its weights can be taken out."""
+    from ablate.training.kept import member_weights
+
+    target = member("target", seed=1, activation="tanh", decoder_activation="snake", latent_dim=4)
+    others = [member("a", seed=0, activation="relu", decoder_activation="snake", latent_dim=4),
+              member("b", seed=2, activation="relu", decoder_activation="prelu", latent_dim=4),
+              member("c", seed=3, activation="gelu", decoder_activation="snake", latent_dim=4)]
+    fleet = Fleet(others + [target], 64)
+    snake = [layer for layer in fleet.model.acts if any(a.name == "snake" for a, _, _ in layer.groups)][0]
+    assert len([g for g in snake.groups if g[0].name == "snake"]) == 2  # gelu→snake; relu→prelu; relu, tanh→snake
+    assert len(snake.slots["snake.alpha"].owners) == 3
+    alone = train_cohort([target], tiny_data, iwae_samples=5)["target"]
+    crowd = train_cohort(others + [target], tiny_data, iwae_samples=5)
+    assert_same_numbers(alone, crowd["target"], METRICS)
+    assert all(o.status == "ok" and o.weights for o in crowd.values())
+    assert {k for k in member_weights(fleet, 0) if "snake" in k}
