@@ -27,7 +27,7 @@ from ablate.streams import CAP_SEEDS, VAL_SEED
 VAL_FRACTION = 0.1
 """The share of the training split held out for validation unless `val_fraction` says otherwise."""
 
-# Keys each dataset accepts besides `name` (study.py rejects others with a suggestion);
+# Keys each dataset accepts besides `name` (the study's rules reject others with a suggestion);
 # "fraction" is a number in [0, 1), "shape" a list [C, H, W] of positive whole numbers.
 COMMON_OPTIONS = {"train_size": int, "test_size": int, "val_fraction": "fraction"}
 _ALL = {**bundled.FORMATS, **idx.FORMATS, **cifar.FORMATS, **celeba.FORMATS, **npz.FORMATS}

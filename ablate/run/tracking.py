@@ -7,7 +7,7 @@ hyperparameters and final metrics through `torch.utils.tensorboard` — checking
 installed before anything is written, and never letting a tracking failure stop a study (one
 warning, then that tracker is off): an MLflow server is probed once before training and MLflow's
 network calls time out in seconds (MLFLOW_NETWORK), so one that cannot be reached costs seconds,
-not minutes. Does not own: what the numbers are (train.py, metrics.py)
+not minutes. Does not own: what the numbers are (training/, metrics.py)
 or the report (analysis/).
 
 Curves are the mean over a trial's seeds at each epoch (`val_nelbo`, `train_loss`, …), with

@@ -5,7 +5,7 @@ is computed on, the per-epoch quantity a pruner may watch in its place, which mo
 have it, and whether it is a final result (a runs.csv column a report can rank by) or only a
 per-epoch record (epochs.csv). The study parser, tables, statistics, plots and report all read
 it; nothing else writes a metric's direction or label.
-Does not own: how a metric is computed (estimators.py for the math, train.py for the passes).
+Does not own: how a metric is computed (estimators.py for the math, training/evaluation.py and samples.py for the passes).
 Definitions: docs/architecture.md, "Metrics".
 """
 

@@ -6,7 +6,7 @@ member's random generators, the epoch, each member's record so far), writing it 
 epoch ends at most every `checkpoint_minutes`, finding the checkpoint a rerun's members can
 resume from (a file there that is not a checkpoint is ignored with a warning), restoring it
 into a freshly built fleet, and deleting it once its trials are told. Does not own: the epoch
-loop (train.py) or which members form a cohort (runner.py).
+loop (loop.py) or which members form a cohort (runner.py).
 
 A member is known by its identity — its Optuna study, its configuration and its seed — not by
 its trial number: a killed worker's trials are failed and their configurations queued again as

@@ -5,7 +5,7 @@ Owns: the classifier (an MLP on the pixels, D → 256 → FEATURES → classes, 
 (CLASSIFIER_SEED, Adam 1e-3, batch 128, CLASSIFIER_EPOCHS epochs on the training split), its
 cache (`classifier.pt`: weights, test accuracy, and a fingerprint of the data it learned),
 its features (the penultimate layer) and its predictions — the `Judge`. Does not own: the
-metrics (quality.py) or when they are computed (train.py).
+metrics (quality.py) or when they are computed (samples.py).
 """
 
 from __future__ import annotations

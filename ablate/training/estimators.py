@@ -3,7 +3,7 @@
 Owns: the math of the metrics defined in docs/architecture.md (KL, IWAE bound, active units,
 mutual information, dead units, linear probe) and the NLL of the trivial model that the
 report scales test_nll by (`trivial_nll`, on NumPy arrays). Does not own: each metric's name,
-label and direction (metrics.py), or running models and chunking over data (train.py).
+label and direction (metrics.py), or running models and chunking over data (evaluation.py).
 """
 
 from __future__ import annotations

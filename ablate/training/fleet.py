@@ -1,10 +1,11 @@
-"""The fleet: a cohort of independent models (MLP or conv VAEs and AEs) trained as one.
+"""The fleet: a cohort of independent models (MLP or conv, of one family) trained as one.
 Its invariants and their tests: docs/architecture.md, "The fleet".
 
 Owns: the members (sorted by activation, so each activation acts on one contiguous slice),
-their random generators, the loss, the stacked Adam that is N independent Adams, and members
-leaving (failure, pruning). Does not own: the layers (layers.py), the model built from them
-(models.py), the epoch loop, evaluation metrics or bookkeeping of results (train.py).
+their random generators, one training step as their family takes it, the stacked Adam that is
+N independent Adams, and members leaving (failure, pruning). Does not own: the layers
+(layers.py), the model built from them (models.py), the family's loss (families.py), the epoch
+loop (loop.py) or evaluation (evaluation.py).
 
 Invariants (tested for MLP and conv models):
 - A member's numbers do not depend on the other members: it draws its init, data order and

@@ -7,7 +7,7 @@ cut short or not ablate's is refused with one line naming it), taking a member's
 of a trained fleet, rebuilding one member as a one-member model,
 `Standalone` (the module `ablate export` writes as TorchScript: `encode`, `decode`, a GAN's
 `generate`, on tensors shaped like the dataset's images) and prior samples (`ablate sample`).
-Does not own: the layers and models (layers.py, models.py) or training (train.py).
+Does not own: the layers and models (layers.py, models.py) or training (loop.py).
 
 A member's rows in a fleet are padded to the cohort's widest member; padding is exactly zero
 (docs/architecture.md, "The fleet"), so its own weights are the leading block of each row

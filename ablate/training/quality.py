@@ -5,7 +5,7 @@ the Fréchet distance (`fid`), the kernel inception distance (`kid`, unbiased, �
 precision and recall (`precision_recall`, Kynkäänniemi et al. 2019) and class coverage
 (`coverage`).
 Does not own: the feature extractor (classifier.py) or when the metrics are computed
-(train.py).
+(samples.py).
 
 The Fréchet distance is written with SciPy's `linalg.sqrtm`, as pytorch-fid computes it,
 rather than taken from torchmetrics: our features are a few thousand small rows already in
