@@ -302,9 +302,10 @@ def slug(s) -> str:
     return "".join(f"_{k}-{v}" for k, v in s.key.items()) if s.key else ""
 
 
-def each_stratum(ctx: Context):
-    """The strata a section speaks of, each under its own heading when there are several."""
-    for s in ctx.strata:
+def each_stratum(ctx: Context, strata=None):
+    """The strata a section speaks of (`strata`: those it has something to say about; default
+    every one), each under its own heading when the study has several."""
+    for s in ctx.strata if strata is None else strata:
         if ctx.stratified:
             ctx.doc.heading(upper(s.label), 3)
         yield s
@@ -469,10 +470,10 @@ def sample_quality(ctx: Context) -> None:
              "on the samples'; class coverage: the share of classes found among the samples "
              "(1/classes for a collapsed generator). Mean and 95% CI over seeds of each "
              "activation's mean over cells.")
-    for s in each_stratum(ctx):
+    sampled = [s for s in ctx.strata if s.ok["family"].isin(METRICS["fid"].families).any()]
+    for s in each_stratum(ctx, sampled):  # an autoencoder's stratum has no samples: no heading
         part = s.ok[s.ok["family"].isin(METRICS["fid"].families)]
-        if len(part):
-            doc.table(activation_cis(part, QUALITY, [a for a in s.order if a in set(part["activation"])]))
+        doc.table(activation_cis(part, QUALITY, [a for a in s.order if a in set(part["activation"])]))
 
 
 def activation_cis(runs: pd.DataFrame, metrics, order: list[str]) -> pd.DataFrame:

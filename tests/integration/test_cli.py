@@ -332,6 +332,8 @@ def test_a_mixed_study_reports_every_number_per_stratum(tmp_path):
     pooled = {f"{v:.2f}" for v in runs.groupby("activation")["test_recon"].mean()} - own
     assert pooled and not any(p in headline for p in pooled), pooled
     assert "### Family = ae" in report and "### Family = vae" in report
+    quality = sections["Sample quality"]  # only the VAE samples: no empty heading for the ae
+    assert "### Family = vae" in quality and "### Family = ae" not in quality
     assert "no number is pooled across strata" in report
     assert "cannot tell with 2 blocks" in report  # 2 seeds: the design cannot reach α
     assert "Warning — the design cannot reach α." in report
