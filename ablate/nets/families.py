@@ -213,9 +213,6 @@ class GAN(Family):
     def head(self, latent: int) -> tuple[int, int]:
         return 1, 1
 
-    def head_width(self, latent_dim: int) -> int:
-        return 1
-
     def unit_data(self, likelihood: str) -> bool:
         return True
 

@@ -210,6 +210,7 @@ class Nonlinear(Stacked):
                 owners.setdefault(f"{act.name}.{pname}", []).extend(range(s, e))
         self.slots = {key: Slot(self.values[key].to(device), members) for key, members in owners.items()}
         self.values = {}
+        self._index_rows()
         if self.real is not None:
             self.real = self.real.to(device)
             self._derive_mask()
@@ -217,20 +218,28 @@ class Nonlinear(Stacked):
     def select(self, new_position: dict[int, int]) -> None:
         super().select(new_position)
         self.groups = regroup(self.groups, new_position)
+        self._index_rows()
         if self.real is not None:
             keep = sorted(new_position, key=new_position.get)
             self.real = self.real[torch.tensor(keep, device=self.real.device)]
             self._derive_mask()
 
+    def _index_rows(self) -> None:
+        """Each member's row in its activation's slots: its position among that activation's
+        members, in member order (the order the slots' rows are in)."""
+        self.row, seen = {}, {}
+        for act, s, e in self.groups:
+            first = seen.get(act.name, 0)
+            self.row.update({i: first + i - s for i in range(s, e)})
+            seen[act.name] = first + e - s
+        self.members_of = seen
+
     def params(self, act: Activation, start: int, end: int) -> dict[str, Tensor]:
         """The learnable parameters of members start … end − 1, which share activation `act`:
         their rows of its slots."""
-        out = {}
-        for pname in [*act.params, *act.unit_params]:
-            slot = self.slots[f"{act.name}.{pname}"]
-            row = slot.owners.index(start)
-            out[pname] = slot.tensor if row == 0 and end - start == len(slot.owners) else slot.tensor[row:row + end - start]
-        return out
+        row, whole = self.row[start], end - start == self.members_of[act.name]
+        tensors = {p: self.slots[f"{act.name}.{p}"].tensor for p in [*act.params, *act.unit_params]}
+        return tensors if whole else {p: t[row:row + end - start] for p, t in tensors.items()}
 
     def _derive_mask(self) -> None:
         full = bool((self.real == self.width).all())
