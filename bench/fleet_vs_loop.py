@@ -259,7 +259,7 @@ def main() -> None:
         report("workload 1: MNIST-shaped 784-400-20", members, x, args.epochs, peak, args.repeats)
     if args.workload in ("quick", "all"):
         study = load_study("studies/quick.yaml")
-        data = load_dataset(study.dataset)
+        data = load_dataset(study.datasets[study.base.dataset])
         x = torch.as_tensor(data.x_train, device=device)
         members = [Member(f"{i}-{s}", replace(study.config(p), epochs=args.epochs), s)
                    for i, p in enumerate(study.points()) for s in study.seeds]

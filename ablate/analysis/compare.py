@@ -60,9 +60,9 @@ def _study(study: Study, folder: Path, called: str, table: dict, ranks: dict) ->
     metric, maximize = study.metric, maximized(study.metric)
     cells = cell_axes(study, runs)
     data = store.user_attrs.get("data", {})
-    lines = [f"{called}: dataset {study.dataset['name']} "
-             f"({data.get('n_train', '?')} training / {data.get('n_test', '?')} test "
-             f"images), {len(runs)} members, metric {label(metric)}."]
+    sizes = "; ".join(f"{label_} {data.get(label_, {}).get('n_train', '?')} training / "
+                      f"{data.get(label_, {}).get('n_test', '?')} test images" for label_ in study.datasets)
+    lines = [f"{called}: dataset {sizes}, {len(runs)} members, metric {label(metric)}."]
     if runs.empty or (runs["status"] == "ok").sum() == 0:
         return lines
     baseline = study.baseline if study.baseline in set(runs["activation"]) else None

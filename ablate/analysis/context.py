@@ -8,13 +8,13 @@ sections a report has (report.py) or what each says (sections.py and the others)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import optuna
 import pandas as pd
 
-from ablate.analysis import figures, strata as strata_
+from ablate.analysis import figures, strata as strata_, transfer as transfer_
 from ablate.analysis.document import Doc
 from ablate.analysis.tables import (cell_axes, epochs_frame, pair_contenders, runs_frame, trials_frame,
                                     tuning_frame, write_csv)
@@ -52,6 +52,10 @@ class Context:
     cost: pd.DataFrame | None = None
     tuning: pd.DataFrame = field(default_factory=pd.DataFrame)
     """The tuned protocol's tuning trials (tuning.csv)."""
+    transfers: list[transfer_.Transfer] = field(default_factory=list)
+    """The groups of strata that differ only in their dataset (does the verdict transfer?)."""
+    dataset: str | None = None
+    """The one dataset a section that pools the runs is limited to (per_dataset), if any."""
 
     @property
     def stratified(self) -> bool:
@@ -61,6 +65,40 @@ class Context:
     def stratum(self, **key) -> strata_.Stratum | None:
         """The stratum with these axis values (e.g. arm="tuned"), if any."""
         return next((s for s in self.strata if all(s.key.get(k) == v for k, v in key.items())), None)
+
+    def data(self, s: strata_.Stratum | None = None) -> dict:
+        """The run's record of a dataset (sizes, image shape, factors, trivial NLL, classifier):
+        the stratum's, or the scope's when the runs hold one dataset."""
+        labels = list(self.study.datasets)
+        if s is not None and "dataset" in s.key:
+            label = s.key["dataset"]
+        else:
+            held = list(self.runs["dataset"].unique()) if "dataset" in self.runs else labels
+            label = held[0] if len(held) == 1 else labels[0]
+        record = dict(self.info.get("data", {}).get(label, {}))
+        classifier = self.info.get("classifier", {}).get(label)
+        return {**record, "label": label, **({"classifier": classifier} if classifier else {})}
+
+    @property
+    def scope(self) -> str:
+        """A pooled section's heading suffix: ' — dataset sprites', or ''."""
+        return f" — dataset {self.dataset}" if self.dataset else ""
+
+    @property
+    def tag(self) -> str:
+        """A pooled section's figure-name suffix: '_dataset-sprites', or ''."""
+        return f"_dataset-{self.dataset}" if self.dataset else ""
+
+    def per_dataset(self) -> list["Context"]:
+        """This context once per dataset, each scoped to its runs and strata (a section that
+        pools runs speaks of each dataset apart), or itself when there is one."""
+        if "dataset" not in self.cells or self.runs["dataset"].nunique() < 2:
+            return [self]
+        return [replace(self, runs=self.runs[self.runs["dataset"] == label],
+                        epochs=self.epochs[self.epochs["dataset"] == label] if "dataset" in self.epochs else self.epochs,
+                        cells=[c for c in self.cells if c != "dataset"], dataset=label,
+                        strata=[s for s in self.strata if s.key.get("dataset") == label])
+                for label in self.study.datasets if (self.runs["dataset"] == label).any()]
 
     @property
     def ok(self) -> pd.DataFrame:
@@ -108,8 +146,10 @@ def build_context(study: Study, out_dir: Path) -> Context:
     first = ctx.strata[0].order if ctx.strata else []
     ctx.order = first + [a for a in figures.activation_order(runs, metric, maximize) if a not in first]
     ctx.cost = figures.cost_data(runs, ctx.info.get("activation_cost", {}))
+    ctx.transfers = transfer_.transfers(ctx.strata)
     for frame, name in ((strata_.ranking_table(ctx.strata), "ranking.csv"),
                         (strata_.comparisons_table(ctx.strata), "comparisons.csv"),
-                        (strata_.interactions_table(ctx.strata), "interactions.csv")):
+                        (strata_.interactions_table(ctx.strata), "interactions.csv"),
+                        *(((transfer_.transfer_table(ctx.transfers), "transfer.csv"),) if ctx.transfers else ())):
         write_csv(frame, out_dir / name)
     return ctx

@@ -89,6 +89,13 @@ def collapse_data(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def disentanglement_data(runs: pd.DataFrame, metrics) -> pd.DataFrame:
+    """Each disentanglement metric: mean and CI over seeds per activation and kl_weight, in
+    long form (column `measure`)."""
+    return pd.concat([summarize(runs, m, ["activation", "kl_weight"]).assign(measure=m) for m in metrics],
+                     ignore_index=True)
+
+
 def kl_per_dim_data(runs: pd.DataFrame, metric: str, maximize: bool,
                     by_latent: bool = True) -> pd.DataFrame:
     """For each activation and latent_dim (or, without `by_latent`, each activation): the KL

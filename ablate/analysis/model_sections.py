@@ -60,7 +60,7 @@ def cross_family(ctx) -> None:
     if "family" not in runs or runs["family"].nunique() < 2:
         return
     doc = ctx.doc
-    doc.heading("Across families")
+    doc.heading("Across families" + ctx.scope)
     per_seed = runs.groupby(["family", "activation", "seed"], as_index=False)[SHARED].mean()
     means = stats.summarize(per_seed.assign(status="ok"), SHARED, ["family", "activation"])
     means = means[means["n"] > 0]  # a GAN reconstructs nothing
@@ -102,7 +102,7 @@ def gans(ctx) -> None:
     if runs.empty or "fid" not in runs or runs["fid"].isna().all():
         return
     doc = ctx.doc
-    doc.heading("GANs")
+    doc.heading("GANs" + ctx.scope)
     cells = [c for c in ctx.cells if c != "family" and runs[c].notna().any()]
     own = ctx.stratum(family=runs["family"].iloc[0]) if ctx.stratified else (ctx.strata[0] if ctx.strata else None)
     ranked = own is not None and own.metric == "fid" and own.comparison is not None
@@ -119,13 +119,13 @@ def gans(ctx) -> None:
     failed = runs.groupby("activation")["status"].agg(lambda s: f"{(s == 'failed').sum()}/{len(s)}")
     table["diverged"] = [failed.get(a, "–") for a in order]
     doc.table(table)
-    shape = ctx.info.get("data", {}).get("image_shape")
+    shape = ctx.data().get("image_shape")
     cell, members = figures.showcase_members(runs, "fid", False, cells)
     samples = figures.image_rows(ctx.out_dir / "samples", members, "prior", order)
     if shape and samples:
         at = ", ".join(f"{k} = {v}" for k, v in cell.items()) or "each activation's best configuration"
         ctx.figure(plots.image_table(samples, tuple(shape), f"GAN generator samples at {at}",
-                                     ctx.fig_dir / "gan_samples.png"),
+                                     ctx.fig_dir / f"gan_samples{ctx.tag}.png"),
                    f"The generator's images (fixed noise) of each activation's best seed at {at}.")
 
 
@@ -134,8 +134,8 @@ def encoder_decoder(ctx) -> None:
     if "decoder" not in ctx.runs:
         return
     data = encoder_decoder_data(ctx.runs, ctx.metric)
-    ctx.doc.heading("Encoder × decoder activations")
-    ctx.figure(plots.pair_heatmap(data, ctx.metric, ctx.fig_dir / "encoder_decoder.png"),
+    ctx.doc.heading("Encoder × decoder activations" + ctx.scope)
+    ctx.figure(plots.pair_heatmap(data, ctx.metric, ctx.fig_dir / f"encoder_decoder{ctx.tag}.png"),
                f"Mean {label(ctx.metric)} over cells and seeds for each encoder (rows) and decoder "
                "(columns) activation. The statistics above compare the pairs (enc→dec) as "
                "contenders.")
@@ -159,7 +159,7 @@ def dropout_gap(ctx) -> None:
     if "dropout" not in ctx.study.space or ctx.epochs.empty or "val_recon" not in ctx.epochs:
         return
     data = dropout_gap_data(ctx.epochs)
-    ctx.doc.heading("Dropout: the train / validation gap")
+    ctx.doc.heading("Dropout: the train / validation gap" + ctx.scope)
     ctx.doc.para("Validation minus training reconstruction (nats/image) at the last epoch, mean "
                  "over cells and seeds, per dropout value; training numbers are measured with "
                  "dropout on, validation without it.")
@@ -169,15 +169,18 @@ def dropout_gap(ctx) -> None:
 
 def learned_shape_data(samples, runs: pd.DataFrame) -> dict[tuple[str, str], dict]:
     """(activation, side) → {"x", "init" (points,), "mean", "low", "high" (layers, points)}: each
-    learnable activation's shape per layer, mean and range over its finished members."""
+    learnable activation's shape per layer, mean and range over its finished members (side
+    names the architecture too when it varies: its layers are another model's)."""
     curves: dict[tuple[str, str], dict[str, list]] = {}
+    archs = "arch" in runs and runs["arch"].nunique() > 1  # an mlp's layers are not a conv's
     for _, r in runs[runs["status"] == "ok"].iterrows():
         arrays = figures.load_images(samples, r["trial"], r["seed"])
         first, second = FAMILY[r.get("family", "vae")].networks
         for side, prefix, name in ((first, "", r.get("encoder", r["activation"])),
                                    (second, "dec_", r.get("decoder", r.get("decoder_activation")))):
             if f"{prefix}shape" in arrays:
-                entry = curves.setdefault((name or r["activation"], side), {"shape": [], "init": []})
+                where = f"{side}, {r['arch']}" if archs else side
+                entry = curves.setdefault((name or r["activation"], where), {"shape": [], "init": []})
                 entry["shape"].append(arrays[f"{prefix}shape"])
                 entry["init"].append(arrays[f"{prefix}shape0"])
     out = {}
@@ -195,8 +198,8 @@ def learned_shapes(ctx) -> None:
     data = learned_shape_data(samples, ctx.ok)
     if not data:
         return
-    ctx.doc.heading("Learned activations")
-    ctx.figure(plots.learned_shapes(data, ctx.fig_dir / "learned_shapes.png"),
+    ctx.doc.heading("Learned activations" + ctx.scope)
+    ctx.figure(plots.learned_shapes(data, ctx.fig_dir / f"learned_shapes{ctx.tag}.png"),
                "Each learnable activation's shape after training, per hidden layer (mean over its "
                "members, band: their range), beside its initial shape (dashed); a per-unit "
                "activation is averaged over its units.")

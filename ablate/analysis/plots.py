@@ -382,6 +382,54 @@ def manifolds(rows: list[tuple[str, np.ndarray]], shape: tuple[int, int, int], t
     return _save(fig, path)
 
 
+def disentanglement(data: pd.DataFrame, order: list[str], path: Path) -> Path:
+    """`disentanglement_data`: one panel per metric, each activation's mean and CI against kl_weight."""
+    measures = list(dict.fromkeys(data["measure"]))
+    fig, axes = plt.subplots(1, len(measures), figsize=(4.2 * len(measures) + 1.6, 3.8), squeeze=False)
+    pal = _palette(order)
+    betas = sorted(data["kl_weight"].dropna().unique())
+    for ax, measure in zip(axes[0], measures):
+        part = data[data["measure"] == measure].dropna(subset=["mean"])
+        for act in order:
+            line = part[part["activation"] == act]
+            if line.empty:
+                continue
+            err = np.vstack([line["mean"] - line["ci_low"], line["ci_high"] - line["mean"]])
+            err = np.where(np.isfinite(err), np.maximum(err, 0.0), 0.0)
+            ax.errorbar(line["kl_weight"], line["mean"], yerr=err, color=pal[act], marker="o",
+                        ms=3.5, lw=1.1 if len(line) > 1 else 0, capsize=2, label=act)
+        if betas and min(betas) > 0:
+            ax.set_xscale("log")
+            ax.set_xlim(min(betas) / 1.6, max(betas) * 1.6)  # a lone value sits in the middle
+            ax.set_xticks(betas, [f"{b:g}" for b in betas])
+            ax.minorticks_off()
+        ax.set_ylim(bottom=0.0)
+        ax.set_title(label(measure), fontsize=10)
+        ax.set_xlabel("kl_weight")
+    axes[0][-1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.suptitle("Disentanglement against kl_weight (test split), mean and 95% CI over seeds", y=1.02)
+    return _save(fig, path)
+
+
+def traversals(rows: list[tuple[str, np.ndarray, int]], shape: tuple[int, int, int], path: Path) -> Path:
+    """(activation, images (latent_dim · steps, D), latent_dim) → one mosaic per activation:
+    a row per latent dimension, its steps left to right."""
+    cols = min(4, len(rows))
+    nrows = math.ceil(len(rows) / cols)
+    h, w = shape[-2:]
+    tallest = max(dims for _, _, dims in rows)
+    steps = len(rows[0][1]) // rows[0][2]
+    fig, axes = plt.subplots(nrows, cols, squeeze=False,
+                             figsize=(cols * (0.32 * steps + 0.4), nrows * (0.32 * tallest * h / w + 0.5)))
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (name, imgs, _) in zip(axes.flat, rows):
+        _show(ax, _tile(imgs, shape, steps))
+        ax.set_title(name, fontsize=9)
+    fig.suptitle("Latent traversals: one row per latent dimension", fontsize=10)
+    return _save(fig, path)
+
+
 def rank_comparison(ranks: pd.DataFrame, path: Path) -> Path:
     """ranks: activation × study average ranks → one line per study across activations."""
     fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(ranks), 4.0))
@@ -504,7 +552,7 @@ def learned_shapes(data: dict, path: Path) -> Path:
     """One panel per learnable activation (and side): its initial shape dashed, its learned
     shape per layer (mean over members, band: their range)."""
     fig, axes = plt.subplots(1, len(data), figsize=(3.4 * len(data), 3.2), squeeze=False)
-    for ax, ((act, side), d) in zip(axes[0], sorted(data.items(), key=lambda kv: (kv[0][0], kv[0][1] != "encoder"))):
+    for ax, ((act, side), d) in zip(axes[0], sorted(data.items(), key=lambda kv: (kv[0][0], not kv[0][1].startswith("encoder"), kv[0][1]))):
         ax.plot(d["x"], d["init"], "k--", lw=1.2, label="initial")
         for layer, color in zip(range(len(d["mean"])), sns.color_palette("tab10", len(d["mean"]))):
             ax.plot(d["x"], d["mean"][layer], color=color, label=f"layer {layer + 1}")

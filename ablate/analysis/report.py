@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ablate.analysis import model_sections, protocol, search, sections
+from ablate.analysis import disentanglement, model_sections, protocol, search, sections, transfer
 from ablate.analysis.context import Context, build_context
 from ablate.study.schema import Study
 
@@ -31,13 +31,22 @@ def sections_of(ctx: Context) -> tuple[Section, ...]:
                 sections.cost, sections.per_cell, sections.failures, sections.reproduce)
     if ctx.study.search.is_grid:
         return (sections.grid_summary, sections.setup, sections.results, sections.statistics,
-                model_sections.cross_family, model_sections.gans, model_sections.encoder_decoder, model_sections.dropout_gap,
-                model_sections.learned_shapes, sections.collapse, sections.sample_quality, sections.images,
-                sections.cost,
-                sections.per_cell, sections.failures, sections.reproduce)
+                transfer.section, *map(each_dataset, (model_sections.cross_family, model_sections.gans,
+                                                      model_sections.encoder_decoder, model_sections.dropout_gap,
+                                                      model_sections.learned_shapes)),
+                disentanglement.section, sections.collapse, sections.sample_quality, sections.images,
+                sections.cost, sections.per_cell, sections.failures, sections.reproduce)
     return (search.summary, sections.setup, search.search, sections.collapse,
             sections.sample_quality, sections.images, sections.cost, sections.failures,
             sections.reproduce)
+
+
+def each_dataset(section: Section) -> Section:
+    """A section that pools a study's runs, written once per dataset when it has several."""
+    def apart(ctx: Context) -> None:
+        for part in ctx.per_dataset():
+            section(part)
+    return apart
 
 
 def build_report(study: Study, out_dir: Path) -> Path:

@@ -47,6 +47,9 @@ def grid_summary(ctx: Context) -> None:
         if ctx.stratified:
             doc.heading(upper(s.label), 3)
         _stratum_summary(ctx, s)
+    for t in ctx.transfers:
+        doc.para(f"Does the verdict transfer across datasets{f' ({t.label})' if t.key else ''}? "
+                 + t.sentence())
     if ctx.strata and all(s.comparison is None for s in ctx.strata) and len(ctx.ok):
         doc.para("Too few finished members for a statistical comparison (at least two "
                  "activations with two matched blocks are needed).")
@@ -129,7 +132,7 @@ def _scale_sentence(ctx: Context, s) -> str | None:
         text += (f" {len(worse)} of {len(s.ok)} members score no better than it (within ±{s.rope:g}): "
                  + ", ".join(f"{a} {n}" for a, n in counts.items())
                  + " — they learned next to nothing, and where they rank says little.")
-    if set(s.runs["likelihood"].dropna()) == {"bernoulli"}:
+    if set(s.runs["likelihood"].dropna()) == {"bernoulli"} and not ctx.data(s).get("binary"):
         text += (" On grey-level images the Bernoulli likelihood is a cross-entropy whose floor "
                  "lies above 0: compare these numbers within ablate, not with published NLLs of "
                  "binarised data.")
@@ -138,7 +141,7 @@ def _scale_sentence(ctx: Context, s) -> str | None:
 
 def _trivial_of(ctx: Context, s) -> float | None:
     """The trivial model's NLL for the stratum's likelihood, when its metric is on that scale."""
-    trivial = ctx.info.get("data", {}).get("trivial_nll")
+    trivial = ctx.data(s).get("trivial_nll")
     if not isinstance(trivial, dict) or s.metric not in TRIVIAL_SCALE or "likelihood" not in s.runs:
         return None
     likelihoods = set(s.runs["likelihood"].dropna())
@@ -200,25 +203,26 @@ def failure_reasons(ctx: Context) -> None:
 
 def split_of(ctx: Context, metric: str) -> str:
     """Which data a metric's numbers come from, as a clause of a sentence."""
-    data, split = ctx.info.get("data", {}), METRICS[metric].split
+    split = METRICS[metric].split
+    if split not in ("test", "validation"):
+        return "a cost, not a split's measurement" if split == "none" else f"on the {split} split"
+    key = "n_test" if split == "test" else "n_val"
+    records = {label: r for label, r in ctx.info.get("data", {}).items() if label in ctx.study.datasets}
+    sizes = (", ".join(f"{label} {r.get(key, '?')}" for label, r in records.items())
+             if len(records) > 1 else ctx.data().get(key, "?"))
     if split == "test":
-        return f"measured once, at the end, on the test split ({data.get('n_test', '?')} images), which nothing chose by"
-    if split == "validation":
-        return f"measured on the validation split ({data.get('n_val', '?')} images)"
-    return "a cost, not a split's measurement" if split == "none" else f"on the {split} split"
+        return f"measured once, at the end, on the test split ({sizes} images), which nothing chose by"
+    return f"measured on the validation split ({sizes} images)"
 
 
 def setup(ctx: Context) -> None:
     """Dataset sizes, device, seeds, wall time, package versions and the YAML as written."""
     doc, info, study = ctx.doc, ctx.info, ctx.study
     doc.heading("Setup")
-    data, env, wall = info.get("data", {}), info.get("environment", {}), info.get("wall_seconds")
-    val = f"{data['n_val']} validation and " if data.get("n_val") else "no validation and "
-    shape = data.get("image_shape")
-    pixels = f"{'×'.join(map(str, shape))} = {data.get('dim')}" if shape else data.get("dim", "?")
-    doc.para(f"Dataset {study.dataset['name']}: {data.get('n_train', '?')} training, "
-             f"{val if 'n_val' in data else ''}{data.get('n_test', '?')} test images of "
-             f"{pixels} pixels. {model_sentence(study)} "
+    env, wall = info.get("environment", {}), info.get("wall_seconds")
+    doc.para(" ".join(dataset_sentence(label, info.get("data", {}).get(label, {}), options)
+                      for label, options in study.datasets.items())
+             + f" {model_sentence(study)} "
              f"Device: {info.get('device', '?')}. Seeds: {', '.join(map(str, study.seeds))}. "
              + (f"Wall time of the study: {wall / 60:.1f} min." if wall else ""))
     if (warning := design_warning(ctx)):
@@ -235,6 +239,20 @@ def setup(ctx: Context) -> None:
         doc.para("Values set on the command line over the study file's (the YAML below is "
                  "the file with them applied): " + ", ".join(f"`--set {o}`" for o in overrides) + ".")
     doc.code(study.source)
+
+
+def dataset_sentence(label: str, data: dict, options: dict) -> str:
+    """'Dataset sprites: 4608 training, 512 validation and 1024 test images of 1×32×32 = 1024
+    pixels, with the ground-truth factors shape (3), scale (4), ….'"""
+    val = f"{data['n_val']} validation and " if data.get("n_val") else "no validation and "
+    shape = data.get("image_shape")
+    pixels = f"{'×'.join(map(str, shape))} = {data.get('dim')}" if shape else data.get("dim", "?")
+    called = label if label == options["name"] else f"{label} ({options['name']})"
+    factors = data.get("factors") or {}
+    return (f"Dataset {called}: {data.get('n_train', '?')} training, {val if 'n_val' in data else ''}"
+            f"{data.get('n_test', '?')} test images of {pixels} pixels"
+            + (", with the ground-truth factors " + ", ".join(f"{f} ({n})" for f, n in factors.items())
+               if factors else "") + ".")
 
 
 def design_warning(ctx: Context) -> str | None:
@@ -455,15 +473,15 @@ def sample_quality(ctx: Context) -> None:
         return
     doc = ctx.doc
     doc.heading("Sample quality")
-    judge = ctx.info.get("classifier")
-    if not judge or "fid" not in runs or runs["fid"].isna().all():
+    judges = {label: f"{j['test_accuracy']:.1%} on {label}'s {j['classes']} classes"
+              for label, j in ctx.info.get("classifier", {}).items()}
+    if not judges or "fid" not in runs or runs["fid"].isna().all():
         doc.para("The dataset has no labels, so there is no classifier to measure samples with: "
                  "the fid, kid, precision, recall and class_coverage columns are empty.")
         return
-    n = min(ctx.info.get("data", {}).get("n_test", 0), QUALITY_SAMPLES)
-    doc.para(f"Samples (a VAE's decoded means of prior draws, a GAN's generator outputs) against the test images, {n} of each for every "
-             "member, in the penultimate features of a classifier trained once on the training "
-             f"split (test accuracy {judge['test_accuracy']:.1%}, {judge['classes']} classes). FID "
+    doc.para(f"Samples (a VAE's decoded means of prior draws, a GAN's generator outputs) against the test images, up to {QUALITY_SAMPLES} of each for every "
+             "member, in the penultimate features of a classifier trained once on each dataset's training "
+             f"split (test accuracy {'; '.join(judges.values())}). A dataset without labels has no classifier and no sample quality. FID "
              "and KID (unbiased, cubic kernel, ×10³ as papers report it): lower is better; FID depends on the sample count, "
              "and every member here is scored at the same count. Precision and recall (k = 3, "
              "Kynkäänniemi et al. 2019): the share of samples on the data's manifold and of data "
@@ -534,17 +552,16 @@ def images(ctx: Context) -> None:
     """Per stratum of an autoencoder family: reconstructions, prior samples (a VAE's) and
     (latent_dim 2) the latent manifold of each activation's best seed in the best cell. A
     GAN's samples are its own section's (families.gans)."""
-    shape, samples = ctx.info.get("data", {}).get("image_shape"), ctx.out_dir / "samples"
-    coded = [s for s in ctx.strata if s.ranking is not None
+    samples = ctx.out_dir / "samples"
+    coded = [s for s in ctx.strata if s.ranking is not None and ctx.data(s).get("image_shape")
              and s.runs["family"].isin(having("reconstruction")).any()]
-    if not coded or not shape or not samples.exists():
+    if not coded or not samples.exists():
         return
-    shape = tuple(shape) if len(shape) == 3 else (1, *shape)  # (C, H, W); stores before it was (H, W)
     ctx.doc.heading("Images")
     for s in coded:
         if ctx.stratified:
             ctx.doc.heading(upper(s.label), 3)
-        _images(ctx, s, shape, samples)
+        _images(ctx, s, tuple(ctx.data(s)["image_shape"]), samples)
 
 
 def _images(ctx: Context, s, shape: tuple, samples) -> None:
@@ -552,8 +569,9 @@ def _images(ctx: Context, s, shape: tuple, samples) -> None:
     cell, members = figures.showcase_members(runs, ctx.metric, ctx.maximize, s.cells)
     at = ", ".join(where(k, v) for k, v in cell.items()) or "each activation's best configuration"
     rows = figures.image_rows(samples, members, "recon", order)
-    if rows and (samples / "originals.npz").exists():
-        with np.load(samples / "originals.npz") as z:
+    originals_file = samples / f"originals-{ctx.data(s)['label']}.npz"
+    if rows and originals_file.exists():
+        with np.load(originals_file) as z:
             originals = z["recon"]
         ctx.figure(plots.image_table(rows, shape, f"Reconstructions at {at}",
                                      figs / f"reconstructions{tag}.png", originals),

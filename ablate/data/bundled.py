@@ -55,5 +55,5 @@ def _synthetic(options: dict[str, Any]) -> Dataset:
 
 
 FORMATS = {"digits": (_digits, {"test_fraction": float}),
-           "synthetic": (_synthetic, {"n_train": int, "n_test": int, "dim": int, "classes": int, "seed": int})}
+           "synthetic": (_synthetic, {"n_train": int, "n_test": int, "dim": int, "classes": int, "seed": "seed"})}
 """name → (loader, the options it accepts besides datasets.COMMON_OPTIONS)."""

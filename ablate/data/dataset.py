@@ -1,9 +1,10 @@
 """One dataset's arrays, and what every format's loader shares.
 
-Owns: `Dataset` (train, validation and test rows in [0, 1], labels, the image shape), a fixed
-seeded subset (`keep`), checks of examples and labels read from a file, a dataset's `root:`
-folder, and a download checked by its MD5. Does not own: any format (idx.py, cifar.py,
-celeba.py, npz.py, bundled.py) or the splits and caps every dataset gets (datasets.py).
+Owns: `Dataset` (train, validation and test rows in [0, 1], labels, the image shape, and the
+ground-truth factors where a generator knows them), a fixed seeded subset (`keep`), checks of
+examples and labels read from a file, a dataset's `root:` folder, and a download checked by its
+MD5. Does not own: any format (idx.py, cifar.py, celeba.py, npz.py, bundled.py, generated.py) or
+the splits and caps every dataset gets (datasets.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,14 @@ class Dataset:
     image_shape: tuple[int, int, int] | None  # (C, H, W) when the rows are images
     x_val: np.ndarray | None = None  # (n_val, D); None: no validation split
     y_val: np.ndarray | None = None
+    # Ground-truth factors of variation, where the data were generated from known ones: their
+    # names, how many values each takes, and per split an int64 (n, F) array of each row's
+    # value index per factor (aligned with the rows of x_train / x_val / x_test).
+    factor_names: tuple[str, ...] = ()
+    factor_sizes: tuple[int, ...] = ()
+    f_train: np.ndarray | None = None
+    f_val: np.ndarray | None = None
+    f_test: np.ndarray | None = None
 
     @property
     def dim(self) -> int:

@@ -1,13 +1,15 @@
 """Datasets by name: the digits, MNIST-format IDX files, CIFAR-10, CelebA, a user's npz arrays,
-synthetic data — each format its own module, registered here with the options it accepts.
+synthetic data, sprites and photograph patches — each format its own module, registered here
+with the options it accepts.
 
 Owns: the registry (`DATASETS`, `DATASET_OPTIONS`), loading a study's `dataset:` section,
 refusing values no member could train on, the optional size caps, and the fixed validation
-split. Every loader refuses a malformed file (wrong shape, dtype, size or label count; a
-pickle that asks for anything but arrays) with one `UserError` line naming the file and the
-fix, before anything is written and without running its contents. Does not own: batching (the
-fleet gathers batches by index on the device) or validation of YAML keys (the study's loader
-checks them against `DATASET_OPTIONS`).
+split (both take a row's label and ground-truth factors along with it). Every loader refuses a
+malformed file (wrong shape, dtype, size or label count; a pickle that asks for anything but
+arrays) with one `UserError` line naming the file and the fix, before anything is written and
+without running its contents. Does not own: batching (the fleet gathers batches by index on
+the device) or validation of YAML keys (the study's loader checks them against
+`DATASET_OPTIONS`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ablate.data import bundled, celeba, cifar, idx, npz
+from ablate.data import bundled, celeba, cifar, generated, idx, npz
 from ablate.data.dataset import Dataset, keep
 from ablate.errors import UserError
 from ablate.registry import Registry
@@ -28,11 +30,13 @@ VAL_FRACTION = 0.1
 """The share of the training split held out for validation unless `val_fraction` says otherwise."""
 
 # Keys each dataset accepts besides `name` (the study's rules reject others with a suggestion);
-# "fraction" is a number in [0, 1), "shape" a list [C, H, W] of positive whole numbers.
+# "fraction" is a number in [0, 1), "shape" a list [C, H, W] of positive whole numbers, "seed" a
+# whole number ≥ 0.
 COMMON_OPTIONS = {"train_size": int, "test_size": int, "val_fraction": "fraction"}
-_ALL = {**bundled.FORMATS, **idx.FORMATS, **cifar.FORMATS, **celeba.FORMATS, **npz.FORMATS}
+_ALL = {**bundled.FORMATS, **idx.FORMATS, **cifar.FORMATS, **celeba.FORMATS, **npz.FORMATS,
+        **generated.FORMATS}
 _FORMATS = {name: _ALL[name] for name in ("digits", "mnist", "fashion_mnist", "kmnist", "cifar10",
-                                          "celeba", "npz", "synthetic")}
+                                          "celeba", "npz", "synthetic", "sprites", "patches")}
 """Every format module's loaders and options, in the order `ablate list datasets` shows them."""
 DATASET_OPTIONS: dict[str, dict[str, type | str]] = {name: options for name, (_, options) in _FORMATS.items()}
 DATASETS: Registry[Callable[[dict[str, Any]], Dataset]] = Registry("dataset")
@@ -100,10 +104,8 @@ def split_validation(data: Dataset, fraction: float) -> Dataset:
     stratify = y if len(counts) and counts.min() >= 2 and both_sides else None
     index = np.arange(len(data.x_train))
     train, val = train_test_split(index, test_size=n_val, random_state=VAL_SEED, stratify=stratify)
-    train, val = np.sort(train), np.sort(val)
-    pick = lambda a, i: None if a is None else a[i]  # noqa: E731
-    return replace(data, x_train=data.x_train[train], y_train=pick(y, train),
-                   x_val=data.x_train[val], y_val=pick(y, val))
+    return replace(data, **_rows(data, "train", np.sort(train), "train"),
+                   **_rows(data, "train", np.sort(val), "val"))
 
 
 def _val_size(n_train: int, fraction: float) -> int:
@@ -113,10 +115,14 @@ def _val_size(n_train: int, fraction: float) -> int:
 
 def _cap(data: Dataset, train_size: int | None, test_size: int | None) -> Dataset:
     """Keep a fixed, seeded random subset of each split (for quick studies and tests)."""
-    def take(x, y, n, seed):
-        idx = keep(len(x), n, seed)
-        return x[idx], (None if y is None else y[idx])
+    rows: dict[str, np.ndarray | None] = {}
+    for split, size in (("train", train_size), ("test", test_size)):
+        rows |= _rows(data, split, keep(len(getattr(data, f"x_{split}")), size, CAP_SEEDS[split]), split)
+    return replace(data, **rows)
 
-    x_tr, y_tr = take(data.x_train, data.y_train, train_size, CAP_SEEDS["train"])
-    x_te, y_te = take(data.x_test, data.y_test, test_size, CAP_SEEDS["test"])
-    return replace(data, x_train=x_tr, x_test=x_te, y_train=y_tr, y_test=y_te)
+
+def _rows(data: Dataset, source: str, index: np.ndarray, into: str) -> dict[str, np.ndarray | None]:
+    """The rows `index` of split `source`: its examples, labels and factors, as split `into`'s
+    fields (None stays None)."""
+    return {f"{a}_{into}": None if (v := getattr(data, f"{a}_{source}")) is None else v[index]
+            for a in "xyf"}

@@ -57,25 +57,53 @@ def plugins(study: Study) -> set[str]:
     return {n for c in configs for n in (c.activation, c.decoder) if ":" in n and n not in ACTIVATIONS}
 
 
-def _samples(study: Study) -> bool:
-    """Whether the study trains a family that generates samples (sample quality is measured)."""
-    return any("samples" in FAMILY[study.config(p).family].measures for p in study.points())
+def _samples(study: Study, label: str) -> bool:
+    """Whether the study trains a family that generates samples on dataset `label` (then
+    sample quality is measured there)."""
+    return any("samples" in FAMILY[c.family].measures and c.dataset == label
+               for c in map(study.config, study.points()))
 
 
-def check_architecture(study: Study, data: Dataset) -> None:
+def _on_device(study: Study, label: str, data: Dataset, out_dir: Path, device: torch.device) -> DeviceData:
+    """A dataset's splits on the device, with its classifier when a family generates samples
+    from it (trained once, kept as classifier.pt, or classifier-<label>.pt beside others)."""
+    judge = None
+    if _samples(study, label):
+        name = "classifier.pt" if len(study.datasets) == 1 else f"classifier-{label}.pt"
+        judge = judge_for(data, out_dir / name, device)
+    return DeviceData.put(data, device, judge, study.dci_estimators)
+
+
+def check_architecture(study: Study, label: str, data: Dataset) -> None:
     """A conv model needs images, large enough to halve once per channels entry."""
     for config in {study.config(p) for p in study.points()}:
-        if config.arch != "conv":
+        if config.arch != "conv" or config.dataset != label:
             continue
         if data.image_shape is None:
             raise UserError(f"{study.path}: model.arch: conv needs images, but dataset "
-                            f"'{data.name}' has flat rows of {data.dim} values and no image shape; "
+                            f"'{label}' has flat rows of {data.dim} values and no image shape; "
                             "give the npz a shape: [C, H, W] or use arch: mlp.")
         try:
             conv_sizes(data.image_shape, config.channels)
         except ValueError as exc:
-            raise UserError(f"{study.path}: model.channels: {exc}; use fewer channels entries "
-                            "or larger images.") from None
+            raise UserError(f"{study.path}: model.channels: {exc} (dataset '{label}'); use fewer "
+                            "channels entries or larger images.") from None
+
+
+def load_datasets(study: Study) -> dict[str, Dataset]:
+    """Every dataset of the study, by label, checked for what its members need (values in
+    [0, 1] for a Bernoulli likelihood or a GAN, images for a conv model) before anything is
+    written."""
+    out = {}
+    for label, options in study.datasets.items():
+        configs = {study.config(p) for p in study.points() if study.config(p).dataset == label}
+        unit = any(FAMILY[c.family].unit_data(c.likelihood) for c in configs)
+        try:
+            out[label] = load_dataset(options, unit)
+        except UserError as exc:
+            raise UserError(f"{study.path}: {exc}") from None
+        check_architecture(study, label, out[label])
+    return out
 
 
 def _tell(store: optuna.Study, study: Study, trial: optuna.Trial,
@@ -107,13 +135,7 @@ def _tell(store: optuna.Study, study: Study, trial: optuna.Trial,
 def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
     """Train every unfinished trial of `study` (each grid point, n_trials of a search, or the
     tuned protocol's searches and final arms); returns the results folder."""
-    configs = {study.config(p) for p in study.points()}
-    unit = any(FAMILY[c.family].unit_data(c.likelihood) for c in configs)
-    try:  # user errors surface before anything is written
-        data = load_dataset(study.dataset, unit)
-    except UserError as exc:
-        raise UserError(f"{study.path}: {exc}") from None
-    check_architecture(study, data)
+    datas = load_datasets(study)
     for name in plugins(study):
         try:
             probe(name)
@@ -125,7 +147,8 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
     except UserError as exc:
         given = next((f"--set {o}: " for o in study.overrides if o.partition("=")[0].strip() == "device"), "")
         raise UserError(f"{study.path}: {given}{exc}") from None
-    capacity = cohort_capacity(study, data, device)  # refuses a member too large, before writing
+    # refuses a member too large, before writing
+    capacity = min(cohort_capacity(study, data, device) for data in datas.values())
     out_dir = Path(results_root) / study.name
     backend = Backend(study, out_dir)
     store = create_store(study, out_dir, backend)
@@ -137,11 +160,10 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
         srcs = sources(study, store, backend, len(workers))
         finished = sum(plan(s, study).finished for s in srcs)
     store.sampler, store.pruner = make_sampler(study, len(workers)), make_pruner(study)
-    _record_setup(store, study, data, device, out_dir)
-    judge = judge_for(data, out_dir / "classifier.pt", device) if _samples(study) else None
-    if judge is not None:
-        store.set_user_attr("classifier", {"test_accuracy": judge.accuracy, "classes": judge.classes})
-    dev_data = DeviceData.put(data, device, judge)
+    _record_setup(store, study, datas, device, out_dir)
+    dev_data = {label: _on_device(study, label, data, out_dir, device) for label, data in datas.items()}
+    store.set_user_attr("classifier", {label: {"test_accuracy": d.judge.accuracy, "classes": d.judge.classes}
+                                       for label, d in dev_data.items() if d.judge is not None})
     total = sum(s.size for s in srcs)
     bar = tqdm(total=total, initial=min(finished, total), disable=not progress, unit="trial",
                desc=f"{study.name} on {device}", dynamic_ncols=True,
@@ -188,7 +210,7 @@ class Outputs:
 
 
 def _loop(study: Study, srcs: list[Source], backend: Backend, heart: Heartbeat, capacity: int,
-          dev_data: DeviceData, bar, outputs: Outputs) -> None:
+          dev_data: dict[str, DeviceData], bar, outputs: Outputs) -> None:
     """Claim trials worth up to `capacity` members, train those of one cohort key together,
     tell, and again, until no source has work; an interruption fails the held trials as
     interrupted (their configurations run again)."""
@@ -217,18 +239,14 @@ def _loop(study: Study, srcs: list[Source], backend: Backend, heart: Heartbeat, 
         heart.stop()
 
 
-def _record_setup(store: optuna.Study, study: Study, data: Dataset, device: torch.device,
+def _record_setup(store: optuna.Study, study: Study, datas: dict[str, Dataset], device: torch.device,
                   out_dir: Path) -> None:
-    """What the report says about the run besides the trials: data sizes and the test NLL of
-    independent pixels under each likelihood the study uses (`trivial_nll`, nats per image),
-    device, versions, each activation's measured cost; and the test images every member
-    reconstructs."""
+    """What the report says about the run besides the trials: each dataset's sizes and the
+    test NLL of independent pixels under each likelihood the study uses (`trivial_nll`, nats
+    per image), device, versions, each activation's measured cost; and each dataset's test
+    images every member reconstructs (samples/originals-<label>.npz)."""
     likelihoods = sorted({study.config(p).likelihood for p in study.points()})
-    store.set_user_attr("data", {"n_train": len(data.x_train), "n_test": len(data.x_test),
-                                 "n_val": 0 if data.x_val is None else len(data.x_val),
-                                 "dim": data.dim, "image_shape": data.image_shape,
-                                 "trivial_nll": {lik: trivial_nll(data.x_train, data.x_test, lik)
-                                                 for lik in likelihoods}})
+    store.set_user_attr("data", {label: _data_record(data, likelihoods) for label, data in datas.items()})
     store.set_user_attr("overrides", list(study.overrides))
     store.set_user_attr("device", str(device) if device.type == "cpu"
                         else f"{device} ({torch.cuda.get_device_name(device)})")
@@ -236,8 +254,19 @@ def _record_setup(store: optuna.Study, study: Study, data: Dataset, device: torc
     store.set_user_attr("activation_cost", activation_cost(sorted(set(study.activations())), device))
     samples = out_dir / "samples"
     samples.mkdir(exist_ok=True)
-    _save_npz(samples / "originals.npz",
-              {"recon": (np.asarray(data.x_test[:RECON_IMAGES]) * 255).round().astype(np.uint8)})
+    for label, data in datas.items():
+        recon = (np.asarray(data.x_test[:RECON_IMAGES]) * 255).round().astype(np.uint8)
+        _save_npz(samples / f"originals-{label}.npz", {"recon": recon})
+
+
+def _data_record(data: Dataset, likelihoods: list[str]) -> dict:
+    """One dataset's sizes, shape, factors, whether its pixels are binary, and trivial NLL, as
+    the store keeps them."""
+    return {"name": data.name, "n_train": len(data.x_train), "n_test": len(data.x_test),
+            "n_val": 0 if data.x_val is None else len(data.x_val), "dim": data.dim,
+            "image_shape": data.image_shape, "factors": dict(zip(data.factor_names, data.factor_sizes)),
+            "binary": bool(np.isin(data.x_train, (0.0, 1.0)).all()),
+            "trivial_nll": {lik: trivial_nll(data.x_train, data.x_test, lik) for lik in likelihoods}}
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -248,8 +277,8 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez_compressed(f, **arrays)
 
 
-def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]], dev_data: DeviceData,
-                  bar, outputs: Outputs) -> int:
+def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]],
+                  datas: dict[str, DeviceData], bar, outputs: Outputs) -> int:
     """Train the trials of `cohort` (each with its source's seeds) as one fleet — members a
     killed run left a checkpoint of resume from it, as a fleet of their own — and tell their
     results.
@@ -266,7 +295,7 @@ def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]], dev_d
             members.append(Member(key, config, seed))
             owner[key] = (source, trial, seed)
             idents[key] = identity(source.store.study_name, point, seed)
-    epochs = members[0].config.epochs
+    epochs, dev_data = members[0].config.epochs, datas[members[0].config.dataset]
     proxy = METRICS[study.search.objective].per_epoch
     outputs.cohorts += 1
     reported: set[tuple[int, int]] = set()

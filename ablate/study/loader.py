@@ -9,6 +9,7 @@ checks (checks.py).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -37,10 +38,14 @@ class Lines:
                 path = f"{prefix}.{key.value}" if prefix else str(key.value)
                 self.lines[path] = key.start_mark.line + 1
                 self._walk(value, path)
+        elif isinstance(node, yaml.SequenceNode):  # space.dataset[1]
+            for i, item in enumerate(node.value):
+                self.lines[f"{prefix}[{i}]"] = item.start_mark.line + 1
+                self._walk(item, f"{prefix}[{i}]")
 
     def at(self, path: str) -> str:
         while path and path not in self.lines:
-            path = path.rpartition(".")[0]
+            path = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", path)
         return f":{self.lines[path]}" if path in self.lines else ""
 
 
@@ -114,11 +119,18 @@ def parse_study(text: str, path: str = "<study>", overrides: tuple[str, ...] = (
     top = read_fields(ld, Study, doc)
     if "name" not in top:
         top["name"] = ld.check("name", Path(path).stem, checks.name)
-    top["dataset"] = rules.dataset_section(ld, doc.get("dataset", default(Study, "dataset")))
+    top["datasets"] = rules.datasets_section(ld, doc)
     base = read_fields(ld, RunConfig, doc)
+    base["dataset"] = next(iter(top["datasets"]))
     search = read_fields(ld, Search, doc)
     strategy = search.get("strategy", default(Search, "strategy"))
-    space, ranges = rules.space_section(ld, doc.get("space") or {}, strategy)
+    raw_space = doc.get("space") or {}
+    axis = isinstance(raw_space, dict) and "dataset" in raw_space
+    space, ranges = rules.space_section(ld, {k: v for k, v in raw_space.items() if k != "dataset"}
+                                        if axis else raw_space, strategy)
+    if axis:  # in the place the YAML gives it (the grid's order)
+        space = {k: tuple(top["datasets"]) if k == "dataset" else space[k]
+                 for k in raw_space if k in space or k == "dataset"}
     protocol = rules.protocol_section(ld, doc, top, space, strategy) if doc.get("protocol") is not None else None
     top["tracking"] = rules.tracking_section(ld, doc.get("tracking"))
 
@@ -127,9 +139,9 @@ def parse_study(text: str, path: str = "<study>", overrides: tuple[str, ...] = (
     top["baseline"] = rules.baseline(ld, top.get("baseline"), activations)
     families = set(space.get("family", (base.get("family", default(RunConfig, "family")),)))
     search = rules.search_section(ld, doc.get("search") or {}, search, top.get("metric"),
-                     default_metric(families), top["dataset"])
+                     default_metric(families), top["datasets"])
     top["metric"] = top.get("metric", twin_on_test(search.objective))
-    rules.needs_validation(ld, top["dataset"], search, protocol)
+    rules.needs_validation(ld, top["datasets"], axis, search, protocol)
     rules.architecture(ld, base, space)
     rules.families_apply(ld, families, space, ranges, top["metric"], search)
     rules.bounded(ld, space, top.get("seeds", default(Study, "seeds")), search, protocol)

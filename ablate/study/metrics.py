@@ -64,6 +64,8 @@ class Metric:
 
 
 POSTERIOR, SAMPLES = "posterior", "samples"
+DISENTANGLEMENT = ("mig", "sap", "dci_disentanglement", "dci_completeness", "dci_informativeness")
+"""The disentanglement metrics (training/disentanglement.py), measured on data with factors."""
 _TEST = (
     Metric("test_nelbo", "test −ELBO (nats/image)", rope=0.1),
     Metric("test_recon", "test reconstruction (nats/image)", rope=0.1),
@@ -73,6 +75,9 @@ _TEST = (
     Metric("mutual_info", "I(x; z) (nats)", higher_is_better=True, kind=POSTERIOR, rope=0.05, low=0.0),
     Metric("dead_units", "dead hidden units (fraction)", rope=0.01, low=0.0, high=1.0),
     Metric("probe_accuracy", "linear-probe accuracy", higher_is_better=True, rope=0.005, low=0.0, high=1.0),
+    *(Metric(name, label, higher_is_better=True, rope=0.01, low=0.0, high=1.0) for name, label in zip(
+        DISENTANGLEMENT, ("MIG (mutual information gap)", "SAP score", "DCI disentanglement",
+                          "DCI completeness", "DCI informativeness (factor accuracy)"))),
     Metric("fid", "FID (classifier features)", kind=SAMPLES, rope=1.0, low=0.0),
     Metric("kid", "KID ×10³ (classifier features)", kind=SAMPLES, rope=100.0),
     Metric("precision", "sample precision (k = 3)", higher_is_better=True, kind=SAMPLES, rope=0.01,

@@ -37,23 +37,56 @@ def tracking_section(ld: Loader, raw) -> dict[str, dict[str, str]]:
     return out
 
 
-def dataset_section(ld: Loader, ds) -> dict[str, Any]:
-    """`dataset:` → {name, options…}, each option checked against the dataset's own keys."""
+def dataset_section(ld: Loader, ds, key: str = "dataset") -> dict[str, Any]:
+    """`dataset:` (or one entry of `space.dataset`, at `key`) → {name, options…}, each option
+    checked against the dataset's own keys; `label` (default: the name) must be a plain name."""
     if isinstance(ds, str):
         ds = {"name": ds}
     if not isinstance(ds, dict) or "name" not in ds:
-        raise ld.fail("dataset", "must be a mapping with a name, e.g. {name: digits}")
-    name = ld.check("dataset.name", ds["name"], checks.string)
+        raise ld.fail(key, "must be a mapping with a name, e.g. {name: digits}")
+    name = ld.check(f"{key}.name", ds["name"], checks.string)
     if name not in DATASETS:
         hint = suggest(name, DATASETS.names())
-        raise ld.fail("dataset.name", f"unknown dataset '{name}'.{hint} "
-                                      f"Known: {', '.join(DATASETS.names())}.")
+        raise ld.fail(f"{key}.name", f"unknown dataset '{name}'.{hint} "
+                                     f"Known: {', '.join(DATASETS.names())}.")
     options = {**DATASET_OPTIONS[name], **COMMON_OPTIONS}
-    ld.mapping("dataset", ds, ("name", *options))
-    kinds = {int: checks.whole(1), float: checks.number(positive=True), str: checks.string, bool: checks.boolean, "fraction": checks.fraction,
-             "shape": checks.shape}
-    return {"name": name, **{k: ld.check(f"dataset.{k}", v, kinds[options[k]])
-                             for k, v in ds.items() if k != "name"}}
+    ld.mapping(key, ds, ("name", "label", *options))
+    kinds = {int: checks.whole(1), float: checks.number(positive=True), str: checks.string, bool: checks.boolean,
+             "fraction": checks.fraction, "shape": checks.shape, "seed": checks.whole(0)}
+    checked = {k: ld.check(f"{key}.{k}", v, checks.name if k == "label" else kinds[options[k]])
+               for k, v in ds.items() if k != "name"}
+    return {"name": name, **checked}
+
+
+def datasets_section(ld: Loader, doc: dict) -> dict[str, dict[str, Any]]:
+    """Each dataset's label → its options: the `dataset:` section's one, or every entry of
+    `space.dataset` (names or mappings) — not both, and no label twice."""
+    space = doc.get("space") if isinstance(doc.get("space"), dict) else {}
+    if "dataset" not in space:
+        one = dataset_section(ld, doc.get("dataset", default(Study, "datasets")["digits"]))
+        return {one.get("label", one["name"]): one}
+    if "dataset" in doc:
+        raise ld.fail("dataset", "and space.dataset both say what data to train on; list every "
+                                 "dataset (with its options) in space.dataset and remove dataset:.")
+    listed = space["dataset"]
+    if not isinstance(listed, list) or not listed:
+        raise ld.fail("space.dataset", "must be a list of datasets, names or mappings, e.g. "
+                                       "[digits, {name: sprites, size: 32}]")
+    out: dict[str, dict[str, Any]] = {}
+    for i, ds in enumerate(listed):
+        one = dataset_section(ld, ds, f"space.dataset[{i}]")
+        label = one.get("label", one["name"])
+        if label in out:
+            raise ld.fail(f"space.dataset[{i}]", f"is a second dataset called '{label}'; give each "
+                                                 f"a distinct label, e.g. {{name: {one['name']}, label: "
+                                                 f"{one['name']}_2}}.")
+        out[label] = one
+    return out
+
+
+def has_validation(ds: dict[str, Any]) -> bool:
+    """Whether a dataset holds a validation split: a share of its training rows, or an npz's own."""
+    return ds.get("val_fraction", VAL_FRACTION) > 0 or ds["name"] == "npz"
 
 
 def space_section(ld: Loader, raw: dict, strategy: str,
@@ -125,7 +158,7 @@ def searched_range(ld: Loader, where: str, fld: str, spec: dict, strategy: str) 
 
 
 def search_section(ld: Loader, sr: dict, values: dict, metric: str | None, fallback: str,
-            dataset: dict) -> Search:
+            datasets: dict) -> Search:
     """`search:` (its checked `values`) with its cross-field rules: n_trials only (and always)
     for a search; the objective is a validation metric — by default the validation twin of the
     report's metric — never a test one; its direction is the metric table's; a pruner needs an
@@ -143,7 +176,7 @@ def search_section(ld: Loader, sr: dict, values: dict, metric: str | None, fallb
                                           "only reported: choosing by it would make the test numbers "
                                           f"optimistic. Use its validation twin, {val_name(objective)}.")
     reported = metric or fallback
-    has_val = dataset.get("val_fraction", VAL_FRACTION) > 0 or dataset["name"] == "npz"
+    has_val = all(map(has_validation, datasets.values()))
     twin = val_name(reported) if METRICS[reported].split == "test" and has_val else reported
     objective = values.setdefault("objective", twin)
     values.setdefault("direction", METRICS[objective].direction)
@@ -201,16 +234,17 @@ def architecture(ld: Loader, base: dict, space: dict) -> None:
                            "set model.arch: conv or remove it.")
 
 
-def needs_validation(ld: Loader, dataset: dict, search: Search, protocol: Protocol | None) -> None:
+def needs_validation(ld: Loader, datasets: dict, axis: bool, search: Search,
+                     protocol: Protocol | None) -> None:
     """Whatever chooses (a search, a pruner, the tuned protocol) reads the validation split."""
-    if dataset.get("val_fraction", VAL_FRACTION) > 0:
-        return
     chooser = ("the tuned protocol" if protocol else f"search.strategy {search.strategy}"
                if not search.is_grid else f"search.pruner {search.pruner}" if search.pruner != "none"
                else None)
-    if chooser:
-        raise ld.fail("dataset.val_fraction", f"is 0, but {chooser} chooses by the validation "
-                                              "split; give it a share of the training data, e.g. 0.1.")
+    for i, ds in enumerate(datasets.values()):
+        if chooser and ds.get("val_fraction", VAL_FRACTION) == 0:
+            key = f"space.dataset[{i}]" if axis else "dataset"
+            raise ld.fail(f"{key}.val_fraction", f"is 0, but {chooser} chooses by the validation "
+                                                 "split; give it a share of the training data, e.g. 0.1.")
 
 
 def protocol_section(ld: Loader, doc: dict, top: dict, space: dict, strategy: str) -> Protocol:

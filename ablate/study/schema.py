@@ -89,6 +89,9 @@ class RunConfig:
     init: str = setting("auto", checks.choice("auto", *INIT_SCHEMES), "model", axis=True)
     """Hidden-layer weight init: auto (the one each activation needs) or default (PyTorch
     Linear), kaiming, xavier, lecun for every activation."""
+    dataset: str = "digits"
+    """The label of the member's dataset (Study.datasets): `space.dataset` varies it; the
+    `dataset:` section, or each entry of `space.dataset`, says what it holds."""
 
     @property
     def decoder(self) -> str:
@@ -101,10 +104,10 @@ class RunConfig:
 
     @property
     def cohort_key(self) -> tuple:
-        """Members with equal keys can share a fleet (same family, likelihood, architecture —
-        for conv the same channels —, depth, schedule)."""
+        """Members with equal keys can share a fleet (same dataset, family, likelihood,
+        architecture — for conv the same channels —, depth, schedule)."""
         channels = self.channels if self.arch == "conv" else ()
-        return (self.family, self.likelihood, self.arch, channels, len(self.hidden),
+        return (self.dataset, self.family, self.likelihood, self.arch, channels, len(self.hidden),
                 self.batch_size, self.epochs)
 
 
@@ -170,11 +173,16 @@ class Study:
     name: str = setting("", checks.name)
     """Results go to results/<name>/; when not given, the file's stem."""
     description: str = setting("", checks.text)
-    dataset: dict[str, Any] = field(default_factory=lambda: {"name": "digits"})
-    """The dataset and its options (checked against data.DATASET_OPTIONS)."""
+    datasets: dict[str, dict[str, Any]] = field(default_factory=lambda: {"digits": {"name": "digits"}})
+    """Each dataset's label → its options (checked against data.DATASET_OPTIONS): the `dataset:`
+    section's one, or every entry of `space.dataset` (then an axis: each member trains and is
+    measured on its own dataset's splits; a cohort holds one dataset)."""
     base: RunConfig = field(default_factory=RunConfig)
     """The `model:` and `train:` sections: every member's values outside `space`."""
     iwae_samples: int = setting(100, checks.whole(1, checks.MAX_IWAE), "eval")
+    dci_estimators: int = setting(100, checks.whole(1, 1000), "eval")
+    """Boosting stages of DCI's gradient-boosted trees (data with factors): 100 is
+    disentanglement_lib's (scikit-learn's default); fewer are faster and score differently."""
     seeds: tuple[int, ...] = setting((0, 1, 2), checks.seeds)
     """Repeats of every configuration, never a search axis."""
     space: dict[str, tuple] = field(default_factory=dict)
@@ -257,9 +265,15 @@ class Study:
     def settings_record(self) -> dict:
         """Everything that changes results, as plain data: what the fingerprint hashes, and
         what the store keeps so that a mismatch can be named key by key."""
-        keyed = {"dataset": self.dataset, "base": asdict(self.base), "seeds": self.seeds,
-                 "space": {k: list(v) for k, v in self.space.items()}, "iwae": self.iwae_samples}
-        keyed["val_fraction"] = self.dataset.get("val_fraction", VAL_FRACTION)
+        base = {k: v for k, v in asdict(self.base).items() if k != "dataset"}
+        one = len(self.datasets) == 1 and "dataset" not in self.space
+        keyed = {"dataset": next(iter(self.datasets.values())) if one else self.datasets, "base": base,
+                 "seeds": self.seeds, "space": {k: list(v) for k, v in self.space.items()},
+                 "iwae": self.iwae_samples}
+        if self.dci_estimators != default(Study, "dci_estimators"):
+            keyed["dci_estimators"] = self.dci_estimators
+        fractions = {label: ds.get("val_fraction", VAL_FRACTION) for label, ds in self.datasets.items()}
+        keyed["val_fraction"] = next(iter(fractions.values())) if one else fractions
         if not self.search.is_grid:  # n_trials, pruner and seed may change between runs
             keyed["search"] = {"strategy": self.search.strategy, "objective": self.search.objective,
                                "direction": self.search.direction,

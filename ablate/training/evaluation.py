@@ -2,12 +2,14 @@
 validation twins.
 
 Owns: the evaluation passes (single-sample ELBO, posterior moments and hidden-unit ranges, the
-IWAE bound, I(x; z), the linear probe), chunk sizes that fit the device's memory, and each
+IWAE bound, I(x; z), the linear probe, disentanglement on data with factors), chunk sizes that fit the device's memory, and each
 member's evaluation noise (its EVAL stream, the same at every evaluation). Does not own: the
 math of each metric (estimators.py), the metric table (metrics.py) or images (samples.py).
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -15,8 +17,9 @@ from torch import Tensor
 
 from ablate.nets.models import activation_floats
 from ablate.streams import Stream
-from ablate.study.metrics import val_name
+from ablate.study.metrics import DISENTANGLEMENT, val_name
 from ablate.training import estimators as M
+from ablate.training.disentanglement import scores
 from ablate.training.fleet import Fleet, generators
 from ablate.training.splits import DeviceData
 
@@ -84,15 +87,35 @@ def evaluate_final(fleet: Fleet, data: DeviceData, iwae_samples: int) -> dict[st
     once per member and scored on both splits."""
     results, mu_test = evaluate_split(fleet, data.x_test, iwae_samples)
     scored = [("probe_accuracy", mu_test, data.y_test)]
+    codes = {"test": mu_test}
     if data.x_val is not None:
         val, mu_val = evaluate_split(fleet, data.x_val, iwae_samples)
         for key, row in val.items():
             results[key].update({val_name(k): v for k, v in row.items() if k != "kl_per_dim"})
         scored.append(("val_probe_accuracy", mu_val, data.y_val))
+        codes["val"] = mu_val
     probes = _probe(fleet, data, [(mu, y) for _, mu, y in scored])
     for m, accuracies in zip(fleet.members, probes):
         results[m.key].update({name: a for (name, _, _), a in zip(scored, accuracies)})
+    for split, mu in codes.items():
+        for m, row in zip(fleet.members, _disentanglement(fleet, mu, data.factors.get(split),
+                                                          data.dci_estimators)):
+            results[m.key].update({k if split == "test" else val_name(k): v for k, v in row.items()})
     return results
+
+
+def _disentanglement(fleet: Fleet, mu: Tensor, factors: np.ndarray | None,
+                     estimators: int | None) -> list[dict[str, float]]:
+    """Per member: MIG, SAP and DCI (`estimators` boosting stages) of its code μ (N, n, L)
+    against the split's ground-truth factors (n, F); NaN on a dataset without factors."""
+    if factors is None:
+        return [dict.fromkeys(DISENTANGLEMENT, float("nan")) for _ in fleet.members]
+    mu = mu.cpu().numpy()
+    # The trees release the GIL while they grow: members are scored on every thread torch
+    # trains with (each member's scores are its own, whichever thread computes them).
+    with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
+        return list(pool.map(lambda i: scores(mu[i, :, :fleet.members[i].config.latent_dim], factors,
+                                              n_estimators=estimators), range(len(fleet))))
 
 
 def evaluate_split(fleet: Fleet, x: Tensor, iwae_samples: int) -> tuple[dict[str, dict], Tensor]:

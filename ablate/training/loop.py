@@ -175,7 +175,7 @@ def _finish(fleet: Fleet, data: DeviceData, iwae_samples: int, outcomes: dict[st
             final[key].update(values)
     elapsed = time.perf_counter() - t0
     total_cost = sum(cost[k] for k in fleet.keys)
-    images = sample_images(fleet, data.x_test)
+    images = sample_images(fleet, data.x_test, traverse=bool(data.factors))
     for key, curves in learned_shapes(fleet).items():
         images[key].update(curves)
     weights = {m.key: member_weights(fleet, i) for i, m in enumerate(fleet.members)}

@@ -1,7 +1,8 @@
 """What a member draws: sample images, the quality of its samples, and the shapes its learnable
 activations learned.
 
-Owns: reconstructions of fixed test images, prior samples and the latent manifold (uint8), the
+Owns: reconstructions of fixed test images, prior samples, the latent manifold and latent
+traversals (uint8), the
 sample-quality pass (FID, KID, precision, recall, class coverage against the real images, from
 each member's SAMPLES stream), and learned activation shapes and values. Does not own: the
 feature-space math (quality.py) or the classifier (classifier.py).
@@ -87,12 +88,33 @@ def _means(fleet: Fleet, out: Tensor) -> Tensor:
 RECON_IMAGES = 8  # the first this-many test images are reconstructed by every member
 PRIOR_IMAGES = 8  # decoded draws from the prior per member
 MANIFOLD_SIDE = 10  # latent_dim 2: a side × side grid over the prior's quantiles
+TRAVERSAL_STEPS = 7  # values of each latent dimension in a traversal
+TRAVERSAL_CODES = 256  # test images whose codes set each dimension's traversed range
 
 
 @torch.no_grad()
-def sample_images(fleet: Fleet, x_test: Tensor) -> dict[str, dict[str, np.ndarray]]:
+def traversals(fleet: Fleet, x_test: Tensor) -> Tensor:
+    """Each member's latent traversal (N, L·TRAVERSAL_STEPS, D): the code μ of the first test
+    image with one dimension at a time set to evenly spaced values from its 5th to its 95th
+    percentile over the codes of the first TRAVERSAL_CODES test images (one row of images per
+    dimension; padding dimensions stay 0)."""
+    N, L, steps = len(fleet), fleet.latent, TRAVERSAL_STEPS
+    mu = fleet.encode(x_test[:TRAVERSAL_CODES])[0]  # (N, n, L)
+    lo, hi = torch.quantile(mu, 0.05, dim=1), torch.quantile(mu, 0.95, dim=1)  # (N, L)
+    t = torch.linspace(0.0, 1.0, steps, device=fleet.device)
+    values = lo.unsqueeze(-1) + (hi - lo).unsqueeze(-1) * t  # (N, L, steps)
+    z = mu[:, :1].expand(N, L * steps, L).clone().view(N, L, steps, L)
+    for d in range(L):
+        z[:, d, :, d] = values[:, d]
+    return fleet.decode(z.view(N, L * steps, L) * fleet.latent_mask)
+
+
+@torch.no_grad()
+def sample_images(fleet: Fleet, x_test: Tensor, traverse: bool = False) -> dict[str, dict[str, np.ndarray]]:
     """Per member: decoded means of reconstructions of fixed test images, prior samples and,
-    for a 2-d latent space, the decoded latent manifold; as uint8 (0–255) rows of D pixels."""
+    for a 2-d latent space, the decoded latent manifold; with `traverse` (data with factors), a
+    family with a code also gets its latent traversal (`traversals`, its own latent_dim rows);
+    as uint8 (0–255) rows of D pixels."""
     N, L, dev = len(fleet), fleet.latent, fleet.device
     coded = "reconstruction" in fleet.family.measures  # a GAN has no encoder: nothing to reconstruct
     mu = fleet.encode(x_test[:RECON_IMAGES])[0] if coded else torch.zeros(N, RECON_IMAGES, L, device=dev)
@@ -112,9 +134,12 @@ def sample_images(fleet: Fleet, x_test: Tensor) -> dict[str, dict[str, np.ndarra
 
     finite = torch.isfinite(prior).flatten(1).all(1).tolist()
     recon, prior, manifold = to_uint8(recon), to_uint8(prior), to_uint8(manifold)
+    walks = to_uint8(traversals(fleet, x_test)) if coded and traverse else None
     result = {}
     for i, m in enumerate(fleet.members):
         result[m.key] = {"recon": recon[i]} if coded else {}
+        if walks is not None:
+            result[m.key]["traversal"] = walks[i, :m.config.latent_dim * TRAVERSAL_STEPS]
         if fleet.family.prior and finite[i]:  # an AE has no prior to sample
             result[m.key]["prior"] = prior[i]
             if m.config.latent_dim == 2:

@@ -2,7 +2,8 @@
 
 Owns: `DeviceData` — the train, validation and test rows as tensors where the fleet trains (the
 whole set lives there, so minibatches are gathered by index without copies), the labels, the
-image shape, the dataset's classifier and its features of the real test and validation images.
+image shape, the ground-truth factors of the validation and test rows (disentanglement), the
+dataset's classifier and its features of the real test and validation images.
 """
 
 from __future__ import annotations
@@ -35,12 +36,20 @@ class DeviceData:
     """The dataset's classifier (sample quality); None without labels."""
     real: dict[str, np.ndarray] = field(default_factory=dict)
     """The judge's features of the first QUALITY_SAMPLES images of test (and val)."""
+    factors: dict[str, np.ndarray] = field(default_factory=dict)
+    """Each split's ground-truth factors (n, F) — test, and val when there is one — on
+    datasets that have them (sprites); empty otherwise."""
+    dci_estimators: int | None = None
+    """Boosting stages of DCI on these factors (the study's eval.dci_estimators)."""
 
     @classmethod
-    def put(cls, data: Dataset, device: torch.device, judge: Judge | None = None) -> "DeviceData":
+    def put(cls, data: Dataset, device: torch.device, judge: Judge | None = None,
+            dci_estimators: int | None = None) -> "DeviceData":
         as_t = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
         out = cls(as_t(data.x_train), as_t(data.x_test), data.y_train, data.y_test,
-                  as_t(data.x_val), data.y_val, data.image_shape, judge)
+                  as_t(data.x_val), data.y_val, data.image_shape, judge, dci_estimators=dci_estimators)
+        out.factors = {split: f for split, f in (("test", data.f_test), ("val", data.f_val))
+                       if f is not None}
         if judge is not None:
             out.real = {split: judge.features(x[:quality.QUALITY_SAMPLES])
                         for split, x in (("test", out.x_test), ("val", out.x_val)) if x is not None}

@@ -194,7 +194,8 @@ def test_list():
     for name in ("identity", "exponential", "prelu", "selu", "swish", "mish", "softplus"):
         assert re.search(rf"^{name}\s", acts.stdout, re.M)
     data = ablate("list", "datasets", cwd=".")
-    assert all(n in data.stdout for n in ("digits", "mnist", "fashion_mnist", "kmnist", "npz", "synthetic"))
+    assert all(n in data.stdout for n in ("digits", "mnist", "fashion_mnist", "kmnist", "npz", "synthetic",
+                                             "sprites", "patches"))
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -25,6 +25,19 @@ space:
   kl_weight: [1.0]
 """
 
+AXIS = GOOD.replace("dataset: {name: digits, train_size: 100}\n", "")
+
+
+def test_dataset_axis_labels_each_dataset_and_keys_cohorts_by_it():
+    s = parse_study(AXIS + "  dataset: [digits, {name: sprites, size: 64, label: big}, patches]\n", "s.yaml")
+    assert s.space["dataset"] == ("digits", "big", "patches") and s.base.dataset == "digits"
+    assert s.datasets["big"] == {"name": "sprites", "size": 64, "label": "big"}
+    assert len(s.points()) == 2 * 2 * 3
+    assert len({s.config(p).cohort_key for p in s.points()}) == 3  # one cohort key per dataset
+    one = parse_study(GOOD, "s.yaml")
+    assert one.datasets == {"digits": {"name": "digits", "train_size": 100}} and "dataset" not in one.space
+    assert one.settings_record()["dataset"] == {"name": "digits", "train_size": 100}  # as before the axis
+
 
 def test_good_study_resolves_grid_and_defaults():
     s = parse_study(GOOD, "s.yaml")
@@ -81,6 +94,15 @@ BAD = [
     (GOOD + "report: {metric: accuracy}\n", r"report\.metric: must be one of"),
     (GOOD + "report: {rope: -0.1}\n", r"report\.rope: must be at least 0, got -0\.1"),
     (GOOD.replace("seeds: 2", "seeds: [1, 1]"), r"seeds: lists a seed twice"),
+    (GOOD + "  dataset: [digits]\n", r"s\.yaml:2: dataset: and space\.dataset both say what data"),
+    (AXIS + "  dataset: [digits, {name: sprite}]\n", r"s\.yaml:9: space\.dataset\[1\]\.name: unknown dataset 'sprite'\. Did you mean 'sprites'\?"),
+    (AXIS + "  dataset: [digits, {name: digits, size: 2}]\n", r"space\.dataset\[1\]\.size: unknown key 'size'"),
+    (AXIS + "  dataset: [sprites, sprites]\n", r"space\.dataset\[1\]: is a second dataset called 'sprites'; give each a distinct label"),
+    (AXIS + "  dataset: [digits, {name: sprites, label: a/b}]\n", r"space\.dataset\[1\]\.label: "),
+    (AXIS + "  dataset: digits\n", r"space\.dataset: must be a list of datasets"),
+    (AXIS + "  dataset: [digits, {name: sprites, seed: -1}]\n", r"space\.dataset\[1\]\.seed: must be at least 0"),
+    (AXIS + "  dataset: [digits, {name: patches, val_fraction: 0}]\nprotocol: {tune: {train.lr: [0.001, 0.01]}}\n",
+     r"space\.dataset\[1\]\.val_fraction: is 0, but the tuned protocol chooses"),
 ]
 
 
@@ -188,7 +210,7 @@ def test_schema_is_one_definition_per_field():
     assert s.base == RunConfig() and s.search == Search()
     assert s.seeds == default(Study, "seeds") and s.iwae_samples == default(Study, "iwae_samples")
     assert s.device == default(Study, "device") and s.storage == default(Study, "storage")
-    assert set(AXES) == set(RunConfig.__dataclass_fields__)
+    assert {*AXES, "dataset"} == set(RunConfig.__dataclass_fields__)  # space.dataset lists datasets
     assert {k for k, f in AXES.items() if f.metadata["range"]} == {
         "latent_dim", "kl_weight", "epochs", "batch_size", "lr", "kl_warmup_epochs", "noise",
         "sparsity", "contraction", "dropout"}

@@ -1,0 +1,181 @@
+"""Does the verdict transfer across datasets? The strata that differ only in their dataset,
+compared on ranks — the one scale every dataset shares. Torch-free.
+
+Owns: grouping the strata by everything but the dataset; for each group each dataset's average
+ranks, the ranks averaged over every dataset's matched blocks, the Friedman test over datasets
+as Demšar (2006) ranks methods over data sets (N = datasets, each ranking the activations by
+their average rank there) with its Nemenyi critical difference, Kendall's τ between every two
+datasets' rankings, and the activation × dataset interaction over matched blocks (blocks of
+the same cell and seed in each dataset); transfer.csv, and the report's section and summary
+sentence. Does not own: the per-stratum statistics (strata.py), the tests' math (evidence.py,
+stats.py) or how figures look (plots.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ablate.analysis import evidence, figures, plots, stats
+from ablate.analysis.document import fmt, upper, where
+from ablate.analysis.strata import Interaction, Stratum
+
+
+@dataclass
+class Transfer:
+    """One group of strata that differ only in their dataset."""
+
+    key: dict
+    """The strata's shared axis values ({} when the dataset is the only stratum axis)."""
+    profiles: pd.DataFrame
+    """dataset × activation: average rank within that dataset's matched blocks (1 = best)."""
+    pooled: pd.Series
+    """activation → average rank over every dataset's blocks, best first."""
+    n_blocks: int
+    friedman_stat: float
+    friedman_p: float
+    friedman_min_p: float
+    cd: float
+    """Nemenyi critical difference of the datasets' average ranks (N = datasets)."""
+    tau: pd.DataFrame
+    interaction: Interaction | None
+
+    @property
+    def label(self) -> str:
+        return ", ".join(where(k, v) for k, v in self.key.items())
+
+    def sentence(self) -> str:
+        """The summary's answer, as far as its tests allow."""
+        datasets = list(self.profiles.index)
+        bests = {d: self.profiles.loc[d].idxmin() for d in datasets}
+        off = self.tau.values[np.triu_indices(len(self.tau), 1)]
+        text = (f"Best average rank per dataset: {', '.join(f'{a} on {d}' for d, a in bests.items())}"
+                f"; Kendall's τ between the datasets' rankings {fmt(float(np.nanmean(off)), 2)} on "
+                f"average (1 = the same order). Over all {len(datasets)} datasets' "
+                f"{self.n_blocks} blocks {self.pooled.index[0]} ranks best "
+                f"({self.pooled.iloc[0]:.2f}). ")
+        if self.interaction is not None:
+            text += self.interaction.sentence() + " "
+        if self.friedman_min_p > stats.ALPHA:
+            return text + (f"With {len(datasets)} datasets the Friedman test over datasets cannot "
+                           f"reach α (smallest p {self.friedman_min_p:.2g}): a verdict across datasets "
+                           "needs more datasets.")
+        return text + (f"Friedman over datasets (Demšar 2006): p = {self.friedman_p:.2g}, Nemenyi "
+                       f"CD {self.cd:.2f}.")
+
+
+def transfers(strata: list[Stratum]) -> list[Transfer]:
+    """Every group of two or more compared strata that differ only in their dataset."""
+    groups: dict[tuple, list[Stratum]] = {}
+    for s in strata:
+        if "dataset" in s.key and s.comparison is not None:
+            rest = tuple((k, v) for k, v in s.key.items() if k != "dataset")
+            groups.setdefault(rest, []).append(s)
+    out = [_transfer(dict(rest), group) for rest, group in groups.items() if len(group) > 1]
+    return [t for t in out if t is not None]
+
+
+def _pooled_blocks(group: list[Stratum], common: list[str]) -> pd.DataFrame | None:
+    """Every dataset's matched blocks of the common activations, with a dataset level; None
+    when the datasets' blocks are not indexed alike."""
+    names = {tuple(s.comparison.wide.index.names) for s in group}
+    if len(names) != 1:
+        return None
+    frames = []
+    for s in group:
+        wide = s.comparison.wide[common]
+        index = wide.index.to_frame(index=False)
+        index.insert(0, "dataset", s.key["dataset"])
+        frames.append(wide.set_axis(pd.MultiIndex.from_frame(index), axis=0))
+    return pd.concat(frames)
+
+
+def _transfer(key: dict, group: list[Stratum]) -> Transfer | None:
+    maximize = group[0].maximize
+    common = [a for a in group[0].comparison.wide.columns
+              if all(a in s.comparison.wide.columns for s in group)]
+    wide = _pooled_blocks(group, common) if len(common) > 1 else None
+    if wide is None:
+        return None
+    ranks = stats.block_ranks(wide, maximize)
+    labels = wide.index.get_level_values("dataset").values
+    datasets = [s.key["dataset"] for s in group]
+    profiles = pd.DataFrame([ranks[labels == d].mean(0) for d in datasets], index=datasets, columns=common)
+    pooled = pd.Series(ranks.mean(0), index=common).sort_values(kind="stable")
+    k, n = len(common), len(datasets)
+    reranked = stats.block_ranks(profiles, maximize=False)
+    stat, p, min_p = evidence.friedman_test(reranked) if k >= 3 else (float("nan"), float("nan"), 1.0)
+    return Transfer(key, profiles, pooled, len(wide), stat, p, min_p, stats.nemenyi_cd(k, n),
+                    kendall_taus(profiles), _interaction(group, wide, ranks, profiles))
+
+
+def kendall_taus(profiles: pd.DataFrame) -> pd.DataFrame:
+    """Kendall's τ between every two rows' rankings (rows: datasets, columns: activations)."""
+    from scipy.stats import kendalltau
+
+    names = list(profiles.index)
+    tau = pd.DataFrame(np.eye(len(names)), index=names, columns=names)
+    for a, b in itertools.combinations(names, 2):
+        tau.loc[a, b] = tau.loc[b, a] = float(kendalltau(profiles.loc[a], profiles.loc[b]).statistic)
+    return tau
+
+
+def _interaction(group: list[Stratum], wide: pd.DataFrame, ranks: np.ndarray,
+                 profiles: pd.DataFrame) -> Interaction | None:
+    """The activation × dataset interaction: dataset labels permuted within the blocks that
+    share every other cell and the seed."""
+    index = wide.index.to_frame(index=False)
+    others = [c for c in index.columns if c != "dataset"]
+    groups = index[others].astype(str).agg("|".join, axis=1).values
+    stat, p, min_p = evidence.interaction_test(ranks, index["dataset"].values, groups)
+    tops = {s.key["dataset"]: s.comparison.top_group if s.comparison.separable else None for s in group}
+    return Interaction("dataset", stat, p, min_p, len(set(groups)), evidence.kendall_w(profiles.values),
+                       {d: profiles.loc[d].idxmin() for d in profiles.index}, tops)
+
+
+def transfer_table(items: list[Transfer]) -> pd.DataFrame:
+    """transfer.csv: per group and activation, its average rank on each dataset and over all,
+    with the group's Friedman-over-datasets p, CD, mean τ and interaction p."""
+    rows = []
+    for t in items:
+        off = t.tau.values[np.triu_indices(len(t.tau), 1)]
+        for act in t.pooled.index:
+            rows.append({**t.key, "activation": act, **{f"avg_rank_{d}": t.profiles.loc[d, act]
+                                                         for d in t.profiles.index},
+                         "avg_rank_all": t.pooled[act], "blocks": t.n_blocks,
+                         "friedman_p": t.friedman_p, "friedman_min_p": t.friedman_min_p,
+                         "cd": t.cd, "mean_tau": float(np.nanmean(off)),
+                         "interaction_p": t.interaction.p if t.interaction else np.nan})
+    return pd.DataFrame(rows)
+
+
+def section(ctx) -> None:
+    """Does the verdict transfer across datasets? Each group's rankings side by side."""
+    if not ctx.transfers:
+        return
+    doc = ctx.doc
+    doc.heading("Does the verdict transfer across datasets?")
+    doc.para("Each dataset is its own stratum (its nats and FIDs are not comparable with another's), "
+             "so datasets are compared on ranks: each activation's average rank within each "
+             "dataset's matched blocks, the average over every dataset's blocks, the Friedman "
+             "test over datasets as Demšar (2006) ranks methods over data sets (each dataset one "
+             "block), Kendall's τ between the datasets' rankings, and the activation × dataset "
+             "interaction over blocks that share every other cell and the seed.")
+    for t in ctx.transfers:
+        if t.key:
+            doc.heading(upper(t.label), 3)
+        table = t.profiles.T.reindex(t.pooled.index).map(lambda v: f"{v:.2f}")
+        table["all datasets"] = t.pooled.map(lambda v: f"{v:.2f}")
+        doc.table(table.reset_index(names="activation"))
+        doc.para(t.sentence())
+        doc.table(t.tau.map(lambda v: fmt(v, 2)).reset_index(names="Kendall's τ"))
+        tag = "".join(f"_{k}-{v}" for k, v in t.key.items())
+        data = figures.interaction_data([(d, t.profiles.loc[d]) for d in t.profiles.index])
+        ctx.figure(plots.interaction(data, "dataset", list(t.pooled.index),
+                                     "Average rank per dataset: crossing lines mean the best activation changes",
+                                     ctx.fig_dir / f"transfer{tag}.png"),
+                   "Average rank of each activation within each dataset's matched blocks"
+                   + (f" (activation × dataset interaction p = {t.interaction.p:.2g})." if t.interaction else "."))
