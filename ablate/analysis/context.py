@@ -98,7 +98,7 @@ class Context:
                         epochs=self.epochs[self.epochs["dataset"] == label] if "dataset" in self.epochs else self.epochs,
                         cells=[c for c in self.cells if c != "dataset"], dataset=label,
                         strata=[s for s in self.strata if s.key.get("dataset") == label])
-                for label in self.study.datasets if (self.runs["dataset"] == label).any()]
+                for label in sorted(set(self.runs["dataset"]))]  # the strata's order
 
     @property
     def ok(self) -> pd.DataFrame:

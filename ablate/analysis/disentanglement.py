@@ -122,7 +122,8 @@ def _stratum(ctx, s) -> None:
     tag = slug(s)
     ctx.figure(plots.disentanglement(figures.disentanglement_data(runs, SHOWN), s.order,
                                      ctx.fig_dir / f"disentanglement{tag}.png"),
-               "MIG, SAP and DCI disentanglement against kl_weight, mean and 95% CI over seeds.")
+               "MIG, SAP and DCI disentanglement" + (" against kl_weight" if runs["kl_weight"].notna().any()
+                                                     else " per activation") + ", mean and 95% CI over seeds.")
     members = traversal_members(s.runs, s.order)
     dims = dict(zip(members["activation"], members["latent_dim"].astype(int)))
     rows = [(act, imgs, dims[act]) for act, imgs in

@@ -90,10 +90,10 @@ def collapse_data(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def disentanglement_data(runs: pd.DataFrame, metrics) -> pd.DataFrame:
-    """Each disentanglement metric: mean and CI over seeds per activation and kl_weight, in
-    long form (column `measure`)."""
-    return pd.concat([summarize(runs, m, ["activation", "kl_weight"]).assign(measure=m) for m in metrics],
-                     ignore_index=True)
+    """Each disentanglement metric: mean and CI over seeds per activation and kl_weight (per
+    activation for a family without one), in long form (column `measure`)."""
+    by = ["activation", *(["kl_weight"] if runs["kl_weight"].notna().any() else [])]
+    return pd.concat([summarize(runs, m, by).assign(measure=m) for m in metrics], ignore_index=True)
 
 
 def kl_per_dim_data(runs: pd.DataFrame, metric: str, maximize: bool,

@@ -10,6 +10,7 @@ directions (metrics.py), or where the PNG ends up in a report (sections.py).
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -108,7 +109,19 @@ def _palette(order: list[str]) -> dict[str, tuple]:
     """Colours by name, not by place: the same activation has the same colour in every
     figure of a report whatever each figure's order."""
     names = sorted(order)
-    return dict(zip(names, sns.color_palette("tab10" if len(names) <= 10 else "husl", len(names))))
+    if len(names) <= 10:
+        colours = sns.color_palette("tab10", len(names))
+    elif len(names) <= 20:  # tab20's ten dark shades first, then its light ones: no two alike
+        pairs = sns.color_palette("tab20", 20)
+        colours = (pairs[0::2] + pairs[1::2])[:len(names)]
+    else:
+        colours = sns.color_palette("husl", len(names))
+    return dict(zip(names, colours))
+
+
+def _markers(order: list[str]) -> dict[str, str]:
+    """Markers by name (as colours): lines of many activations stay apart in greyscale too."""
+    return {name: "osD^vP*Xph<>"[i % 12] for i, name in enumerate(sorted(order))}
 
 
 def rate_distortion(runs: pd.DataFrame, order: list[str], path: Path) -> Path:
@@ -275,19 +288,19 @@ def interaction(data: pd.DataFrame, axis: str, order: list[str], title: str, pat
     """Average rank per slice, one line per activation: crossing lines are an interaction."""
     values = sorted(data["value"].unique())
     x = {v: i for i, v in enumerate(values)}
-    pal = _palette(order)
-    fig, ax = plt.subplots(figsize=(1.6 * len(values) + 4.5, 4.2))
+    pal, marks = _palette(order), _markers(order)
+    fig, ax = plt.subplots(figsize=(1.6 * len(values) + 4.5, 4.6))
     for act in order:
         line = data[data["activation"] == act].sort_values("value")
         if len(line):
-            ax.plot([x[v] for v in line["value"]], line["avg_rank"], marker="o", color=pal[act], label=act)
+            ax.plot([x[v] for v in line["value"]], line["avg_rank"], marker=marks[act], color=pal[act], label=act)
     ax.set_xticks(range(len(values)), [f"{v:g}" if isinstance(v, float) else str(v) for v in values])
     ax.set_xlim(-0.4, len(values) - 0.6)
     ax.invert_yaxis()
     ax.set_xlabel(axis)
-    ax.set_ylabel("average rank in matched blocks (1 = best)")
+    ax.set_ylabel("average rank (1 = best)")
     ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(textwrap.fill(title, 72), fontsize=10)
     return _save(fig, path)
 
 
@@ -383,32 +396,42 @@ def manifolds(rows: list[tuple[str, np.ndarray]], shape: tuple[int, int, int], t
 
 
 def disentanglement(data: pd.DataFrame, order: list[str], path: Path) -> Path:
-    """`disentanglement_data`: one panel per metric, each activation's mean and CI against kl_weight."""
+    """`disentanglement_data`: one panel per metric, each activation's mean and CI against
+    kl_weight (or, without one, per activation)."""
     measures = list(dict.fromkeys(data["measure"]))
     fig, axes = plt.subplots(1, len(measures), figsize=(4.2 * len(measures) + 1.6, 3.8), squeeze=False)
-    pal = _palette(order)
-    betas = sorted(data["kl_weight"].dropna().unique())
+    pal, marks = _palette(order), _markers(order)
+    by_beta = "kl_weight" in data
     for ax, measure in zip(axes[0], measures):
         part = data[data["measure"] == measure].dropna(subset=["mean"])
-        for act in order:
+        for i, act in enumerate(order):
             line = part[part["activation"] == act]
             if line.empty:
                 continue
             err = np.vstack([line["mean"] - line["ci_low"], line["ci_high"] - line["mean"]])
             err = np.where(np.isfinite(err), np.maximum(err, 0.0), 0.0)
-            ax.errorbar(line["kl_weight"], line["mean"], yerr=err, color=pal[act], marker="o",
-                        ms=3.5, lw=1.1 if len(line) > 1 else 0, capsize=2, label=act)
-        if betas and min(betas) > 0:
-            ax.set_xscale("log")
-            ax.set_xlim(min(betas) / 1.6, max(betas) * 1.6)  # a lone value sits in the middle
-            ax.set_xticks(betas, [f"{b:g}" for b in betas])
-            ax.minorticks_off()
+            x = line["kl_weight"] if by_beta else np.full(len(line), i)
+            ax.errorbar(x, line["mean"], yerr=err, color=pal[act], marker=marks[act], ms=4,
+                        lw=1.1 if len(line) > 1 else 0, elinewidth=1.1, capsize=2, label=act)
+        if by_beta:
+            _beta_axis(ax, sorted(data["kl_weight"].dropna().unique()))
+        else:
+            ax.set_xticks(range(len(order)), order, rotation=40, ha="right")
         ax.set_ylim(bottom=0.0)
         ax.set_title(label(measure), fontsize=10)
-        ax.set_xlabel("kl_weight")
     axes[0][-1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
-    fig.suptitle("Disentanglement against kl_weight (test split), mean and 95% CI over seeds", y=1.02)
+    fig.suptitle("Disentanglement (test split), mean and 95% CI over seeds", y=1.02)
     return _save(fig, path)
+
+
+def _beta_axis(ax, betas: list[float]) -> None:
+    """A log kl_weight axis ticked at the study's values (a lone value sits in the middle)."""
+    if betas and min(betas) > 0:
+        ax.set_xscale("log")
+        ax.set_xlim(min(betas) / 1.6, max(betas) * 1.6)
+        ax.set_xticks(betas, [f"{b:g}" for b in betas])
+        ax.minorticks_off()
+    ax.set_xlabel("kl_weight")
 
 
 def traversals(rows: list[tuple[str, np.ndarray, int]], shape: tuple[int, int, int], path: Path) -> Path:

@@ -33,7 +33,9 @@ def grid_summary(ctx: Context) -> None:
     total = len(ctx.study.points()) * len(ctx.study.seeds) * (2 if ctx.study.protocol else 1)
     n_failed = int((runs["status"] == "failed").sum())
     apart = (f" Activations are compared only within a stratum (one {', one '.join(ctx.strata[0].key)}); "
-             "no number is pooled across strata." if ctx.stratified else "")
+             "no number is pooled across strata" + ("; across datasets only the ranks within each "
+                                                    "dataset's blocks are combined (Across datasets)."
+                                                    if ctx.transfers else ".") if ctx.stratified else "")
     doc.para(f"{len(runs)} of {total} members finished ({len(ctx.ok)} trained to the end, "
              f"{n_failed} failed). Metric: {label(metric)}, {METRICS[metric].better} is better, "
              f"{split_of(ctx, metric)}; intervals are 95% Student-t intervals over seeds (n "
@@ -47,9 +49,11 @@ def grid_summary(ctx: Context) -> None:
         if ctx.stratified:
             doc.heading(upper(s.label), 3)
         _stratum_summary(ctx, s)
+    if ctx.transfers:
+        doc.heading("Across datasets", 3)
     for t in ctx.transfers:
         doc.para(f"Does the verdict transfer across datasets{f' ({t.label})' if t.key else ''}? "
-                 + t.sentence())
+                 + t.sentence() + _collapsed_caution(ctx, t))
     if ctx.strata and all(s.comparison is None for s in ctx.strata) and len(ctx.ok):
         doc.para("Too few finished members for a statistical comparison (at least two "
                  "activations with two matched blocks are needed).")
@@ -148,9 +152,18 @@ def _trivial_of(ctx: Context, s) -> float | None:
     return trivial.get(likelihoods.pop()) if len(likelihoods) == 1 else None
 
 
-def _trivial_slices(ctx: Context, s) -> list[str]:
-    """Slices in which no activation beats the trivial model by more than the ROPE: their
-    models collapsed, and a ranking there compares failures."""
+def _collapsed_caution(ctx: Context, t) -> str:
+    """A transfer's caveat: the datasets whose blocks include slices where every model collapsed."""
+    group = [s for s in ctx.strata if "dataset" in s.key and all(s.key.get(k) == x for k, x in t.key.items())]
+    parts = [f"{s.key['dataset']} at {where(axis, value)}" for s in group
+             for axis, value, _, _ in collapsed_slices(ctx, s)]
+    return (f" Read with care: no activation beats the trivial model on {'; '.join(parts)}, and "
+            "those blocks, which rank failures, are part of these ranks." if parts else "")
+
+
+def collapsed_slices(ctx: Context, s) -> list[tuple[str, object, float, pd.Series]]:
+    """(axis, value, the trivial NLL, each activation's mean there) of every slice in which no
+    activation beats the trivial model by more than the ROPE: its models collapsed."""
     trivial = _trivial_of(ctx, s)
     if trivial is None:
         return []
@@ -158,12 +171,18 @@ def _trivial_slices(ctx: Context, s) -> list[str]:
     for axis, v, _ in s.slices:
         means = s.ok[s.ok[axis] == v].groupby("activation")[s.metric].mean()
         if len(means) and trivial - means.min() <= s.rope:
-            out.append(f"At {where(axis, v)} no activation beats the trivial model (independent "
-                       f"pixels, {trivial:.2f} nats) by more than ±{s.rope:g} (best "
-                       f"{means.idxmin()}, {means.min():.2f}): every model there is as good as "
-                       "collapsed, its ranking compares failures, and the overall ranking below "
-                       "includes those blocks (read the Per slice table).")
+            out.append((axis, v, trivial, means))
     return out
+
+
+def _trivial_slices(ctx: Context, s) -> list[str]:
+    """The collapsed slices, as sentences: a ranking there compares failures."""
+    return [f"At {where(axis, v)} no activation beats the trivial model (independent "
+            f"pixels, {trivial:.2f} nats) by more than ±{s.rope:g} (best "
+            f"{means.idxmin()}, {means.min():.2f}): every model there is as good as "
+            "collapsed, its ranking compares failures, and the overall ranking below "
+            "includes those blocks (read the Per slice table)."
+            for axis, v, trivial, means in collapsed_slices(ctx, s)]
 
 
 def _convergence_sentence(ctx: Context, s) -> str | None:

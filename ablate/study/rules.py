@@ -60,7 +60,8 @@ def dataset_section(ld: Loader, ds, key: str = "dataset") -> dict[str, Any]:
 
 def datasets_section(ld: Loader, doc: dict) -> dict[str, dict[str, Any]]:
     """Each dataset's label → its options: the `dataset:` section's one, or every entry of
-    `space.dataset` (names or mappings) — not both, and no label twice."""
+    `space.dataset` (names or mappings) — not both, no label twice, and not under a search
+    (its objective would compare one dataset's numbers with another's)."""
     space = doc.get("space") if isinstance(doc.get("space"), dict) else {}
     if "dataset" not in space:
         one = dataset_section(ld, doc.get("dataset", default(Study, "datasets")["digits"]))
@@ -69,6 +70,13 @@ def datasets_section(ld: Loader, doc: dict) -> dict[str, dict[str, Any]]:
         raise ld.fail("dataset", "and space.dataset both say what data to train on; list every "
                                  "dataset (with its options) in space.dataset and remove dataset:.")
     listed = space["dataset"]
+    search = doc.get("search") if isinstance(doc.get("search"), dict) else {}
+    strategy = search.get("strategy", default(Search, "strategy"))
+    if strategy != "grid":
+        raise ld.fail("space.dataset", f"lists datasets, but search.strategy {strategy} would compare "
+                                       "objective values across them, and one dataset's nats are not "
+                                       "another's; search each dataset in a study of its own, or use "
+                                       "strategy grid.")
     if not isinstance(listed, list) or not listed:
         raise ld.fail("space.dataset", "must be a list of datasets, names or mappings, e.g. "
                                        "[digits, {name: sprites, size: 32}]")

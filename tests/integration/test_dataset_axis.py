@@ -63,7 +63,8 @@ def test_the_report_speaks_per_dataset_across_datasets_and_of_disentanglement(bo
     assert "dataset = digits" in md and "dataset = sprites" in md
     transfer = pd.read_csv(out / "transfer.csv")
     assert set(transfer["activation"]) == {"relu", "tanh", "elu"}
-    assert {"avg_rank_digits", "avg_rank_sprites", "avg_rank_all", "friedman_min_p"} <= set(transfer.columns)
+    assert {"avg_rank_digits", "avg_rank_sprites", "avg_rank_all", "rank_over_datasets",
+            "friedman_min_p"} <= set(transfer.columns)
     assert (transfer["friedman_min_p"] > 0.05).all()  # two datasets cannot separate three activations
     for figure in ("transfer.png", "disentanglement_dataset-sprites.png", "traversals_dataset-sprites.png"):
         assert (out / "figures" / figure).is_file(), figure

@@ -100,6 +100,8 @@ BAD = [
     (AXIS + "  dataset: [sprites, sprites]\n", r"space\.dataset\[1\]: is a second dataset called 'sprites'; give each a distinct label"),
     (AXIS + "  dataset: [digits, {name: sprites, label: a/b}]\n", r"space\.dataset\[1\]\.label: "),
     (AXIS + "  dataset: digits\n", r"space\.dataset: must be a list of datasets"),
+    ("search: {strategy: tpe, n_trials: 4}\nspace:\n  dataset: [digits, sprites]\n",
+     r"s\.yaml:3: space\.dataset: lists datasets, but search\.strategy tpe would compare"),
     (AXIS + "  dataset: [digits, {name: sprites, seed: -1}]\n", r"space\.dataset\[1\]\.seed: must be at least 0"),
     (AXIS + "  dataset: [digits, {name: patches, val_fraction: 0}]\nprotocol: {tune: {train.lr: [0.001, 0.01]}}\n",
      r"space\.dataset\[1\]\.val_fraction: is 0, but the tuned protocol chooses"),

@@ -38,6 +38,8 @@ def test_the_same_ranking_everywhere_transfers():
     assert (t.tau.values == 1.0).all()
     assert t.interaction.p > 0.05 and t.interaction.sentence().startswith("No evidence")
     assert t.friedman_min_p == pytest.approx((1 / 24) ** 2) and t.friedman_p < 0.05  # three datasets can tell four apart
+    assert 2 < t.cd < 3 and "3 of 4 activations lie within it of the best over datasets, relu" in t.sentence()
+    assert t.sentence().endswith("only silu ranks separably below it.")  # 3 ranks behind, beyond the CD
     table = transfer.transfer_table([t])
     assert list(table["activation"]) == list(ACTS) and set(table["avg_rank_sprites"]) == {1.0, 2.0, 3.0, 4.0}
 
