@@ -239,7 +239,7 @@ def _list(args) -> int:
         from ablate.data.datasets import COMMON_OPTIONS, DATASET_OPTIONS
 
         for name, options in DATASET_OPTIONS.items():
-            print(f"{name:<14} options: {', '.join([*options, *COMMON_OPTIONS])}")
+            print(f"{name:<14} options: {', '.join([*options, *COMMON_OPTIONS, 'label'])}")
     return 0
 
 

@@ -101,7 +101,8 @@ def load_datasets(study: Study) -> dict[str, Dataset]:
         try:
             out[label] = load_dataset(options, unit)
         except UserError as exc:
-            raise UserError(f"{study.path}: {exc}") from None
+            entry = f"space.dataset entry '{label}': " if "dataset" in study.space else ""
+            raise UserError(f"{study.path}: {entry}{exc}") from None
         check_architecture(study, label, out[label])
     return out
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from ablate.analysis.report import build_report
+from ablate.errors import UserError
 from ablate.run.runner import run_study
 from ablate.study.loader import load_study
 from tests.studies import write_study
@@ -69,3 +70,11 @@ def test_the_report_speaks_per_dataset_across_datasets_and_of_disentanglement(bo
     for figure in ("transfer.png", "disentanglement_dataset-sprites.png", "traversals_dataset-sprites.png"):
         assert (out / "figures" / figure).is_file(), figure
     assert not (out / "figures" / "disentanglement_dataset-digits.png").exists()
+
+
+def test_a_bad_entry_of_the_axis_is_named_and_nothing_is_written(tmp_path):
+    path = write_study(tmp_path, "bad", space={"activation": ["relu"], "dataset": [DIGITS, {**SPRITES, "size": 48}]},
+                       **CHANGES)
+    with pytest.raises(UserError, match=r"bad\.yaml: space\.dataset entry 'sprites': dataset\.size must be 32 or 64"):
+        run_study(load_study(path), tmp_path / "results", progress=False)
+    assert not (tmp_path / "results").exists()
