@@ -417,7 +417,7 @@ def _stratum_statistics(ctx: Context, s) -> None:
                  f" With {c.n_blocks} blocks the smallest p this test can reach is "
                  f"{c.friedman_min_p:.2g}, above α: it cannot separate anything.")
         doc.para(f"Friedman test over {c.n_blocks} matched blocks and {len(c.avg_ranks)} "
-                 f"activations: χ² = {c.friedman_stat:.1f}, p = {c.friedman_p:.2g} (by permutation "
+                 f"activations: χ² = {c.friedman_stat:.1f}, {stats.p_text(c.friedman_p, c.friedman_min_p)} (by permutation "
                  "of each block's ranks, 10 000 times; the χ² approximation is poor with few "
                  "blocks). Nemenyi "
                  f"critical difference of average ranks: {c.cd:.2f}. Top group (not separable "

@@ -91,6 +91,13 @@ def ranking(frame: pd.DataFrame, metric: str, maximize: bool,
 ALPHA = 0.05
 
 
+def p_text(p: float, floor: float) -> str:
+    """'p = 0.012', or 'p ≤ 0.032, this test's floor' when a permutation p sits (within its
+    Monte Carlo error) at the smallest value its design and permutation count can give: then
+    it is a bound, and more seeds or groups, not a smaller p, would make it stronger."""
+    return f"p ≤ {max(p, floor):.2g}, this test's floor" if p <= floor * 1.1 else f"p = {p:.2g}"
+
+
 def blocks(frame: pd.DataFrame, metric: str, cells: list[str], maximize: bool) -> pd.DataFrame:
     """Matched blocks: one row per (cell, seed), one column per activation.
 
@@ -268,17 +275,17 @@ def claims(c: Comparison, where: str = "") -> list[str]:
                    f"≥ α = {c.alpha:g}; {best} has the best average rank ({c.avg_ranks.iloc[0]:.1f}).")
     elif k >= 3 and not c.separable:
         out.append(f"{prefix}no significant difference between the {k} activations "
-                   f"(Friedman p = {c.friedman_p:.2g} over {c.n_blocks} matched blocks); "
+                   f"(Friedman {p_text(c.friedman_p, c.friedman_min_p)} over {c.n_blocks} matched blocks); "
                    f"{best} has the best average rank ({c.avg_ranks.iloc[0]:.1f}) but it is not "
                    "separable from the rest.")
     elif k >= 3 and len(c.top_group) == 1:
         second = c.avg_ranks.index[1]
         out.append(f"{prefix}{best} is best (average rank {c.avg_ranks.iloc[0]:.1f}; the next, "
                    f"{second}, {c.avg_ranks.iloc[1]:.1f}; Nemenyi CD {c.cd:.1f}, "
-                   f"Friedman p = {c.friedman_p:.2g}).")
+                   f"Friedman {p_text(c.friedman_p, c.friedman_min_p)}).")
     elif k >= 3:
         others = [a for a in c.top_group if a != best]
-        out.append(f"{prefix}the activations differ (Friedman p = {c.friedman_p:.2g}), but the "
+        out.append(f"{prefix}the activations differ (Friedman {p_text(c.friedman_p, c.friedman_min_p)}), but the "
                    f"top group is not separable: {best} (average rank {c.avg_ranks.iloc[0]:.1f}) "
                    f"and {', '.join(others)} are within the Nemenyi critical difference "
                    f"({c.cd:.1f}) of each other.")

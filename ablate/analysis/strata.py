@@ -65,10 +65,10 @@ class Interaction:
         """The answer to "does the best activation change with <axis>?", as its test allows."""
         w = f"Kendall's W of the slices' rankings = {self.kendall_w:.2f}"
         if self.changes and len(set(self.best.values())) == 1:
-            return (f"The ranking depends on {self.axis} (interaction p = {self.p:.2g}; {w}), "
+            return (f"The ranking depends on {self.axis} (interaction {stats.p_text(self.p, self.min_p)}; {w}), "
                     f"below the top: {next(iter(self.best.values()))} is best in every slice.")
         if self.changes:
-            return (f"The ranking depends on {self.axis} (interaction p = {self.p:.2g}; {w}): "
+            return (f"The ranking depends on {self.axis} (interaction {stats.p_text(self.p, self.min_p)}; {w}): "
                     f"best {self.best_text()}.")
         if not self.decidable:
             return (f"Cannot tell whether the ranking changes with {self.axis}: with "

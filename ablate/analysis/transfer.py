@@ -65,8 +65,7 @@ class Transfer:
                            f"(smallest p {self.friedman_min_p:.2g}): a verdict across datasets needs "
                            "more datasets.")
         best, rank = self.over_datasets.index[0], self.over_datasets.iloc[0]
-        p = (f"p ≤ {self.friedman_min_p:.2g} (the test's floor)" if self.friedman_p <= self.friedman_min_p * (1 + 1e-9)
-             else f"p = {self.friedman_p:.2g}")
+        p = stats.p_text(self.friedman_p, self.friedman_min_p)
         if self.friedman_p >= stats.ALPHA:
             return text + (f"Friedman over datasets (Demšar 2006): {p} — no activation is separable "
                            "across datasets.")

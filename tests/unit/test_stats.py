@@ -312,3 +312,11 @@ def test_the_signed_rank_p_is_exact_beyond_a_handful_of_pairs():
     d = np.random.default_rng(2).normal(0.4, 1, 40)
     assert evidence.signed_rank_p(d) == pytest.approx(wilcoxon(d, method="exact").pvalue)
     assert evidence.signed_rank_p(np.ones(18)) == pytest.approx(evidence.min_signed_rank_p(18))
+
+
+def test_a_p_value_at_its_floor_is_written_as_a_bound():
+    from ablate.analysis.stats import p_text
+
+    assert p_text(0.012, 0.0001) == "p = 0.012"
+    assert p_text(0.0001, 0.0001) == "p ≤ 0.0001, this test's floor"
+    assert p_text(0.0317, 0.03125) == "p ≤ 0.032, this test's floor"  # Monte Carlo noise above the floor
