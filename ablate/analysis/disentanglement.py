@@ -128,9 +128,14 @@ def _stratum(ctx, s) -> None:
     dims = dict(zip(members["activation"], members["latent_dim"].astype(int)))
     rows = [(act, imgs, dims[act]) for act, imgs in
             figures.image_rows(ctx.out_dir / "samples", members, "traversal", s.order)]
-    shape = ctx.data(s).get("image_shape")
+    shape, originals = ctx.data(s).get("image_shape"), ctx.out_dir / "samples" / f"originals-{ctx.data(s)['label']}.npz"
     if rows and shape:
-        ctx.figure(plots.traversals(rows, tuple(shape), ctx.fig_dir / f"traversals{tag}.png"),
-                   "Latent traversals of each activation's member with the best validation MIG: one "
-                   "row per latent dimension, that dimension swept from its 5th to its 95th "
-                   "percentile over test codes, the others at the first test image's code.")
+        original = None
+        if originals.exists():
+            with np.load(originals) as z:
+                original = z["recon"][0]
+        ctx.figure(plots.traversals(rows, tuple(shape), ctx.fig_dir / f"traversals{tag}.png", original),
+                   "Latent traversals of each activation's member with the best validation MIG (chosen "
+                   "with the ground-truth factors, for display only): one row per latent dimension, "
+                   "that dimension swept from its 5th to its 95th percentile over test codes, the "
+                   "others at the code of the first test image (each row's first column).")

@@ -434,22 +434,29 @@ def _beta_axis(ax, betas: list[float]) -> None:
     ax.set_xlabel("kl_weight")
 
 
-def traversals(rows: list[tuple[str, np.ndarray, int]], shape: tuple[int, int, int], path: Path) -> Path:
+def traversals(rows: list[tuple[str, np.ndarray, int]], shape: tuple[int, int, int], path: Path,
+               original: np.ndarray | None = None) -> Path:
     """(activation, images (latent_dim · steps, D), latent_dim) → one mosaic per activation:
-    a row per latent dimension, its steps left to right."""
+    a row per latent dimension, its steps left to right, after the traversed test image
+    (`original`, when given) at the head of every row."""
     cols = min(4, len(rows))
     nrows = math.ceil(len(rows) / cols)
     h, w = shape[-2:]
     tallest = max(dims for _, _, dims in rows)
     steps = len(rows[0][1]) // rows[0][2]
+    width = steps + (original is not None)
     fig, axes = plt.subplots(nrows, cols, squeeze=False,
-                             figsize=(cols * (0.32 * steps + 0.4), nrows * (0.32 * tallest * h / w + 0.5)))
+                             figsize=(cols * (0.32 * width + 0.4), nrows * (0.32 * tallest * h / w + 0.5)))
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (name, imgs, _) in zip(axes.flat, rows):
-        _show(ax, _tile(imgs, shape, steps))
+    for ax, (name, imgs, dims) in zip(axes.flat, rows):
+        if original is not None:  # each row: the original, then its dimension's steps
+            imgs = np.concatenate([np.concatenate([original[None], imgs[d * steps:(d + 1) * steps]])
+                                   for d in range(dims)])
+        _show(ax, _tile(imgs, shape, width))
         ax.set_title(name, fontsize=9)
-    fig.suptitle("Latent traversals: one row per latent dimension", fontsize=10)
+    fig.suptitle("Latent traversals: one row per latent dimension"
+                 + (" (first column: the test image traversed)" if original is not None else ""), fontsize=10)
     return _save(fig, path)
 
 
