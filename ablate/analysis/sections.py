@@ -492,7 +492,7 @@ def sample_quality(ctx: Context) -> None:
         return
     doc = ctx.doc
     doc.heading("Sample quality")
-    judges = {label: f"{j['test_accuracy']:.1%} on {label}'s {j['classes']} classes"
+    judges = {label: f"{j['test_accuracy']:.1%} on the {j['classes']} classes of {label}"
               for label, j in ctx.info.get("classifier", {}).items()}
     if not judges or "fid" not in runs or runs["fid"].isna().all():
         doc.para("The dataset has no labels, so there is no classifier to measure samples with: "
@@ -500,7 +500,9 @@ def sample_quality(ctx: Context) -> None:
         return
     doc.para(f"Samples (a VAE's decoded means of prior draws, a GAN's generator outputs) against the test images, up to {QUALITY_SAMPLES} of each for every "
              "member, in the penultimate features of a classifier trained once on each dataset's training "
-             f"split (test accuracy {'; '.join(judges.values())}). A dataset without labels has no classifier and no sample quality. FID "
+             f"split (test accuracy {'; '.join(judges.values())})."
+             + ("" if len(judges) == len(ctx.study.datasets) else " A dataset without labels has no "
+                "classifier and no sample quality.") + " FID "
              "and KID (unbiased, cubic kernel, ×10³ as papers report it): lower is better; FID depends on the sample count, "
              "and every member here is scored at the same count. Precision and recall (k = 3, "
              "Kynkäänniemi et al. 2019): the share of samples on the data's manifold and of data "
