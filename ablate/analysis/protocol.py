@@ -1,7 +1,7 @@
 """The tuned protocol's report section: does the verdict survive tuning?
 
 Owns: the rankings of the fixed and the tuned arm side by side with Kendall's τ, the generated
-verdict sentence, the tuned values each activation found in each cell (with a warning when one
+verdict sentence (per group of strata that differ only in their arm: each dataset or family), the tuned values each activation found in each cell (with a warning when one
 lies at the edge of its range), and the expected best validation score against the tuning
 budget (Dodge et al. 2019). Does not own: the tests and the expected maximum (stats.py),
 figures (plots.py), the inits per arm (sections.setup), or which sections a report has
@@ -14,16 +14,32 @@ import pandas as pd
 
 from ablate.analysis import figures, plots, stats
 from ablate.analysis.context import Context
-from ablate.analysis.document import ci, fmt, param, where
+from ablate.analysis.document import ci, fmt, param, upper, where
 from ablate.analysis.edges import edge_hits, edge_sentence
 from ablate.study.metrics import label
 from ablate.study.schema import ARMS
 
 
-def verdict_sentence(ctx: Context) -> str | None:
-    """The generated sentence, when both arms could be compared."""
-    fixed, tuned = (getattr(ctx.stratum(arm=a), "comparison", None) for a in ARMS)
+def arm_pairs(ctx: Context) -> list[tuple[str, dict]]:
+    """The strata that differ only in their arm, by what they share ('' when the arm is the
+    only stratum axis; 'dataset = sprites' beside others): (label, arm → stratum)."""
+    groups: dict[tuple, dict] = {}
+    for s in ctx.strata:
+        rest = tuple((k, v) for k, v in s.key.items() if k != "arm")
+        groups.setdefault(rest, {})[s.key.get("arm")] = s
+    return [(", ".join(where(k, v) for k, v in rest), arms) for rest, arms in groups.items()]
+
+
+def verdict(arms: dict) -> str | None:
+    """The generated sentence of a pair of arms, when both could be compared."""
+    fixed, tuned = (getattr(arms.get(a), "comparison", None) for a in ARMS)
     return stats.verdict(fixed, tuned)[1] if fixed is not None and tuned is not None else None
+
+
+def verdict_sentences(ctx: Context) -> list[str]:
+    """Each pair of arms' sentence, named by what its strata share when there are several."""
+    return [(f"{upper(name)}: " if name else "") + sentence
+            for name, arms in arm_pairs(ctx) if (sentence := verdict(arms))]
 
 
 def section(ctx: Context) -> None:
@@ -38,12 +54,15 @@ def section(ctx: Context) -> None:
              f"were trained with the final seeds {', '.join(map(str, ctx.study.seeds))}: fixed (the "
              "study's own values for every activation) and tuned (each activation's best values in "
              f"its cell). Both are compared here on the test split by {label(metric)}.")
-    sentence = verdict_sentence(ctx)
-    if sentence:
-        doc.bullets([sentence])
-    rows = side_by_side(ctx)
-    if not rows.empty:
-        doc.table(rows)
+    pairs = arm_pairs(ctx)
+    for name, arms in pairs:
+        if len(pairs) > 1:
+            doc.heading(upper(name), 3)
+        if (sentence := verdict(arms)):
+            doc.bullets([sentence])
+        rows = side_by_side(ctx, arms)
+        if not rows.empty:
+            doc.table(rows)
     if not ctx.tuning.empty:
         _tuned_values(ctx)
         data = figures.expected_best_data(ctx.tuning, ctx.study.search.objective, ctx.maximize,
@@ -56,11 +75,11 @@ def section(ctx: Context) -> None:
                    "is still falling at the full budget, more tuning would have helped.")
 
 
-def side_by_side(ctx: Context) -> pd.DataFrame:
+def side_by_side(ctx: Context, arms: dict) -> pd.DataFrame:
     """Per activation: each arm's mean [CI] over seeds and its average rank, and the change."""
     columns: dict[str, dict] = {}
     for arm in ARMS:
-        s = ctx.stratum(arm=arm)
+        s = arms.get(arm)
         if s is not None and s.ranking is not None:
             rank = s.ranking.set_index("activation")
             columns[arm] = {a: (rank.loc[a], rank.loc[a, "avg_rank"]) for a in rank.index}

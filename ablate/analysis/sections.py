@@ -42,8 +42,8 @@ def grid_summary(ctx: Context) -> None:
              "shown); tests are paired over matched blocks (one block = one cell and seed, where "
              f"every activation saw the same data order and noise) at α = {stats.ALPHA:g}." + apart)
     failure_reasons(ctx)
-    if ctx.study.protocol and (sentence := protocol.verdict_sentence(ctx)):
-        doc.para(f"Does the verdict survive tuning? {sentence} (Both arms on the test split; "
+    if ctx.study.protocol and (sentences := protocol.verdict_sentences(ctx)):
+        doc.para(f"Does the verdict survive tuning? {' '.join(sentences)} (Both arms on the test split; "
                  "each activation was tuned on the validation split.)")
     for s in ctx.strata:
         if ctx.stratified:

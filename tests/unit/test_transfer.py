@@ -64,3 +64,17 @@ def test_strata_that_differ_in_more_than_the_dataset_are_grouped_apart():
     groups = transfer.transfers(found)
     assert [t.key for t in groups] == [{"family": "ae"}, {"family": "vae"}]
     assert groups[0].interaction.p < 0.01 and groups[1].interaction.p > 0.05
+
+
+def test_the_tuned_protocol_gives_each_dataset_its_own_verdict():
+    from types import SimpleNamespace
+
+    from ablate.analysis import protocol
+
+    runs = pd.concat([_runs(set(), datasets=("digits", "sprites")).assign(arm=arm) for arm in ("fixed", "tuned")])
+    found = strata.split(runs, pd.DataFrame(), ["arm", "dataset", "kl_weight"], "test_recon", False, "relu")
+    pairs = protocol.arm_pairs(SimpleNamespace(strata=found))
+    assert [name for name, _ in pairs] == ["dataset = digits", "dataset = sprites"]
+    assert all(set(arms) == {"fixed", "tuned"} for _, arms in pairs)
+    sentences = protocol.verdict_sentences(SimpleNamespace(strata=found))
+    assert [s.split(":")[0] for s in sentences] == ["Dataset = digits", "Dataset = sprites"]
