@@ -78,3 +78,20 @@ def test_a_bad_entry_of_the_axis_is_named_and_nothing_is_written(tmp_path):
     with pytest.raises(UserError, match=r"bad\.yaml: space\.dataset entry 'sprites': dataset\.size must be 32 or 64"):
         run_study(load_study(path), tmp_path / "results", progress=False)
     assert not (tmp_path / "results").exists()
+
+
+def test_a_killed_two_dataset_study_resumes_with_the_same_numbers(both, tmp_path):
+    from tests.integration.helpers import ablate, killed_at
+
+    _, whole = both
+    path = write_study(tmp_path, "both", space={"activation": ["relu", "tanh", "elu"], "dataset": [DIGITS, SPRITES],
+                                                "kl_weight": [0.5, 2.0]}, checkpoint_minutes=1.0e-6, **CHANGES)
+    killed_at(2, 2, "run", str(path), "--no-progress", "--no-report", cwd=tmp_path)  # the second cohort, saved at epoch 1
+    rerun = ablate("run", str(path), "--no-progress", cwd=tmp_path)
+    assert rerun.returncode == 0 and "resuming" in rerun.stderr, rerun.stderr[-2000:]
+    resumed = pd.read_csv(tmp_path / "results" / "both" / "runs.csv")
+    key = ["dataset", "activation", "kl_weight", "seed"]
+    joined = whole.merge(resumed, on=key, suffixes=("", "_resumed"))
+    assert len(joined) == len(whole) == 24
+    for column in METRIC_COLUMNS:
+        assert joined[column].fillna(-1).tolist() == joined[f"{column}_resumed"].fillna(-1).tolist(), column
