@@ -163,3 +163,22 @@ def test_gaussian_likelihood_learns_its_noise(tiny_data):
     for step in range(20):
         fleet.train_step(x, torch.randn(1, 64, fleet.latent), fleet.beta(step, 1))
     assert fleet.slots["log_sigma"].tensor.item() < -0.01
+
+
+def test_a_traversal_moves_one_latent_dimension_per_row(tiny_data):
+    from ablate.training.samples import TRAVERSAL_STEPS, traversals
+
+    fleet = Fleet([member("a", latent_dim=3), member("b", latent_dim=2, seed=1)], 64)
+    seen = []
+    decode = fleet.decode
+    fleet.decode = lambda z: (seen.append(z.clone()), decode(z))[1]  # the codes it draws
+    images = traversals(fleet, tiny_data.x_test)
+    (z,) = seen
+    assert images.shape == (2, 3 * TRAVERSAL_STEPS, 64) and torch.isfinite(images).all()
+    z = z.view(2, 3, TRAVERSAL_STEPS, 3)  # member × swept dimension × step × latent
+    base = fleet.encode(tiny_data.x_test[:1])[0][:, 0]  # each member's code of the first test image
+    for d in range(2):  # member b has two real dimensions
+        others = [k for k in range(3) if k != d]
+        torch.testing.assert_close(z[1, d][:, others], (base[1] * fleet.latent_mask[1, 0])[others].expand(TRAVERSAL_STEPS, -1))
+        assert (z[1, d, 1:, d] > z[1, d, :-1, d]).all()  # its own dimension sweeps upward
+    assert (z[1, :, :, 2] == 0).all()  # the padding dimension stays 0
