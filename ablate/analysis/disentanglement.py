@@ -2,7 +2,8 @@
 (sprites). Torch-free.
 
 Owns: per such stratum the table of MIG, SAP and DCI per activation and kl_weight (mean and 95%
-CI over seeds, test split), whether β buys disentanglement (each metric's paired difference
+CI over seeds, test split), the per-factor table (which factors the code holds, and how far
+one dimension holds each), whether β buys disentanglement (each metric's paired difference
 between the highest and the lowest kl_weight over matched activation × cell × seed, exact
 Wilcoxon), whether the activation changes it (the stratum's own ranking on MIG, its tests and
 its interactions), the figure of the metrics against kl_weight and the latent traversals of
@@ -40,6 +41,35 @@ def table_data(runs: pd.DataFrame, order: list[str]) -> pd.DataFrame:
             row[m] = ci(r) if r["n"] > 0 and np.isfinite(r["mean"]) else "–"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def factor_data(runs: pd.DataFrame, factors: dict[str, int], order: list[str]) -> pd.DataFrame:
+    """Per activation and factor: the DCI trees' mean test accuracy (which factors the code
+    holds at all) and the mean MIG of that factor (how far one dimension holds it), over the
+    finished members; empty when the runs carry no per-factor scores."""
+    if "factor_accuracy" not in runs or not factors:
+        return pd.DataFrame()
+    rows = []
+    for act in order:
+        part = runs[(runs["activation"] == act) & (runs["status"] == "ok")]
+        per = {k: [v for v in part[k] if isinstance(v, (list, tuple)) and len(v) == len(factors)]
+               for k in ("factor_accuracy", "mig_per_factor")}
+        if not per["factor_accuracy"]:
+            continue
+        acc, gap = (np.nanmean(np.asarray(per[k], dtype=float), 0) for k in ("factor_accuracy", "mig_per_factor"))
+        rows += [{"activation": act, "factor": f, "values": n, "accuracy": a, "mig": g}
+                 for (f, n), a, g in zip(factors.items(), acc, gap)]
+    return pd.DataFrame(rows)
+
+
+def factor_table(data: pd.DataFrame) -> pd.DataFrame:
+    """`factor_data` as a table: one row per activation, per factor 'accuracy · MIG'."""
+    cells = data.assign(v=[f"{a:.2f} · {g:.2f}" for a, g in zip(data["accuracy"], data["mig"])])
+    table = cells.pivot(index="activation", columns="factor", values="v")
+    names = list(dict.fromkeys(data["factor"]))
+    chance = {f: 1 / n for f, n in zip(data["factor"], data["values"])}
+    table = table.reindex(index=list(dict.fromkeys(data["activation"])), columns=names)
+    return table.rename(columns=lambda f: f"{f} (chance {chance[f]:.2f})").reset_index()
 
 
 def beta_effects(runs: pd.DataFrame, cells: list[str]) -> pd.DataFrame:
@@ -112,6 +142,13 @@ def section(ctx) -> None:
 def _stratum(ctx, s) -> None:
     doc, runs = ctx.doc, s.ok
     doc.table(table_data(runs, s.order))
+    per_factor = factor_data(runs, ctx.data(s).get("factors") or {}, s.order)
+    if not per_factor.empty:
+        doc.para("Per factor, accuracy · MIG: the DCI trees' test accuracy in predicting the factor "
+                 "from the whole code (does the code hold it at all? chance is one over its values) "
+                 "and the factor's own MIG (does one dimension hold it alone?), mean over each "
+                 "activation's members.")
+        doc.table(factor_table(per_factor))
     effects = beta_effects(runs, s.cells)
     if not effects.empty:
         doc.para(beta_sentence(effects))

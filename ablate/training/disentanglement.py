@@ -98,14 +98,17 @@ def _top_two_gap(matrix: np.ndarray) -> np.ndarray:
     return ranked[0] - second
 
 
-def mig(codes: np.ndarray, factors: np.ndarray, bins: int = HISTOGRAM_BINS) -> float:
-    """Mutual information gap: mean over factors of (top-1 − top-2 MI over codes) / H(factor)."""
+def mig_per_factor(codes: np.ndarray, factors: np.ndarray, bins: int = HISTOGRAM_BINS) -> np.ndarray:
+    """Each factor's (top-1 − top-2 MI over codes) / H(factor), (F,); NaN for a constant factor."""
     m = mutual_information(discretize(codes, bins), factors)
     h = factor_entropy(factors)
-    keep = h > 0
-    if not keep.any():
-        return float("nan")
-    return float(np.mean(_top_two_gap(m)[keep] / h[keep]))
+    return np.where(h > 0, _top_two_gap(m) / np.where(h > 0, h, 1.0), np.nan)
+
+
+def mig(codes: np.ndarray, factors: np.ndarray, bins: int = HISTOGRAM_BINS) -> float:
+    """Mutual information gap: mean over factors of (top-1 − top-2 MI over codes) / H(factor)."""
+    gaps = mig_per_factor(codes, factors, bins)
+    return float(np.nanmean(gaps)) if np.isfinite(gaps).any() else float("nan")
 
 
 def _sap_score(x_train, y_train, x_test, y_test) -> float:
@@ -136,9 +139,9 @@ def sap(codes_train: np.ndarray, factors_train: np.ndarray,
 
 
 def dci_importance(codes_train, factors_train, codes_test, factors_test,
-                   n_estimators: int | None = None) -> tuple[np.ndarray, float]:
+                   n_estimators: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Importance matrix (K, F) from one GradientBoostingClassifier per factor (DCI_ESTIMATORS
-    stages unless given), and the mean test accuracy over factors."""
+    stages unless given), and each factor's test accuracy (F,)."""
     from sklearn.ensemble import GradientBoostingClassifier
 
     k, f = codes_train.shape[1], factors_train.shape[1]
@@ -154,7 +157,7 @@ def dci_importance(codes_train, factors_train, codes_test, factors_test,
         model.fit(codes_train, y_train)
         importance[:, j] = np.abs(model.feature_importances_)
         accuracy.append(float(np.mean(model.predict(codes_test) == y_test)))
-    return importance, float(np.mean(accuracy))
+    return importance, np.asarray(accuracy)
 
 
 def _one_minus_entropy(weights: np.ndarray) -> np.ndarray:
@@ -184,11 +187,13 @@ def dci_from_importance(importance: np.ndarray) -> tuple[float, float]:
 def dci(codes_train: np.ndarray, factors_train: np.ndarray,
         codes_test: np.ndarray, factors_test: np.ndarray,
         n_estimators: int | None = None) -> dict[str, float]:
-    """DCI disentanglement, completeness and informativeness (mean test accuracy)."""
+    """DCI disentanglement, completeness, informativeness (mean test accuracy) and each
+    factor's accuracy (`factor_accuracy`, (F,))."""
     importance, accuracy = dci_importance(codes_train, factors_train, codes_test, factors_test,
                                           n_estimators)
     d, c = dci_from_importance(importance)
-    return {"disentanglement": d, "completeness": c, "informativeness": accuracy}
+    return {"disentanglement": d, "completeness": c, "informativeness": float(np.mean(accuracy)),
+            "factor_accuracy": accuracy}
 
 
 def split(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -201,20 +206,26 @@ def split(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def scores(codes: np.ndarray, factors: np.ndarray, seed: int = 0,
-           n_estimators: int | None = None) -> dict[str, float]:
+           n_estimators: int | None = None) -> dict[str, float | list[float]]:
     """All of DISENTANGLEMENT for latent means (N, K) and factor class indices (N, F): MIG on
     up to NUM_TRAIN rows, SAP and DCI (`n_estimators` boosting stages; None: DCI_ESTIMATORS)
-    on a seeded 2:1 split. NaN everywhere when a code is not finite (a diverged model)."""
+    on a seeded 2:1 split; and per factor (lists, in the factors' order) MIG
+    (`mig_per_factor`) and the DCI trees' test accuracy (`factor_accuracy`: which factors the
+    code holds at all). NaN everywhere when a code is not finite (a diverged model)."""
     codes = np.asarray(codes, dtype=np.float64)
     factors = np.asarray(factors)
     if not np.isfinite(codes).all():
-        return {name: float("nan") for name in DISENTANGLEMENT}
+        nan = [float("nan")] * factors.shape[1]
+        return {**{name: float("nan") for name in DISENTANGLEMENT}, "mig_per_factor": nan, "factor_accuracy": nan}
     rows = (np.arange(len(codes)) if len(codes) <= NUM_TRAIN
             else np.random.default_rng(seed).permutation(len(codes))[:NUM_TRAIN])
     train, test = split(len(codes), seed)
     parts = (codes[train], factors[train], codes[test], factors[test])
     out = dci(*parts, n_estimators=n_estimators)
-    return {"mig": mig(codes[rows], factors[rows]), "sap": sap(*parts),
+    gaps = mig_per_factor(codes[rows], factors[rows])
+    return {"mig": float(np.nanmean(gaps)) if np.isfinite(gaps).any() else float("nan"), "sap": sap(*parts),
             "dci_disentanglement": out["disentanglement"],
             "dci_completeness": out["completeness"],
-            "dci_informativeness": out["informativeness"]}
+            "dci_informativeness": out["informativeness"],
+            "mig_per_factor": [float(g) for g in gaps],
+            "factor_accuracy": [float(a) for a in out["factor_accuracy"]]}

@@ -100,14 +100,16 @@ def evaluate_final(fleet: Fleet, data: DeviceData, iwae_samples: int) -> dict[st
     for split, mu in codes.items():
         for m, row in zip(fleet.members, _disentanglement(fleet, mu, data.factors.get(split),
                                                           data.dci_estimators)):
-            results[m.key].update({k if split == "test" else val_name(k): v for k, v in row.items()})
+            results[m.key].update({k if split == "test" else val_name(k): v for k, v in row.items()
+                                   if split == "test" or k in DISENTANGLEMENT})  # per factor: test only
     return results
 
 
 def _disentanglement(fleet: Fleet, mu: Tensor, factors: np.ndarray | None,
                      estimators: int | None) -> list[dict[str, float]]:
     """Per member: MIG, SAP and DCI (`estimators` boosting stages) of its code μ (N, n, L)
-    against the split's ground-truth factors (n, F); NaN on a dataset without factors."""
+    against the split's ground-truth factors (n, F), with MIG and the trees' accuracy per
+    factor (`disentanglement.scores`); NaN on a dataset without factors."""
     if factors is None:
         return [dict.fromkeys(DISENTANGLEMENT, float("nan")) for _ in fleet.members]
     mu = mu.cpu().numpy()

@@ -43,6 +43,8 @@ def test_cohorts_hold_one_dataset_and_each_member_its_own_splits(both):
     digits, sprites = runs[runs["dataset"] == "digits"], runs[runs["dataset"] == "sprites"]
     assert digits["mig"].isna().all() and sprites["mig"].notna().all()  # factors: sprites only
     assert sprites[["sap", "dci_disentanglement", "val_mig"]].notna().all().all()
+    assert sprites["factor_accuracy"].str.count(",").eq(4).all() and digits["factor_accuracy"].isna().all()
+    assert "val_factor_accuracy" not in runs  # per factor: the test split only
     assert digits["test_nelbo"].median() < sprites["test_nelbo"].median() / 3  # 64 vs 1024 pixels
 
 
@@ -61,6 +63,7 @@ def test_the_report_speaks_per_dataset_across_datasets_and_of_disentanglement(bo
     md = (out / "report.md").read_text()
     assert "Does the verdict transfer across datasets?" in md
     assert "## Disentanglement" in md and "Does β buy disentanglement?" in md
+    assert "Per factor, accuracy · MIG" in md and "| orientation (chance 0.25) |" in md
     assert "dataset = digits" in md and "dataset = sprites" in md
     transfer = pd.read_csv(out / "transfer.csv")
     assert set(transfer["activation"]) == {"relu", "tanh", "elu"}

@@ -34,8 +34,10 @@ def cases() -> dict[str, dict[str, float]]:
 
 def test_the_factors_themselves_score_near_one(cases):
     s = cases["aligned"]
-    assert set(s) == set(D.DISENTANGLEMENT) and all(isinstance(v, float) for v in s.values())
-    assert s["mig"] > 0.9
+    assert set(s) == {*D.DISENTANGLEMENT, "mig_per_factor", "factor_accuracy"}
+    assert all(isinstance(s[k], float) for k in D.DISENTANGLEMENT)
+    assert s["mig"] > 0.9 and min(s["mig_per_factor"]) > 0.9 and min(s["factor_accuracy"]) > 0.9
+    assert len(s["mig_per_factor"]) == len(s["factor_accuracy"]) == len(SIZES)
     assert s["dci_disentanglement"] > 0.9 and s["dci_completeness"] > 0.9
     assert s["dci_informativeness"] > 0.9
     assert s["sap"] > 0.25 and s["sap"] > max(cases[c]["sap"] for c in ("rotated", "mixed", "noise")) + 0.15
@@ -113,15 +115,17 @@ def test_degenerate_factor_and_code_do_not_crash():
     assert np.isfinite(m).all() and m[0, 1] == m[1, 1] == 1.0  # constant factor: always right
     assert D.sap(codes[tr], factors[tr], codes[te], factors[te]) == pytest.approx((m[0, 0] - m[1, 0]) / 2)
     out = D.dci(codes[tr], factors[tr], codes[te], factors[te], n_estimators=5)
-    assert all(math.isfinite(v) for v in out.values())
+    assert all(math.isfinite(v) for k, v in out.items() if k != "factor_accuracy")
     assert out["informativeness"] > 0.9 and out["disentanglement"] > 0.9
+    assert out["factor_accuracy"][1] == 1.0  # a constant factor: always right
 
 
 def test_non_finite_codes_give_nan_everywhere():
     codes = np.random.default_rng(5).standard_normal((60, 3))
     codes[7, 1] = np.inf
     s = D.scores(codes, _factors(60))
-    assert list(s) == list(D.DISENTANGLEMENT) and all(math.isnan(v) for v in s.values())
+    assert list(s)[:5] == list(D.DISENTANGLEMENT) and all(math.isnan(s[k]) for k in D.DISENTANGLEMENT)
+    assert all(math.isnan(v) for k in ("mig_per_factor", "factor_accuracy") for v in s[k])
 
 
 def test_split_is_seeded_two_to_one_and_capped():
