@@ -67,17 +67,15 @@ class Context:
         return next((s for s in self.strata if all(s.key.get(k) == v for k, v in key.items())), None)
 
     def data(self, s: strata_.Stratum | None = None) -> dict:
-        """The run's record of a dataset (sizes, image shape, factors, trivial NLL, classifier):
-        the stratum's, or the scope's when the runs hold one dataset."""
+        """The run's record of a dataset (sizes, image shape, factors, trivial NLL) with its
+        label: the stratum's, or the scope's when the runs hold one dataset."""
         labels = list(self.study.datasets)
         if s is not None and "dataset" in s.key:
             label = s.key["dataset"]
         else:
             held = list(self.runs["dataset"].unique()) if "dataset" in self.runs else labels
             label = held[0] if len(held) == 1 else labels[0]
-        record = dict(self.info.get("data", {}).get(label, {}))
-        classifier = self.info.get("classifier", {}).get(label)
-        return {**record, "label": label, **({"classifier": classifier} if classifier else {})}
+        return {**self.info.get("data", {}).get(label, {}), "label": label}
 
     @property
     def scope(self) -> str:

@@ -165,12 +165,10 @@ def _stratum(ctx, s) -> None:
     dims = dict(zip(members["activation"], members["latent_dim"].astype(int)))
     rows = [(act, imgs, dims[act]) for act, imgs in
             figures.image_rows(ctx.out_dir / "samples", members, "traversal", s.order)]
-    shape, originals = ctx.data(s).get("image_shape"), ctx.out_dir / "samples" / f"originals-{ctx.data(s)['label']}.npz"
+    shape = ctx.data(s).get("image_shape")
     if rows and shape:
-        original = None
-        if originals.exists():
-            with np.load(originals) as z:
-                original = z["recon"][0]
+        originals = figures.originals(ctx.out_dir / "samples", ctx.data(s)["label"])
+        original = None if originals is None else originals[0]
         ctx.figure(plots.traversals(rows, tuple(shape), ctx.fig_dir / f"traversals{tag}.png", original),
                    "Latent traversals of each activation's member with the best validation MIG (chosen "
                    "with the ground-truth factors, for display only): one row per latent dimension, "

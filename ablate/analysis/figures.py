@@ -187,6 +187,16 @@ def load_images(samples: Path, trial: int, seed: int) -> dict[str, np.ndarray]:
         return {k[len(prefix):]: z[k] for k in z.files if k.startswith(prefix)}
 
 
+def originals(samples: Path, label: str) -> np.ndarray | None:
+    """The first test images of dataset `label` that every member reconstructs (uint8 rows),
+    or None when the run kept none."""
+    path = samples / f"originals-{label}.npz"
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        return z["recon"]
+
+
 def image_rows(samples: Path, members: pd.DataFrame, kind: str, order: list[str]) -> list[tuple[str, np.ndarray]]:
     """(activation, images) for each showcased member that has `kind` images, in `order`."""
     rows = []

@@ -182,11 +182,7 @@ def collapse(runs: pd.DataFrame, order: list[str], path: Path) -> Path:
                 err = np.where(np.isfinite(err), np.maximum(err, 0.0), 0.0)  # a clipped interval may sit on its mean
                 ax.errorbar(line["kl_weight"], line["mean"], yerr=err, color=pal[act], marker="o",
                             ms=3.5, lw=1.1 if len(line) > 1 else 0, capsize=2, label=act)
-            ax.set_xscale("log")
-            betas = sorted(part["kl_weight"].unique())
-            ax.set_xlim(min(betas) / 1.6, max(betas) * 1.6)  # a lone value sits in the middle
-            ax.set_xticks(betas, [f"{b:g}" for b in betas])
-            ax.minorticks_off()
+            _beta_axis(ax, sorted(part["kl_weight"].unique()))
             if measure == "active_units":
                 ax.axhline(latent, color="0.7", ls=":", lw=1)
                 ax.set_title(f"latent_dim = {latent}")
@@ -415,6 +411,7 @@ def disentanglement(data: pd.DataFrame, order: list[str], path: Path) -> Path:
                         lw=1.1 if len(line) > 1 else 0, elinewidth=1.1, capsize=2, label=act)
         if by_beta:
             _beta_axis(ax, sorted(data["kl_weight"].dropna().unique()))
+            ax.set_xlabel("kl_weight")
         else:
             ax.set_xticks(range(len(order)), order, rotation=40, ha="right")
         ax.set_ylim(bottom=0.0)
@@ -431,7 +428,6 @@ def _beta_axis(ax, betas: list[float]) -> None:
         ax.set_xlim(min(betas) / 1.6, max(betas) * 1.6)
         ax.set_xticks(betas, [f"{b:g}" for b in betas])
         ax.minorticks_off()
-    ax.set_xlabel("kl_weight")
 
 
 def traversals(rows: list[tuple[str, np.ndarray, int]], shape: tuple[int, int, int], path: Path,

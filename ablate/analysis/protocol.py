@@ -16,6 +16,7 @@ from ablate.analysis import figures, plots, stats
 from ablate.analysis.context import Context
 from ablate.analysis.document import ci, fmt, param, upper, where
 from ablate.analysis.edges import edge_hits, edge_sentence
+from ablate.analysis.strata import apart_from
 from ablate.study.metrics import label
 from ablate.study.schema import ARMS
 
@@ -23,11 +24,8 @@ from ablate.study.schema import ARMS
 def arm_pairs(ctx: Context) -> list[tuple[str, dict]]:
     """The strata that differ only in their arm, by what they share ('' when the arm is the
     only stratum axis; 'dataset = sprites' beside others): (label, arm → stratum)."""
-    groups: dict[tuple, dict] = {}
-    for s in ctx.strata:
-        rest = tuple((k, v) for k, v in s.key.items() if k != "arm")
-        groups.setdefault(rest, {})[s.key.get("arm")] = s
-    return [(", ".join(where(k, v) for k, v in rest), arms) for rest, arms in groups.items()]
+    return [(", ".join(where(k, v) for k, v in rest), {s.key["arm"]: s for s in group})
+            for rest, group in apart_from(ctx.strata, "arm").items()]
 
 
 def verdict(arms: dict) -> str | None:

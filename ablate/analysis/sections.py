@@ -154,8 +154,7 @@ def _trivial_of(ctx: Context, s) -> float | None:
 
 def _collapsed_caution(ctx: Context, t) -> str:
     """A transfer's caveat: the datasets whose blocks include slices where every model collapsed."""
-    group = [s for s in ctx.strata if "dataset" in s.key and all(s.key.get(k) == x for k, x in t.key.items())]
-    parts = [f"{s.key['dataset']} at {where(axis, value)}" for s in group
+    parts = [f"{s.key['dataset']} at {where(axis, value)}" for s in t.strata
              for axis, value, _, _ in collapsed_slices(ctx, s)]
     return (f" Read with care: no activation beats the trivial model on {'; '.join(parts)}, and "
             "those blocks, which rank failures, are part of these ranks." if parts else "")
@@ -590,10 +589,8 @@ def _images(ctx: Context, s, shape: tuple, samples) -> None:
     cell, members = figures.showcase_members(runs, ctx.metric, ctx.maximize, s.cells)
     at = ", ".join(where(k, v) for k, v in cell.items()) or "each activation's best configuration"
     rows = figures.image_rows(samples, members, "recon", order)
-    originals_file = samples / f"originals-{ctx.data(s)['label']}.npz"
-    if rows and originals_file.exists():
-        with np.load(originals_file) as z:
-            originals = z["recon"]
+    originals = figures.originals(samples, ctx.data(s)["label"])
+    if rows and originals is not None:
         ctx.figure(plots.image_table(rows, shape, f"Reconstructions at {at}",
                                      figs / f"reconstructions{tag}.png", originals),
                    f"Reconstructions (decoded posterior mean) of the first test images "

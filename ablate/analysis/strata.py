@@ -139,6 +139,16 @@ def split(runs: pd.DataFrame, epochs: pd.DataFrame, cells: list[str], metric: st
     return out
 
 
+def apart_from(strata: list[Stratum], axis: str) -> dict[tuple, list[Stratum]]:
+    """The strata that have `axis` among their key, grouped by the rest of their key: each
+    group differs only in `axis` (each dataset, each arm), in the strata's order."""
+    groups: dict[tuple, list[Stratum]] = {}
+    for s in strata:
+        if axis in s.key:
+            groups.setdefault(tuple((k, v) for k, v in s.key.items() if k != axis), []).append(s)
+    return groups
+
+
 def _analyse(s: Stratum, baseline: str | None, grid: bool) -> None:
     if not (s.runs["status"] == "ok").any():
         return

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ablate.analysis import evidence, figures, plots, stats
+from ablate.analysis import evidence, figures, plots, stats, strata as strata_
 from ablate.analysis.document import fmt, upper, where
 from ablate.analysis.strata import Interaction, Stratum
 
@@ -30,6 +30,8 @@ class Transfer:
 
     key: dict
     """The strata's shared axis values ({} when the dataset is the only stratum axis)."""
+    strata: list[Stratum]
+    """The strata compared, one per dataset."""
     profiles: pd.DataFrame
     """dataset × activation: average rank within that dataset's matched blocks (1 = best)."""
     pooled: pd.Series
@@ -82,11 +84,7 @@ class Transfer:
 
 def transfers(strata: list[Stratum]) -> list[Transfer]:
     """Every group of two or more compared strata that differ only in their dataset."""
-    groups: dict[tuple, list[Stratum]] = {}
-    for s in strata:
-        if "dataset" in s.key and s.comparison is not None:
-            rest = tuple((k, v) for k, v in s.key.items() if k != "dataset")
-            groups.setdefault(rest, []).append(s)
+    groups = strata_.apart_from([s for s in strata if s.comparison is not None], "dataset")
     out = [_transfer(dict(rest), group) for rest, group in groups.items() if len(group) > 1]
     return [t for t in out if t is not None]
 
@@ -122,7 +120,7 @@ def _transfer(key: dict, group: list[Stratum]) -> Transfer | None:
     reranked = stats.block_ranks(profiles, maximize=False)
     stat, p, min_p = evidence.friedman_test(reranked) if k >= 3 else (float("nan"), float("nan"), 1.0)
     over = pd.Series(reranked.mean(0), index=common).sort_values(kind="stable")
-    return Transfer(key, profiles, pooled, len(wide), stat, p, min_p, stats.nemenyi_cd(k, n), over,
+    return Transfer(key, group, profiles, pooled, len(wide), stat, p, min_p, stats.nemenyi_cd(k, n), over,
                     kendall_taus(profiles), _interaction(group, wide, ranks, profiles))
 
 

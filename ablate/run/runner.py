@@ -96,7 +96,7 @@ def load_datasets(study: Study) -> dict[str, Dataset]:
     written."""
     out = {}
     for label, options in study.datasets.items():
-        configs = {study.config(p) for p in study.points() if study.config(p).dataset == label}
+        configs = {c for c in map(study.config, study.points()) if c.dataset == label}
         unit = any(FAMILY[c.family].unit_data(c.likelihood) for c in configs)
         try:
             out[label] = load_dataset(options, unit)

@@ -2,9 +2,10 @@
 validation twins.
 
 Owns: the evaluation passes (single-sample ELBO, posterior moments and hidden-unit ranges, the
-IWAE bound, I(x; z), the linear probe, disentanglement on data with factors), chunk sizes that fit the device's memory, and each
-member's evaluation noise (its EVAL stream, the same at every evaluation). Does not own: the
-math of each metric (estimators.py), the metric table (metrics.py) or images (samples.py).
+IWAE bound, I(x; z), the linear probe, disentanglement on data with factors), chunk sizes that
+fit the device's memory, and each member's evaluation noise (its EVAL stream, the same at every
+evaluation). Does not own: the math of each metric (estimators.py, disentanglement.py), the
+metric table (metrics.py) or images (samples.py).
 """
 
 from __future__ import annotations
