@@ -180,8 +180,8 @@ def collapse(runs: pd.DataFrame, order: list[str], path: Path) -> Path:
                     continue
                 err = np.vstack([line["mean"] - line["ci_low"], line["ci_high"] - line["mean"]])
                 err = np.where(np.isfinite(err), np.maximum(err, 0.0), 0.0)  # a clipped interval may sit on its mean
-                ax.errorbar(line["kl_weight"], line["mean"], yerr=err, color=pal[act], marker="o",
-                            ms=3.5, lw=1.1 if len(line) > 1 else 0, capsize=2, label=act)
+                ax.errorbar(line["kl_weight"], line["mean"], yerr=err, color=pal[act], marker="o", ms=3.5,
+                            lw=1.1 if len(line) > 1 else 0, elinewidth=1.1, capsize=2, label=act)
             _beta_axis(ax, sorted(part["kl_weight"].unique()))
             if measure == "active_units":
                 ax.axhline(latent, color="0.7", ls=":", lw=1)
