@@ -29,7 +29,7 @@ test: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile tests
 
 bench: setup
-	$(PY) bench/fleet_vs_loop.py
+	PYTHONPATH=. $(PY) bench/fleet_vs_loop.py
 
 clean:
 	rm -rf $(RESULTS)

@@ -14,8 +14,14 @@ Workloads:
      (4 activations × 4 seeds), --conv-images synthetic images per epoch. Also times one conv
      layer of the fleet two ways — grouped convolution (what the fleet uses) and
      torch.func.vmap over F.conv2d — forward and backward.
+  4. own: a user's module (model.module, nets/plugin.py). (i) The built-in MLP VAE written as
+     a module (examples/mlp_vae.py, 784-400-20, 16 members on workload 1's data): the module's
+     fleet (torch.func) against the one-model loop of the same module and against the built-in
+     fleet; and its four activations as four vmapped groups of one cohort against four cohorts
+     of one group each. (ii) The residual GroupNorm VAE of examples/resnet_vae.py (width 16) on
+     --conv-images 1×28×28 images: its fleet against its loop.
 
-Usage: python bench/fleet_vs_loop.py [--workload mnist|quick|conv|all] [--device cpu|cuda]
+Usage: python bench/fleet_vs_loop.py [--workload mnist|quick|conv|own|all] [--device cpu|cuda]
        [--members 64] [--fraction 0.1] [--conv-images 1024] [--epochs 2] [--repeats 3]
 """
 
@@ -34,6 +40,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ablate.data.datasets import load_dataset
 from ablate.nets.layers import KERNEL, PADDING, STRIDE, Conv
 from ablate.nets.models import conv_sizes
+from ablate.nets.plugin import build_member
 from ablate.nets.nonlinear import get_activation
 from ablate.study.loader import load_study
 from ablate.study.schema import RunConfig
@@ -115,14 +122,21 @@ class LoopConvVAE(nn.Module):
         return h.flatten(1), mu, logvar
 
 
-def loop_train(members, x: torch.Tensor, epochs: int) -> float:
-    """Seconds to train every member one at a time, textbook style."""
+def loop_train(members, x: torch.Tensor, epochs: int, shape: tuple[int, ...] | None = None) -> float:
+    """Seconds to train every member one at a time, textbook style (a user's module: on
+    images of `shape`)."""
     start = time.perf_counter()
     for m in members:
         torch.manual_seed(m.seed)
-        model = (LoopConvVAE(CONV_SHAPE, m.config) if m.config.arch == "conv"
-                 else LoopVAE(x.shape[1], m.config)).to(x.device)
-        opt = torch.optim.Adam(model.parameters(), lr=m.config.lr)
+        if m.config.module:  # a user's module (workload 4), built by its factory
+            own = build_member(m.config, shape, m.seed).to(x.device)
+            model = lambda xb, own=own: _own_forward(own, xb, shape)  # noqa: E731
+            params = own.parameters()
+        else:
+            model = (LoopConvVAE(CONV_SHAPE, m.config) if m.config.arch == "conv"
+                     else LoopVAE(x.shape[1], m.config)).to(x.device)
+            params = model.parameters()
+        opt = torch.optim.Adam(params, lr=m.config.lr)
         loader = DataLoader(TensorDataset(x), batch_size=m.config.batch_size, shuffle=True)
         for _ in range(epochs):
             for (xb,) in loader:
@@ -136,9 +150,10 @@ def loop_train(members, x: torch.Tensor, epochs: int) -> float:
     return time.perf_counter() - start
 
 
-def fleet_train(members, x: torch.Tensor, epochs: int) -> float:
+def fleet_train(members, x: torch.Tensor, epochs: int, shape: tuple[int, ...] | int | None = None) -> float:
     """Seconds to train every member together as one fleet (training epochs only)."""
-    fleet = Fleet(members, CONV_SHAPE if members[0].config.arch == "conv" else x.shape[1], x.device)
+    shape = shape or (CONV_SHAPE if members[0].config.arch == "conv" else x.shape[1])
+    fleet = Fleet(members, shape, x.device)
     bs = members[0].config.batch_size
     n, steps = len(x), math.ceil(len(x) / bs)
     _sync(x.device)
@@ -152,6 +167,61 @@ def fleet_train(members, x: torch.Tensor, epochs: int) -> float:
             step += 1
     _sync(x.device)
     return time.perf_counter() - start
+
+
+def _own_forward(model, xb: torch.Tensor, shape: tuple[int, ...]):
+    """A user's module as the loop's model: logits, μ, log σ² of a batch."""
+    mu, logvar = model.encode(xb.view(-1, *shape))
+    z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+    return model.decode(z).flatten(1), mu, logvar
+
+
+def own_report(name: str, ways: dict, x: torch.Tensor, members: int, epochs: int, repeats: int) -> dict:
+    """Time each way (a function of (x, epochs) → seconds), interleaved, best of `repeats`;
+    print ms per member-epoch and each way's ratio to the first."""
+    for fn in ways.values():  # warm-up
+        fn(x[:256], 1)
+    times: dict[str, list[float]] = {k: [] for k in ways}
+    for _ in range(repeats):
+        for k, fn in ways.items():
+            times[k].append(fn(x, epochs))
+    best = {k: min(v) for k, v in times.items()}
+    me = members * epochs
+    print(f"\n[{name}] {members} members × {epochs} epochs × {len(x)} images on {x.device}")
+    first = next(iter(best))
+    for k, t in best.items():
+        print(f"  {k:34s}: {t / me * 1e3:9.1f} ms per member-epoch (best of {repeats}; "
+              f"worst {max(times[k]) / me * 1e3:.1f})" + ("" if k == first else f"   {first}/this: {best[first] / t:.2f}x"))
+    return best
+
+
+def own_workloads(device: torch.device, members: int, fraction: float, images: int, epochs: int,
+                  repeats: int) -> None:
+    """Workload 4 (the module docstring's)."""
+    n = int(60000 * fraction)
+    x = torch.rand(n, 784, generator=torch.Generator().manual_seed(0)).to(device)
+    shape, acts = (1, 28, 28), ("relu", "gelu", "tanh", "silu")
+    built_in = RunConfig(hidden=(400,), latent_dim=20, batch_size=128, init="default", epochs=epochs)
+    own = RunConfig(module="examples.mlp_vae:make_vae", options='{"hidden": [400]}', latent_dim=20,
+                    batch_size=128, epochs=epochs)
+    seeds = range(members // len(acts))
+    mine = [Member(f"{a}-{s}", replace(own, activation=a), s) for a in acts for s in seeds]
+    theirs = [Member(f"{a}-{s}", replace(built_in, activation=a), s) for a in acts for s in seeds]
+    by_act = [[m for m in mine if m.config.activation == a] for a in acts]
+    own_report("workload 4(i): the built-in MLP VAE written as a module, 784-400-20", {
+        "(a) the module, one at a time": lambda xx, e: loop_train(mine, xx, e, shape),
+        "(b) the module's fleet (vmap)": lambda xx, e: fleet_train(mine, xx, e, shape),
+        "(c) the built-in fleet": lambda xx, e: fleet_train(theirs, xx, e, 784),
+        "(d) one cohort per activation": lambda xx, e: sum(fleet_train(g, xx, e, shape) for g in by_act),
+    }, x, len(mine), epochs, repeats)
+    conv = RunConfig(module="examples.resnet_vae:make_vae", options='{"width": 16}', latent_dim=16,
+                     batch_size=128, epochs=epochs)
+    res = [Member(f"{a}-{s}", replace(conv, activation=a), s) for a in acts for s in seeds]
+    xc = x[:images]
+    own_report("workload 4(ii): the residual GroupNorm VAE (examples/resnet_vae.py), width 16, 1×28×28", {
+        "(a) the module, one at a time": lambda xx, e: loop_train(res, xx, e, shape),
+        "(b) the module's fleet (vmap)": lambda xx, e: fleet_train(res, xx, e, shape),
+    }, xc, len(res), epochs, repeats)
 
 
 def _sync(device: torch.device) -> None:
@@ -236,7 +306,7 @@ def grouped_vs_vmap(device: torch.device, members: int, repeats: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workload", choices=["mnist", "quick", "conv", "all"], default="all")
+    ap.add_argument("--workload", choices=["mnist", "quick", "conv", "own", "all"], default="all")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--members", type=int, default=16, help="mnist workload: 4 activations × members/4 seeds")
     ap.add_argument("--fraction", type=float, default=0.1, help="share of MNIST's 60 000 images")
@@ -274,6 +344,8 @@ def main() -> None:
         report("workload 3: conv 28×28, channels [32, 64], latent 16", members, x, args.epochs,
                peak, args.repeats)
         grouped_vs_vmap(device, args.members, args.repeats)
+    if args.workload in ("own", "all"):
+        own_workloads(device, args.members, args.fraction, args.conv_images, args.epochs, args.repeats)
 
 
 if __name__ == "__main__":

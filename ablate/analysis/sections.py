@@ -240,14 +240,14 @@ def setup(ctx: Context) -> None:
     env, wall = info.get("environment", {}), info.get("wall_seconds")
     doc.para(" ".join(dataset_sentence(label, info.get("data", {}).get(label, {}), options)
                       for label, options in study.datasets.items())
-             + f" {model_sentence(study)} "
+             + f" {model_sentence(study)}{weights_sentence(ctx)} {training_sentence(study)} "
              f"Device: {info.get('device', '?')}. Seeds: {', '.join(map(str, study.seeds))}. "
              + (f"Wall time of the study: {wall / 60:.1f} min." if wall else ""))
     if (warning := design_warning(ctx)):
         doc.para(warning)
     if env:
         doc.table(pd.DataFrame({"component": list(env), "version": list(env.values())}))
-    if not ctx.runs.empty:
+    if not ctx.runs.empty and not own_modules(study):
         doc.para("The weight initialisation of each activation's hidden layers"
                  + (" in each arm" if ctx.study.protocol else "") + " (auto: the scheme the "
                  "activation needs, Kaiming for the ReLU family, LeCun for SELU, Xavier for "
@@ -298,6 +298,14 @@ def model_sentence(study) -> str:
     """The architecture in words: each arch the study trains, its layers, and the likelihood."""
     values = lambda key: study.space.get(key, (getattr(study.base, key),))  # noqa: E731
     sizes = lambda vs: " or ".join("[" + ", ".join(map(str, v)) + "]" for v in vs)  # noqa: E731
+    families = "/".join(f.upper() for f in values("family"))
+    if modules := own_modules(study):
+        options = " or ".join(f"`{o}`" for o in values("options"))
+        return (f"Model: {families}, the study's own module{'s' if len(modules) > 1 else ''} "
+                + " and ".join(f"`{m}`" for m in modules) + f" with options {options}: its "
+                "layers and weight init are the factory's; ablate hands the factory each member's "
+                "activation and trains the members as vmapped stacks of the module "
+                f"(torch.func); {'/'.join(values('likelihood'))} likelihood.")
     parts = []
     for arch in values("arch"):
         hidden = values("hidden")
@@ -308,9 +316,37 @@ def model_sentence(study) -> str:
                          f"{fc}, transposed convolutions back)")
         else:
             parts.append(f"mlp ({fc})")
-    families = "/".join(f.upper() for f in values("family"))
     return (f"Model: {families}, {' and '.join(parts)}, "
             f"{'/'.join(values('likelihood'))} likelihood.")
+
+
+def weights_sentence(ctx: Context) -> str:
+    """' Trainable weights per member: 19 465.' (a range when they differ)."""
+    if ctx.runs.empty or "params" not in ctx.runs or ctx.runs["params"].isna().all():
+        return ""
+    low, high = int(ctx.runs["params"].min()), int(ctx.runs["params"].max())
+    return f" Trainable weights per member: {low:,}" + (f" to {high:,}." if high > low else ".")
+
+
+def training_sentence(study) -> str:
+    """How every member trains: optimiser, lr, batch, epochs, KL warm-up — and that these are
+    the same for every activation unless a search or the tuned protocol chooses them."""
+    def shown(key: str) -> str:
+        if key in study.ranges:
+            r = study.ranges[key]
+            return f"searched in [{r.low:g}, {r.high:g}]"
+        tuned = study.protocol is not None and key in study.protocol.keys
+        values = " or ".join(f"{v:g}" for v in study.space.get(key, (getattr(study.base, key),)))
+        return values + (" (tuned per activation in the tuned arm)" if tuned else "")
+    warm = shown("kl_warmup_epochs")
+    same = "" if study.ranges or study.protocol else "; the same values for every activation, none tuned for it"
+    return (f"Training: Adam at lr {shown('lr')}, batch {shown('batch_size')}, {shown('epochs')} "
+            f"epochs{'' if warm == '0' else f', KL warm-up over {warm} epochs'}{same}.")
+
+
+def own_modules(study) -> tuple[str, ...]:
+    """The users' modules (model.module) the study trains; () for the built-in model."""
+    return tuple(m for m in study.space.get("module", (study.base.module,)) if m)
 
 
 def inits(ctx: Context) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from ablate.study.schema import RunConfig, Study
 CONFIG_COLUMNS = list(RunConfig.__dataclass_fields__)
 RUN_COLUMNS = ["trial", *CONFIG_COLUMNS, "seed", "status",
                *(m for m in FINAL if METRICS[m].split != "none"),
-               "epochs_run", "train_seconds", "fail_epoch", "reason"]
+               "epochs_run", "params", "train_seconds", "fail_epoch", "reason"]
 
 
 def _finished(store: optuna.Study):
@@ -40,7 +40,9 @@ mlp, which has none)."""
 
 
 def layer_columns(config: RunConfig) -> dict[str, str]:
-    """A configuration's layer sizes as runs.csv shows them."""
+    """A configuration's layer sizes as runs.csv shows them (a user's module's: empty)."""
+    if config.module:
+        return {"hidden": "", "channels": ""}
     return {"hidden": "-".join(map(str, config.hidden)),
             "channels": "-".join(map(str, config.channels)) if config.arch == "conv" else ""}
 

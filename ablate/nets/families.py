@@ -34,6 +34,11 @@ class Family:
     title = "autoencoder"
     networks = ("encoder", "decoder")
     """The network that reads images, then the one that writes them."""
+    methods = ("encode", "decode")
+    """A user's module's methods (model.module), in the networks' order."""
+    alternating = False
+    """Whether its two networks are trained in turns, each by its own Adam (their weights must
+    be apart)."""
     parts = ("recon", "kl")
     """The loss's two parts, recorded per epoch as train_<part>."""
     measures = frozenset({"reconstruction"})
@@ -205,6 +210,8 @@ class GAN(Family):
 
     name, title = "gan", "GAN"
     networks = ("discriminator", "generator")
+    methods = ("discriminate", "generate")
+    alternating = True
     parts = ("g_loss", "d_loss")
     measures = frozenset({"samples"})
     prior = True

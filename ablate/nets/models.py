@@ -57,6 +57,9 @@ def flat_shape(shape: Sequence[int] | int) -> tuple[int, ...]:
 def param_count(config: RunConfig, shape: Sequence[int] | int) -> int:
     """Trainable weights of one member (memory estimates and cost shares)."""
     shape = flat_shape(shape)
+    if config.module:  # a user's module: counted on one built copy
+        from ablate.nets.plugin import sizes
+        return sizes(config, shape)[0]
     heads = FAMILY[config.family].head_width(config.latent_dim)
     h, latent, k2 = list(config.hidden), config.latent_dim, 16
     if config.arch == "conv":
@@ -72,6 +75,9 @@ def param_count(config: RunConfig, shape: Sequence[int] | int) -> int:
 
 def activation_floats(config: RunConfig, shape: Sequence[int] | int) -> int:
     """Hidden values of one member for one example, encoder and decoder together."""
+    if config.module:
+        from ablate.nets.plugin import sizes
+        return sizes(config, flat_shape(shape))[1]
     if config.arch == "conv":
         sizes = conv_sizes(flat_shape(shape), config.channels)
         maps = sum(c * h * w for c, (h, w) in zip(config.channels, sizes[1:]))
@@ -95,6 +101,16 @@ class _BernoulliNLL(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         logits, x = ctx.saved_tensors
         return torch.sigmoid(logits).sub_(x).mul_(grad.unsqueeze(-1)), None
+
+
+def log_likelihood(likelihood: str, x: Tensor, out: Tensor, log_sigma: Slot | None) -> Tensor:
+    """log p(x | z) summed over pixels: x (N, B, D) or (B, D), out (N, B, D) → (N, B); a
+    Gaussian's shared log σ is each member's (N, 1, 1) slot."""
+    if likelihood == "bernoulli":
+        return -_BernoulliNLL.apply(out, x)
+    log_sigma = log_sigma.tensor
+    sq = ((x - out) * torch.exp(-log_sigma)) ** 2
+    return -0.5 * (sq + 2.0 * log_sigma + LOG_2PI).sum(-1)
 
 
 class Autoencoder:
@@ -242,11 +258,7 @@ class Autoencoder:
 
     def log_likelihood(self, x: Tensor, out: Tensor) -> Tensor:
         """log p(x | z) summed over pixels: x (N, B, D) or (B, D), out (N, B, D) → (N, B)."""
-        if self.likelihood == "bernoulli":
-            return -_BernoulliNLL.apply(out, x)
-        log_sigma = self.extra["log_sigma"].tensor  # (N, 1, 1)
-        sq = ((x - out) * torch.exp(-log_sigma)) ** 2
-        return -0.5 * (sq + 2.0 * log_sigma + LOG_2PI).sum(-1)
+        return log_likelihood(self.likelihood, x, out, self.extra.get("log_sigma"))
 
     def real_units(self) -> Tensor:
         """(N, U) bool: which units of `hidden` (encode then decode) are real, not padding."""

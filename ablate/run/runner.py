@@ -29,6 +29,7 @@ from tqdm import tqdm
 from ablate.data.datasets import Dataset, load_dataset
 from ablate.errors import UserError
 from ablate.files import atomic_open
+from ablate.nets import plugin
 from ablate.nets.activations import ACTIVATIONS
 from ablate.nets.families import FAMILY
 from ablate.nets.models import conv_sizes
@@ -75,7 +76,15 @@ def _on_device(study: Study, label: str, data: Dataset, out_dir: Path, device: t
 
 
 def check_architecture(study: Study, label: str, data: Dataset) -> None:
-    """A conv model needs images, large enough to halve once per channels entry."""
+    """A conv model needs images, large enough to halve once per channels entry; a user's
+    module builds, runs and vmaps on this data (plugin.check; searched sizes at their high
+    end)."""
+    own = [c for c in map(study.config, study.corners()) if c.module and c.dataset == label]
+    try:
+        plugin.check(own, tuple(data.image_shape or (data.dim,)))
+    except UserError as exc:
+        entry = f" (dataset '{label}')" if len(study.datasets) > 1 else ""
+        raise UserError(f"{study.path}: {exc}{entry}") from None
     for config in {study.config(p) for p in study.points()}:
         if config.arch != "conv" or config.dataset != label:
             continue
@@ -116,7 +125,7 @@ def _tell(store: optuna.Study, study: Study, trial: optuna.Trial,
     members, epochs = [], {}
     for seed, o in outcomes:
         members.append({"seed": seed, "status": o.status, "reason": o.reason,
-                        "fail_epoch": o.fail_epoch, "epochs_run": o.epochs_run,
+                        "fail_epoch": o.fail_epoch, "epochs_run": o.epochs_run, "params": o.params,
                         "train_seconds": o.train_seconds, "cohort": o.cohort,
                         "cohort_members": o.cohort_members, "cohort_seconds": o.cohort_seconds,
                         **o.metrics})

@@ -10,6 +10,7 @@ is checked once the data is loaded: machine.cohort_capacity). Torch-free.
 
 from __future__ import annotations
 
+import json
 import re
 
 from ablate.errors import UserError
@@ -146,6 +147,32 @@ def activation(v):
     except UserError as exc:
         raise Bad(str(exc)) from None
     return name
+
+
+IMPORT_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
+
+
+def module_path(v):
+    """`package.module:factory` — checked as written; the module is imported only to train."""
+    v = string(v)
+    if not IMPORT_PATH.fullmatch(v):
+        raise Bad(f"must be an import path package.module:factory (a function or class on "
+                  f"PYTHONPATH, e.g. examples.resnet_vae:make_vae), got {shown(v)}")
+    return v
+
+
+def options(v):
+    """Keyword arguments for a model.module's factory: a mapping of names to numbers, text,
+    true/false or lists of them, kept as canonical JSON (equal options, equal text)."""
+    if not isinstance(v, dict):
+        raise Bad(f"must be a mapping of the factory's keyword arguments, e.g. {{width: 64}}, got {shown(v)}")
+    for k, value in v.items():
+        if not isinstance(k, str) or not k.isidentifier():
+            raise Bad(f"has the key {shown(k)}; keys are the factory's keyword arguments (Python names)")
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(i, (str, int, float, bool)) and i == i for i in items):
+            raise Bad(f"{k}: must be a number, text, true/false or a list of them, got {shown(value)}")
+    return json.dumps(v, sort_keys=True, separators=(", ", ": "))
 
 
 def auto(check):

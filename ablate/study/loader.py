@@ -142,6 +142,7 @@ def parse_study(text: str, path: str = "<study>", overrides: tuple[str, ...] = (
                      default_metric(families), top["datasets"])
     top["metric"] = top.get("metric", twin_on_test(search.objective))
     rules.needs_validation(ld, top["datasets"], axis, search, protocol)
+    rules.own_model(ld, base, space, ranges)
     rules.architecture(ld, base, space)
     rules.families_apply(ld, families, space, ranges, top["metric"], search)
     rules.bounded(ld, space, top.get("seeds", default(Study, "seeds")), search, protocol)

@@ -19,7 +19,7 @@ from ablate.registry import suggest
 from ablate.streams import TUNING_SEED
 from ablate.study import checks
 from ablate.study.metrics import METRICS, PRUNABLE, val_name
-from ablate.study.schema import ARMS, AXES, Protocol, Range, RunConfig, Search, Study, default, read_fields
+from ablate.study.schema import ARMS, AXES, BUILT_IN_ONLY, Protocol, Range, RunConfig, Search, Study, default, read_fields
 
 if TYPE_CHECKING:
     from ablate.study.loader import Loader
@@ -226,6 +226,21 @@ def bounded(ld: Loader, space: dict, seeds: tuple, search: Search, protocol) -> 
         raise ld.fail("space" if search.is_grid else "search.n_trials",
                       f"makes {members:,} members ({configs:,} configurations × {len(seeds):,} seeds); "
                       f"a study of more than {checks.MAX_MEMBERS:,} cannot finish. Split it or narrow it.")
+
+
+def own_model(ld: Loader, base: dict, space: dict, ranges: dict) -> None:
+    """A model.module reads its options, not the built-in model's settings (refused rather
+    than ignored); options need a module."""
+    if any(space.get("module", (base.get("module"),))):
+        for key in BUILT_IN_ONLY:
+            if key in base or key in space or key in ranges:
+                where = f"space.{key}" if key in space or key in ranges else f"{AXES[key].metadata['section']}.{key}"
+                raise ld.fail(where, "shapes the built-in model, which model.module replaces; pass "
+                                     "what your factory needs through model.options (its keyword arguments).")
+    elif "options" in base or "options" in space:
+        raise ld.fail("space.options" if "options" in space else "model.options",
+                      "holds keyword arguments for model.module's factory, and the study names no "
+                      "model.module; give one, or remove options.")
 
 
 def architecture(ld: Loader, base: dict, space: dict) -> None:

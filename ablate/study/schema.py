@@ -24,6 +24,12 @@ from ablate.study.metrics import FINAL
 from ablate.study.storage import check_storage
 
 ARCHS = ("mlp", "conv")
+BUILT_IN_ONLY = ("arch", "channels", "hidden", "init", "dropout", "decoder_activation")
+"""Settings of the built-in model that a user's `model.module` does not read (its own
+architecture, init and layers are the factory's; `options` reach it)."""
+PLUGIN_FIELDS = {"module": None, "options": "{}"}
+"""The fields of a user's module, with the values that mean "the built-in model": a study
+that leaves them so keeps the fingerprint it had before they existed."""
 STRATEGIES = ("grid", "tpe", "random", "cmaes", "qmc")
 PRUNERS = ("none", "median", "hyperband", "wilcoxon")
 STORAGE_SCHEMES = ("sqlite", "postgresql")
@@ -89,6 +95,11 @@ class RunConfig:
     init: str = setting("auto", checks.choice("auto", *INIT_SCHEMES), "model", axis=True)
     """Hidden-layer weight init: auto (the one each activation needs) or default (PyTorch
     Linear), kaiming, xavier, lecun for every activation."""
+    module: str | None = setting(None, checks.module_path, "model", axis=True)
+    """A user's model, `package.module:factory` (nets/plugin.py) called as factory(activation,
+    latent_dim, shape, **options); None: the built-in one arch, channels and hidden shape."""
+    options: str = setting("{}", checks.options, "model", axis=True)
+    """module: the factory's keyword arguments, as canonical JSON text (a YAML mapping)."""
     dataset: str = "digits"
     """The label of the member's dataset (Study.datasets): `space.dataset` varies it; the
     `dataset:` section, or each entry of `space.dataset`, says what it holds."""
@@ -99,13 +110,22 @@ class RunConfig:
         return self.decoder_activation or self.activation
 
     def applies(self, key: str) -> bool:
-        """Whether field `key` changes this configuration's model (kl_weight: only a vae's)."""
+        """Whether field `key` changes this configuration's model (kl_weight: only a vae's;
+        arch, channels, hidden, init, dropout and decoder_activation only a built-in model's;
+        options only a module's)."""
+        if key in BUILT_IN_ONLY and self.module:
+            return False
+        if key == "options":
+            return bool(self.module)
         return FAMILY[self.family].reads(key)
 
     @property
     def cohort_key(self) -> tuple:
         """Members with equal keys can share a fleet (same dataset, family, likelihood,
-        architecture — for conv the same channels —, depth, schedule)."""
+        architecture — for conv the same channels, for a user's module the same module —,
+        depth, schedule)."""
+        if self.module:
+            return (self.dataset, self.family, self.likelihood, self.module, self.batch_size, self.epochs)
         channels = self.channels if self.arch == "conv" else ()
         return (self.dataset, self.family, self.likelihood, self.arch, channels, len(self.hidden),
                 self.batch_size, self.epochs)
@@ -265,7 +285,8 @@ class Study:
     def settings_record(self) -> dict:
         """Everything that changes results, as plain data: what the fingerprint hashes, and
         what the store keeps so that a mismatch can be named key by key."""
-        base = {k: v for k, v in asdict(self.base).items() if k != "dataset"}
+        base = {k: v for k, v in asdict(self.base).items()
+                if k != "dataset" and not (k in PLUGIN_FIELDS and v == PLUGIN_FIELDS[k])}
         one = len(self.datasets) == 1 and "dataset" not in self.space
         keyed = {"dataset": next(iter(self.datasets.values())) if one else self.datasets, "base": base,
                  "seeds": self.seeds, "space": {k: list(v) for k, v in self.space.items()},

@@ -1,7 +1,8 @@
 """The fleet: a cohort of independent models (MLP or conv, of one family) trained as one.
 Its invariants and their tests: docs/architecture.md, "The fleet".
 
-Owns: the members (sorted by activation, so each activation acts on one contiguous slice),
+Owns: the members (sorted by activation, so each activation acts on one contiguous slice; a
+user's module's members in vmapped groups, nets/plugin.py),
 their random generators, one training step as their family takes it, the stacked Adam that is
 N independent Adams, and members leaving (failure, pruning). Does not own: the layers
 (layers.py), the model built from them (models.py), the family's loss (families.py), the epoch
@@ -28,6 +29,7 @@ from ablate.nets.families import FAMILY
 from ablate.nets.layers import Groups, Slot
 from ablate.nets.models import build_model, flat_shape
 from ablate.nets.nonlinear import get_activation
+from ablate.nets.plugin import PluginModel
 from ablate.streams import Stream, stream_seed
 from ablate.study.schema import RunConfig
 
@@ -89,8 +91,9 @@ class Fleet:
         groups = (activation_groups([m.config.activation for m in members]),
                   activation_groups([m.config.decoder for m in members]))
         gens = generators(members, Stream.INIT)
-        self.model = build_model([(m.config, g) for m, g in zip(members, gens)], self.shape,
-                                 groups, dev)
+        pairs = [(m.config, g) for m, g in zip(members, gens)]
+        self.model = (PluginModel(pairs, self.shape, dev) if members[0].config.module
+                      else build_model(pairs, self.shape, groups, dev))
         self.latent = self.model.latent
         self._slots()
         self.train_gens = generators(members, Stream.TRAIN, dev)

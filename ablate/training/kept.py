@@ -6,7 +6,8 @@ numbers and strings that `torch.load(weights_only=True)` reads without running c
 cut short or not ablate's is refused with one line naming it), taking a member's weights out
 of a trained fleet, rebuilding one member as a one-member model,
 `Standalone` (the module `ablate export` writes as TorchScript: `encode`, `decode`, a GAN's
-`generate`, on tensors shaped like the dataset's images) and prior samples (`ablate sample`).
+`generate`, on tensors shaped like the dataset's images; `OwnStandalone` for a user's module,
+whose member is kept as that module's own state_dict) and prior samples (`ablate sample`).
 Does not own: the layers and models (layers.py, models.py) or training (loop.py).
 
 A member's rows in a fleet are padded to the cohort's widest member; padding is exactly zero
@@ -30,6 +31,7 @@ from ablate.files import atomic_open
 from ablate.nets.families import FAMILY
 from ablate.nets.layers import Linear
 from ablate.nets.models import Autoencoder, build_model
+from ablate.nets.plugin import PluginModel
 from ablate.streams import FIXED_SEED
 from ablate.study.schema import RunConfig
 from ablate.training.fleet import Fleet, activation_groups
@@ -46,7 +48,10 @@ def _alone(config: RunConfig, shape: tuple[int, ...]) -> Autoencoder:
 
 
 def member_weights(fleet: Fleet, i: int) -> dict[str, Tensor]:
-    """Member i's own (unpadded) value of every stacked parameter, on the CPU."""
+    """Member i's own (unpadded) value of every stacked parameter, on the CPU; a user's
+    module's member as that module's own state_dict."""
+    if isinstance(fleet.model, PluginModel):
+        return fleet.model.member_state(i)
     alone = _alone(fleet.members[i].config, fleet.shape)
     out = {}
     for name, slot in alone.slots().items():
@@ -95,6 +100,10 @@ def load_member(results: Path, trial: int, seed: int) -> tuple[Autoencoder, RunC
         raw = members[seed]["config"]
         config = RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known})
         shape = tuple(content["shape"])
+        if config.module:  # a user's module: its state_dict (the module is imported to load it)
+            model = PluginModel([(config, torch.Generator().manual_seed(FIXED_SEED))], shape, torch.device("cpu"))
+            model.load_member_state(0, members[seed]["weights"])
+            return model, config, shape
         model = _alone(config, shape)
         with torch.no_grad():
             for name, slot in model.slots().items():
@@ -158,11 +167,36 @@ class Standalone(torch.nn.Module):
         return self.model.discriminate(self._flat(x)[None])[0]
 
 
+class OwnStandalone(torch.nn.Module):
+    """One member of a user's module (model.module) with Standalone's methods: the module
+    itself, its weights loaded, inside (`inner`, as the factory builds it)."""
+
+    def __init__(self, model: PluginModel, config: RunConfig, shape: tuple[int, ...]):
+        super().__init__()
+        self.family, self.shape = FAMILY[config.family], shape
+        self.inner = model.member_module(0)
+        self.first, self.second = self.family.methods
+
+    def encode(self, x: Tensor):
+        out = getattr(self.inner, self.first)(x)
+        return self.family.exported_code(*out) if isinstance(out, (tuple, list)) else self.family.exported_code(out, None)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return getattr(self.inner, self.second)(z).reshape((z.shape[0], *self.shape))
+
+    def generate(self, z: Tensor) -> Tensor:
+        return torch.sigmoid(self.decode(z))
+
+    def discriminate(self, x: Tensor) -> Tensor:
+        return getattr(self.inner, self.first)(x).reshape(x.shape[0])
+
+
 def export(results: Path, trial: int, seed: int, out: Path) -> Path:
     """Member (trial, seed) as a TorchScript file that `torch.jit.load` reads without ablate;
-    its configuration rides along as the extra file `ablate.json`."""
+    its configuration rides along as the extra file `ablate.json`. A user's module is traced
+    as it is; one that tracing cannot follow is a UserError."""
     model, config, shape = load_member(results, trial, seed)
-    module = Standalone(model, config, shape).eval()
+    module = (OwnStandalone if config.module else Standalone)(model, config, shape).eval()
     x = torch.rand(3, *shape)
     z = torch.randn(3, config.latent_dim)
     methods = FAMILY[config.family].export_methods(x, z)
@@ -176,7 +210,15 @@ def export(results: Path, trial: int, seed: int, out: Path) -> Path:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        traced = torch.jit.trace_module(module, methods, check_trace=False)
+        try:
+            traced = torch.jit.trace_module(module, methods, check_trace=False)
+        except Exception as exc:  # a user's module that tracing cannot follow
+            if not config.module:
+                raise
+            raise UserError(f"model.module '{config.module}' cannot be traced by torch.jit.trace "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}); "
+                            f"load the member's weights into your module instead: "
+                            f"{Path(results) / MODELS}/t{trial}.pt holds members[{seed}]['weights'], its state_dict.") from None
         with atomic_open(out, "wb") as f:
             torch.jit.save(traced, f, _extra_files={"ablate.json": json.dumps(meta, default=list)})
     return out

@@ -36,6 +36,8 @@ class Outcome:
     epochs_run: int = 0
     fail_epoch: int | None = None
     reason: str = ""
+    params: int = 0
+    """The member's own trainable weights (unpadded; a user's module's, counted on one copy)."""
     train_seconds: float = 0.0
     """The member's share of its cohort's time by parameter count (the same for every
     activation: a configuration's cost, not an activation's)."""
@@ -104,6 +106,8 @@ def _train(members: list[Member], data: DeviceData, iwae_samples: int,
     n, bs = len(data.x_train), cfg.batch_size
     steps = math.ceil(n / bs)
     cost = {m.key: param_count(m.config, fleet.shape) for m in members}
+    for key, o in outcomes.items():
+        o.params = cost[key]
     start = checkpoint.restore(fleet, outcomes) if checkpoint is not None else 0
     if start and on_epoch is not None:
         _replay(outcomes, start, on_epoch)

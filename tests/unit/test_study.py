@@ -218,7 +218,8 @@ def test_schema_is_one_definition_per_field():
         "sparsity", "contraction", "dropout"}
     with pytest.raises(UserError, match=r"model\.lr: unknown key 'lr'\. Allowed here: activation, "
                                         r"decoder_activation, latent_dim, family, noise, sparsity, "
-                                        r"contraction, dropout, arch, channels, hidden, likelihood, init\."):
+                                        r"contraction, dropout, arch, channels, hidden, likelihood, init, "
+                                        r"module, options\."):
         parse_study("model: {lr: 0.1}\n", "s.yaml")
     assert {"model", "train", "eval", "report", "search", "space", "seeds"} <= set(TOP_KEYS)
 
@@ -280,3 +281,16 @@ def test_axes_that_do_not_apply_to_a_family_do_not_multiply_its_members():
     assert all("noise" not in p for p in points if p["family"] != "dae")
     # a sampler's kl_weight for an ae is not part of its parameters
     assert s.params({"family": "ae", "kl_weight": 3.0, "activation": "relu"}) == {"family": "ae", "activation": "relu"}
+
+
+def test_a_users_module_reads_its_options_not_the_built_in_models_settings():
+    own = RunConfig(module="pkg.models:make", options='{"width": 8}')
+    assert not own.applies("hidden") and not own.applies("init") and own.applies("options")
+    assert not RunConfig().applies("options") and RunConfig().applies("hidden")
+    assert own.cohort_key != RunConfig().cohort_key
+    assert own.cohort_key == RunConfig(module="pkg.models:make", options='{"width": 16}', hidden=(3,)).cohort_key
+    s = parse_study("model: {module: 'pkg.models:make', options: {width: 8, acts: [a, b]}}\n", "s.yaml")
+    assert s.base.options == '{"acts": ["a", "b"], "width": 8}'  # canonical JSON: equal options, equal text
+    # a study without a module keeps the fingerprint it had before modules existed
+    assert not {"module", "options"} & set(parse_study("name: bare\n", "s.yaml").settings_record()["base"])
+    assert {"module", "options"} <= set(s.settings_record()["base"])
