@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
+from ablate import timing
 from ablate.errors import UserError
 from ablate.files import writable_file, writable_folder
 
@@ -81,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> int:
+    started = time.perf_counter()
     from ablate.study.loader import load_study
 
     # the study is checked before torch, pandas and matplotlib load: a typo costs no wait
@@ -93,15 +96,24 @@ def _run(args) -> int:
     if args.no_report:
         print(f"trained: {out_dir} (no report: `ablate report {out_dir}` builds it)")
         return 0
-    report = build_report(study, out_dir)
+    with timing.phase("report"):
+        report = build_report(study, out_dir)
     if study.tracking:
         from ablate.run.tracking import Trackers
 
         Trackers(study, out_dir).report([out_dir / name for name in
                                          ("report.html", "report.md", "runs.csv", "epochs.csv", "figures")])
+    _print_time(time.perf_counter() - started)
     print(f"report: {report}")
     print(f"tables: {out_dir / 'runs.csv'}, {out_dir / 'epochs.csv'}")
     return 0
+
+
+def _print_time(wall: float) -> None:
+    """Where this run's wall time went, phase by phase (timing.py), on stderr."""
+    print(f"where the time went ({wall:.1f} s):", file=sys.stderr)
+    for name, seconds, share in timing.breakdown(timing.taken(), wall):
+        print(f"  {name:34s} {seconds:8.1f} s {'' if share is None else f'{share:5.0%}'}", file=sys.stderr)
 
 
 def _with_storage(study, url: str | None):

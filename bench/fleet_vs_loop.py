@@ -4,7 +4,8 @@
 (b) the fleet: every member in one batched model (ablate.training.fleet).
 Both train the same members on the same data; we time training epochs only (no evaluation)
 and print seconds per member-epoch, the ratio (a)/(b), the fleet's achieved GFLOP/s and its
-fraction of this device's measured fp32 matmul peak.
+fraction of this device's measured fp32 matmul peak; and (c) the fleet with train.dtype
+bf16 (autocast), against (a) and (b).
 
 Workloads:
   1. mnist: 784-400-20 VAEs, batch 128, 16 members (4 activations × 4 seeds), on synthetic
@@ -155,6 +156,7 @@ def fleet_train(members, x: torch.Tensor, epochs: int, shape: tuple[int, ...] | 
     shape = shape or (CONV_SHAPE if members[0].config.arch == "conv" else x.shape[1])
     fleet = Fleet(members, shape, x.device)
     bs = members[0].config.batch_size
+    fleet.model.tune(bs)  # each convolution's faster strategy, as a training cohort chooses it
     n, steps = len(x), math.ceil(len(x) / bs)
     _sync(x.device)
     start = time.perf_counter()
@@ -257,12 +259,15 @@ def train_flops(config: RunConfig, dim: int, n: int) -> float:
 
 
 def report(name: str, members, x: torch.Tensor, epochs: int, peak: float, repeats: int) -> None:
+    half = [Member(m.key, replace(m.config, dtype="bf16"), m.seed) for m in members]
     loop_train(members[:1], x[:256], 1)  # warm-up: allocator, kernels, DataLoader
     fleet_train(members, x[:256], 1)
-    loop_times, fleet_times = [], []
+    fleet_train(half, x[:256], 1)
+    loop_times, fleet_times, bf16_times = [], [], []
     for _ in range(repeats):  # interleaved, so slow spells of a shared machine hit both
         loop_times.append(loop_train(members, x, epochs))
         fleet_times.append(fleet_train(members, x, epochs))
+        bf16_times.append(fleet_train(half, x, epochs))
     loop_s, fleet_s = min(loop_times), min(fleet_times)  # best of `repeats`, as timeit advises
     me = len(members) * epochs
     flops = sum(train_flops(m.config, x.shape[1], len(x)) for m in members) * epochs
@@ -273,6 +278,8 @@ def report(name: str, members, x: torch.Tensor, epochs: int, peak: float, repeat
     print(f"  (b) fleet               : {fleet_s / me * 1e3:9.1f} ms per member-epoch {spread(fleet_times)}")
     print(f"  ratio (a)/(b)           : {loop_s / fleet_s:9.2f}x   "
           f"(median ratio {sorted(a / b for a, b in zip(loop_times, fleet_times))[len(loop_times) // 2]:.2f}x)")
+    print(f"  (c) fleet, bf16 autocast: {min(bf16_times) / me * 1e3:9.1f} ms per member-epoch "
+          f"{spread(bf16_times)}; (a)/(c) {loop_s / min(bf16_times):.2f}x, (b)/(c) {fleet_s / min(bf16_times):.2f}x")
     loop_gflops = flops / loop_s / 1e9
     print(f"  fleet throughput        : {gflops:9.1f} GFLOP/s = {gflops / peak:.0%} of the "
           f"measured matmul peak ({peak:.0f} GFLOP/s)")

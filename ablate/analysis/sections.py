@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ablate import timing
 from ablate.analysis import figures, plots, protocol, stats, strata as strata_
 from ablate.analysis.context import Context
 from ablate.analysis.document import ci, fmt, upper, where
@@ -340,8 +341,12 @@ def training_sentence(study) -> str:
         return values + (" (tuned per activation in the tuned arm)" if tuned else "")
     warm = shown("kl_warmup_epochs")
     same = "" if study.ranges or study.protocol else "; the same values for every activation, none tuned for it"
+    dtypes = study.space.get("dtype", (study.base.dtype,))
+    autocast = ("" if dtypes == ("fp32",) else
+                f", matmuls and convolutions in {' or '.join(dtypes)} (autocast; weights, losses, Adam "
+                "and evaluation in fp32)")
     return (f"Training: Adam at lr {shown('lr')}, batch {shown('batch_size')}, {shown('epochs')} "
-            f"epochs{'' if warm == '0' else f', KL warm-up over {warm} epochs'}{same}.")
+            f"epochs{'' if warm == '0' else f', KL warm-up over {warm} epochs'}{autocast}{same}.")
 
 
 def own_modules(study) -> tuple[str, ...]:
@@ -659,6 +664,13 @@ def cost(ctx: Context) -> None:
              "members count its tuning trials too)."
              + (f" The study took {wall:.0f} s of wall time." if wall else "")
              + (" The tuning trials of the protocol are in tuning.csv." if not ctx.tuning.empty else ""))
+    if account := ctx.info.get("time"):
+        doc.para("Where that time went, phase by phase (summed over the study's runs and workers; "
+                 "building this report is not in it, and `ablate run` prints it with the rest):")
+        doc.table(pd.DataFrame([{"phase": f"– {name.strip()}" if name.startswith(" ") else name,
+                                 "seconds": fmt(seconds, 1),
+                                 "share of the wall time": "" if share is None else f"{share:.0%}"}
+                                for name, seconds, share in timing.breakdown(account, wall)]))
     cohorts = cohort_table(ctx.runs)
     if not cohorts.empty:
         doc.table(cohorts)

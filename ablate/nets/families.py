@@ -122,11 +122,8 @@ class Family:
     def train_step(self, fleet: Fleet, x: Tensor, eps: Tensor, beta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One Adam step of every member on its batch x (N, B, D), dropout on; returns the loss
         and its two parts."""
-        fleet.model.rng = fleet.mask_gens
-        try:
+        with fleet.training():
             loss, first, second = self.loss(fleet, x, eps, beta, self.encoder_input(fleet, x))
-        finally:
-            fleet.model.rng = None
         fleet.descend(loss)
         return loss.detach(), first.detach(), second.detach()
 
@@ -234,16 +231,14 @@ class GAN(Family):
         x (N, B, D) and noise z = eps (N, B, L); returns the sum and (generator, discriminator)
         losses."""
         import torch.nn.functional as F
-        model, (first, second) = fleet.model, self.networks
-        model.rng = fleet.mask_gens
-        try:
-            fake = model.decode(eps).sigmoid()  # images in [0, 1]
-            d_loss = (F.softplus(-model.discriminate(x)) + F.softplus(model.discriminate(fake.detach()))).mean(1)
-            fleet.descend(d_loss, fleet.networks[first], GAN_BETAS)
-            g_loss = F.softplus(-model.discriminate(fake)).mean(1)
-            fleet.descend(g_loss, fleet.networks[second], GAN_BETAS)
-        finally:
-            model.rng = None
+        first, second = self.networks
+        with fleet.training():
+            fake = fleet.decode(eps).sigmoid()  # images in [0, 1]
+            d_loss = (F.softplus(-fleet.discriminate(x)) + F.softplus(fleet.discriminate(fake.detach()))).mean(1)
+        fleet.descend(d_loss, fleet.networks[first], GAN_BETAS)
+        with fleet.training():
+            g_loss = F.softplus(-fleet.discriminate(fake)).mean(1)
+        fleet.descend(g_loss, fleet.networks[second], GAN_BETAS)
         return (d_loss + g_loss).detach(), g_loss.detach(), d_loss.detach()
 
 

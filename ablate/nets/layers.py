@@ -22,6 +22,7 @@ against 481 ms. No GPU was lent to measure there.
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 import torch.nn.functional as F
@@ -144,6 +145,16 @@ class Linear(Stacked):
         return torch.baddbmm(b, x, w)
 
 
+CONV_STRATEGIES = ("grouped", "members")
+"""One grouped convolution (groups=N, the members' channels side by side), or one ordinary
+convolution per member (what the one-model loop runs)."""
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class Conv(Stacked):
     """N 4×4 stride-2 convolutions (`transposed`: the transposed convolution that doubles H, W,
     plus `output_padding`), as one grouped convolution. Weights are stored as PyTorch's layers
@@ -155,6 +166,8 @@ class Conv(Stacked):
         super().__init__({"w": torch.zeros(n, *shape, KERNEL, KERNEL), "b": torch.zeros(n, c_out)})
         self.c_in, self.c_out, self.transposed = c_in, c_out, transposed
         self.output_padding = output_padding
+        self.strategy = "grouped"
+        """How N members' inputs run (CONV_STRATEGIES); `tune` picks the faster."""
 
     def init_member(self, i: int, gen: torch.Generator, scheme: str, gain: float,
                     first: bool = False) -> None:
@@ -173,16 +186,42 @@ class Conv(Stacked):
         """x (N, B, C, H, W), or (B, C, H, W) shared by every member → (N, B, C', H', W')."""
         w, b = self.slots["w"].tensor, self.slots["b"].tensor
         n = w.shape[0]
+        if x.dim() == 5 and self.strategy == "members":  # N ordinary convolutions
+            return torch.stack([self._conv(x[i], w[i], b[i], 1) for i in range(n)])
         if x.dim() == 4:  # a shared input: one ordinary convolution with every member's filters
             xb, groups = x, 1
         else:
             xb, groups = x.transpose(0, 1).flatten(1, 2), n  # (B, N·C, H, W)
-        if self.transposed:
-            out = F.conv_transpose2d(xb, w.flatten(0, 1), b.flatten(), STRIDE, PADDING,
-                                     self.output_padding, groups)
-        else:
-            out = F.conv2d(xb, w.flatten(0, 1), b.flatten(), STRIDE, PADDING, 1, groups)
+        out = self._conv(xb, w.flatten(0, 1), b.flatten(), groups)
         return out.unflatten(1, (n, self.c_out)).transpose(0, 1)
+
+    def _conv(self, x: Tensor, w: Tensor, b: Tensor, groups: int) -> Tensor:
+        if self.transposed:
+            return F.conv_transpose2d(x, w, b, STRIDE, PADDING, self.output_padding, groups)
+        return F.conv2d(x, w, b, STRIDE, PADDING, 1, groups)
+
+    def tune(self, shape: tuple[int, ...], timer=time.perf_counter, repeats: int = 3) -> dict[str, float]:
+        """Pick the faster way to run this layer on inputs of `shape` (N, B, C, H, W) — one
+        grouped convolution, or one convolution per member — by timing a forward and backward
+        of each on random values (after one warm-up), as cudnn.benchmark does; both compute the
+        same sums, so the choice changes members' numbers by float rounding at most. Leaves
+        no gradient behind. Returns each strategy's best seconds."""
+        w = self.slots["w"].tensor
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(w.device)
+        seconds = {}
+        for strategy in CONV_STRATEGIES:
+            self.strategy, best = strategy, math.inf
+            for i in range(repeats + 1):
+                _sync(w.device)
+                start = timer()
+                self(x).square().sum().backward()
+                _sync(w.device)
+                best = best if i == 0 else min(best, timer() - start)
+            seconds[strategy] = best
+        for slot in self.slots.values():
+            slot.tensor.grad = None
+        self.strategy = min(seconds, key=seconds.get)
+        return seconds
 
 
 class Nonlinear(Stacked):

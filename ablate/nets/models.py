@@ -208,6 +208,21 @@ class Autoencoder:
         self.real_latent, self.drop = self.real_latent[keep], self.drop[keep]
         self._derive_latent()
 
+    def tune(self, batch: int) -> dict[str, dict[str, float]]:
+        """Choose how each layer runs for a training batch (ConvNet: each convolution's
+        strategy); {layer: {strategy: seconds}}. An MLP has nothing to choose."""
+        return {}
+
+    def strategies(self) -> dict[str, str]:
+        """Each convolution's strategy (layers.CONV_STRATEGIES), as a checkpoint keeps them."""
+        return {k: layer.strategy for k, layer in self.layers.items() if isinstance(layer, Conv)}
+
+    def use(self, strategies: dict[str, str]) -> None:
+        """Run the convolutions as `strategies` say (a resumed cohort runs as it was saved)."""
+        for k, strategy in strategies.items():
+            if isinstance(self.layers.get(k), Conv):
+                self.layers[k].strategy = strategy
+
     def slots(self) -> dict[str, Slot]:
         """Every stacked parameter, by `layer.parameter` name."""
         out = {f"{ln}.{sn}": s for ln, layer in self.layers.items() for sn, s in layer.slots.items()}
@@ -306,6 +321,10 @@ class ConvNet(Autoencoder):
         self.n_conv = len(channels)
         self.first_layers = {"conv.0", "dec.0" if self.depth else "proj"}
         self.maps = (channels[-1], *sizes[-1])  # the last feature maps (C, h, w)
+        self.conv_inputs = {f"conv.{i}": (chans[i], *sizes[i]) for i in range(len(channels))}
+        self.conv_inputs.update({f"deconv.{j}": (chans[len(channels) - j], *sizes[len(channels) - j])
+                                 for j in range(len(channels))})
+        """Each convolution's input (C, H, W): what `tune` times it on."""
         flat = math.prod(self.maps)
         for i in range(self.n_conv):
             self.layers[f"conv.{i}"] = Conv(n, chans[i], chans[i + 1])
@@ -327,6 +346,12 @@ class ConvNet(Autoencoder):
         draws.append(("proj", _width(0, 0, latent=self.depth == 0), lambda c: flat, True))
         draws += [(f"deconv.{j}", None, None, j < self.n_conv - 1) for j in range(self.n_conv)]
         self._init(members, draws)
+
+    def tune(self, batch: int) -> dict[str, dict[str, float]]:
+        """Each convolution's faster strategy on a training batch (layers.Conv.tune): one
+        grouped convolution or one per member; {layer: {strategy: seconds}}."""
+        n = len(self.real_latent)
+        return {name: self.layers[name].tune((n, batch, *shape)) for name, shape in self.conv_inputs.items()}
 
     def _features(self, x: Tensor, hidden: list | None) -> Tensor:
         """The encoder's last hidden layer (N, B, W) of x (N, B, D) or shared (B, D)."""

@@ -243,6 +243,16 @@ class PluginModel:
         self.latent_mask = (cols < self.real_latent[:, None]).float().unsqueeze(1)  # (N, 1, L)
 
     # ---------------------------------------------------------------------- state
+    def tune(self, batch: int) -> dict:
+        """Nothing to choose: vmap runs each group (the built-in models' interface)."""
+        return {}
+
+    def strategies(self) -> dict[str, str]:
+        return {}
+
+    def use(self, strategies: dict[str, str]) -> None:
+        """Nothing to set (the built-in models' interface)."""
+
     def slots(self) -> dict[str, Slot]:
         """Every stacked parameter, by `group.parameter` name (a parameter's name in the module)."""
         out = {f"{g.name}.{k}": s for g in self.groups for k, s in g.slots.items()}

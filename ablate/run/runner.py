@@ -26,6 +26,7 @@ import torch
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from ablate import timing
 from ablate.data.datasets import Dataset, load_dataset
 from ablate.errors import UserError
 from ablate.files import atomic_open
@@ -145,20 +146,9 @@ def _tell(store: optuna.Study, study: Study, trial: optuna.Trial,
 def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
     """Train every unfinished trial of `study` (each grid point, n_trials of a search, or the
     tuned protocol's searches and final arms); returns the results folder."""
-    datas = load_datasets(study)
-    for name in plugins(study):
-        try:
-            probe(name)
-        except UserError as exc:
-            raise UserError(f"{study.path}: {exc}") from None
-    tracking.check(study)
-    try:
-        device = resolve_device(study.device)
-    except UserError as exc:
-        given = next((f"--set {o}: " for o in study.overrides if o.partition("=")[0].strip() == "device"), "")
-        raise UserError(f"{study.path}: {given}{exc}") from None
-    # refuses a member too large, before writing
-    capacity = min(cohort_capacity(study, data, device) for data in datas.values())
+    timing.taken()  # this run's account only (a process may run several studies)
+    with timing.phase("setup"), timing.phase("setup/data and checks"):
+        datas, device, capacity = _checked(study)
     out_dir = Path(results_root) / study.name
     backend = Backend(study, out_dir)
     store = create_store(study, out_dir, backend)
@@ -170,8 +160,11 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
         srcs = sources(study, store, backend, len(workers))
         finished = sum(plan(s, study).finished for s in srcs)
     store.sampler, store.pruner = make_sampler(study, len(workers)), make_pruner(study)
-    _record_setup(store, study, datas, device, out_dir)
-    dev_data = {label: _on_device(study, label, data, out_dir, device) for label, data in datas.items()}
+    with timing.phase("setup"):
+        with timing.phase("setup/records and activation cost"):
+            _record_setup(store, study, datas, device, out_dir)
+        with timing.phase("setup/data on the device and classifier"):
+            dev_data = {label: _on_device(study, label, data, out_dir, device) for label, data in datas.items()}
     store.set_user_attr("classifier", {label: {"test_accuracy": d.judge.accuracy, "classes": d.judge.classes}
                                        for label, d in dev_data.items() if d.judge is not None})
     total = sum(s.size for s in srcs)
@@ -190,7 +183,26 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
         bar.close()
         wall = store.user_attrs.get("wall_seconds", 0.0) + time.perf_counter() - started
         store.set_user_attr("wall_seconds", wall)  # summed over runs (resumes) and workers
+        store.set_user_attr("time", timing.added(store.user_attrs.get("time", {}), timing.current()))
     return out_dir
+
+
+def _checked(study: Study) -> tuple[dict[str, Dataset], torch.device, int]:
+    """Every dataset, plug-in, tracker and the device checked, and the members a cohort may
+    hold (a member too large is refused): all before anything is written."""
+    datas = load_datasets(study)
+    for name in plugins(study):
+        try:
+            probe(name)
+        except UserError as exc:
+            raise UserError(f"{study.path}: {exc}") from None
+    tracking.check(study)
+    try:
+        device = resolve_device(study.device)
+    except UserError as exc:
+        given = next((f"--set {o}: " for o in study.overrides if o.partition("=")[0].strip() == "device"), "")
+        raise UserError(f"{study.path}: {given}{exc}") from None
+    return datas, device, min(cohort_capacity(study, data, device) for data in datas.values())
 
 
 FAULT = "ABLATE_FAULT_KILL"
@@ -230,7 +242,8 @@ def _loop(study: Study, srcs: list[Source], backend: Backend, heart: Heartbeat, 
         while True:
             room = capacity - sum(len(s.seeds) for s, _ in held)
             if room > 0:
-                held += claim(srcs, study, backend, heart, room)
+                with timing.phase("store"), timing.phase("store/claiming trials"):
+                    held += claim(srcs, study, backend, heart, room)
             if not held:
                 break
             keys = [s.config(study, t.params).cohort_key for s, t in held]
@@ -346,6 +359,17 @@ def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]],
         got, fit = _train_fitting(group, dev_data, study, on_epoch, bar, checkpoint)
         outcomes.update(got)
         fitted = min(fitted, fit)
+    with timing.phase("store"), timing.phase("store/results, images and models"):
+        _store_results(study, cohort, outcomes, owner, dev_data, outputs)
+    outputs.checkpoints.forget(list(idents.values()))
+    bar.n = start + len(cohort)  # members that stopped early leave fractional progress behind
+    bar.refresh()
+    return max(1, fitted)
+
+
+def _store_results(study: Study, cohort: list[tuple[Source, optuna.Trial]], outcomes: dict[str, Outcome],
+                   owner: dict, dev_data: DeviceData, outputs: Outputs) -> None:
+    """Each trial's images, kept members and record, told to its store and its trackers."""
     for source, trial in cohort:
         mine = sorted([(owner[k][2], o) for k, o in outcomes.items() if owner[k][1] is trial],
                       key=lambda p: p[0])
@@ -358,10 +382,6 @@ def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]],
         _tell(source.store, study, trial, mine)
         if outputs.trackers.active:
             outputs.trackers.trial(_tracked(study, source, trial, mine))
-    outputs.checkpoints.forget(list(idents.values()))
-    bar.n = start + len(cohort)  # members that stopped early leave fractional progress behind
-    bar.refresh()
-    return max(1, fitted)
 
 
 def _tracked(study: Study, source: Source, trial: optuna.Trial, mine: list[tuple[int, Outcome]]) -> dict:

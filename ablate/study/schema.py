@@ -27,8 +27,8 @@ ARCHS = ("mlp", "conv")
 BUILT_IN_ONLY = ("arch", "channels", "hidden", "init", "dropout", "decoder_activation")
 """Settings of the built-in model that a user's `model.module` does not read (its own
 architecture, init and layers are the factory's; `options` reach it)."""
-PLUGIN_FIELDS = {"module": None, "options": "{}"}
-"""The fields of a user's module, with the values that mean "the built-in model": a study
+LATER_FIELDS = {"module": None, "options": "{}", "dtype": "fp32"}
+"""Fields added after stores existed, with the values they had implicitly before: a study
 that leaves them so keeps the fingerprint it had before they existed."""
 STRATEGIES = ("grid", "tpe", "random", "cmaes", "qmc")
 PRUNERS = ("none", "median", "hyperband", "wilcoxon")
@@ -90,6 +90,10 @@ class RunConfig:
     """Examples per gradient step."""
     lr: float = setting(1.0e-3, checks.number(positive=True), "train", axis=True, range=float)
     """Adam learning rate."""
+    dtype: str = setting("fp32", checks.choice("fp32", "bf16"), "train", axis=True)
+    """The precision of training steps' matmuls and convolutions: fp32, or bf16 (autocast;
+    weights, losses, Adam state and every evaluation stay float32). Not called `precision`:
+    that is a sample-quality metric's column."""
     kl_warmup_epochs: int = setting(0, checks.whole(0), "train", axis=True, range=int)
     """Epochs over which the KL weight ramps linearly from 0 to kl_weight (0: no warm-up)."""
     init: str = setting("auto", checks.choice("auto", *INIT_SCHEMES), "model", axis=True)
@@ -123,12 +127,13 @@ class RunConfig:
     def cohort_key(self) -> tuple:
         """Members with equal keys can share a fleet (same dataset, family, likelihood,
         architecture — for conv the same channels, for a user's module the same module —,
-        depth, schedule)."""
+        depth, schedule, dtype)."""
         if self.module:
-            return (self.dataset, self.family, self.likelihood, self.module, self.batch_size, self.epochs)
+            return (self.dataset, self.family, self.likelihood, self.module, self.batch_size, self.epochs,
+                    self.dtype)
         channels = self.channels if self.arch == "conv" else ()
         return (self.dataset, self.family, self.likelihood, self.arch, channels, len(self.hidden),
-                self.batch_size, self.epochs)
+                self.batch_size, self.epochs, self.dtype)
 
 
 @dataclass(frozen=True)
@@ -286,7 +291,7 @@ class Study:
         """Everything that changes results, as plain data: what the fingerprint hashes, and
         what the store keeps so that a mismatch can be named key by key."""
         base = {k: v for k, v in asdict(self.base).items()
-                if k != "dataset" and not (k in PLUGIN_FIELDS and v == PLUGIN_FIELDS[k])}
+                if k != "dataset" and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
         one = len(self.datasets) == 1 and "dataset" not in self.space
         keyed = {"dataset": next(iter(self.datasets.values())) if one else self.datasets, "base": base,
                  "seeds": self.seeds, "space": {k: list(v) for k, v in self.space.items()},

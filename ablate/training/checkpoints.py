@@ -2,7 +2,8 @@
 
 Owns: the files under results/<name>/checkpoints/ — what a cohort's state is (each member's
 rows of every stacked parameter and of its Adam moments, each slot's Adam step count, each
-member's random generators, the epoch, each member's record so far), writing it atomically at
+member's random generators, the epoch, each member's record so far, how its convolutions
+run), writing it atomically at
 epoch ends at most every `checkpoint_minutes`, finding the checkpoint a rerun's members can
 resume from (a file there that is not a checkpoint is ignored with a warning), restoring it
 into a freshly built fleet, and deleting it once its trials are told. Does not own: the epoch
@@ -142,7 +143,8 @@ class CohortCheckpoint:
         steps = {name: float(slot.step) for name, slot in fleet.slots.items()}
         self.owner.folder.mkdir(parents=True, exist_ok=True)
         with atomic_open(self.path, "wb") as f:
-            torch.save({"format": FORMAT, "epoch": epoch, "steps": steps, "members": members}, f)
+            torch.save({"format": FORMAT, "epoch": epoch, "steps": steps, "members": members,
+                        "strategies": fleet.model.strategies()}, f)
         self.owner.members[self.path] = set(members)
         self.last = time.monotonic()
 
@@ -171,6 +173,7 @@ class CohortCheckpoint:
             fleet.mask_gens[i].set_state(mask)
         for name, slot in fleet.slots.items():
             slot.step.fill_(self.state["steps"][name])
+        fleet.model.use(self.state.get("strategies", {}))  # the convolutions run as they did
         return self.epoch
 
     def _fits(self, fleet, outcomes: dict) -> bool:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ablate import timing
 from ablate.nets.models import activation_floats
 from ablate.streams import Stream
 from ablate.study.metrics import DISENTANGLEMENT, val_name
@@ -95,12 +96,14 @@ def evaluate_final(fleet: Fleet, data: DeviceData, iwae_samples: int) -> dict[st
             results[key].update({val_name(k): v for k, v in row.items() if k != "kl_per_dim"})
         scored.append(("val_probe_accuracy", mu_val, data.y_val))
         codes["val"] = mu_val
-    probes = _probe(fleet, data, [(mu, y) for _, mu, y in scored])
+    with timing.phase("evaluation/linear probe"):
+        probes = _probe(fleet, data, [(mu, y) for _, mu, y in scored])
     for m, accuracies in zip(fleet.members, probes):
         results[m.key].update({name: a for (name, _, _), a in zip(scored, accuracies)})
     for split, mu in codes.items():
-        for m, row in zip(fleet.members, _disentanglement(fleet, mu, data.factors.get(split),
-                                                          data.dci_estimators)):
+        with timing.phase("evaluation/disentanglement"):
+            rows = _disentanglement(fleet, mu, data.factors.get(split), data.dci_estimators)
+        for m, row in zip(fleet.members, rows):
             results[m.key].update({k if split == "test" else val_name(k): v for k, v in row.items()
                                    if split == "test" or k in DISENTANGLEMENT})  # per factor: test only
     return results
@@ -132,29 +135,33 @@ def evaluate_split(fleet: Fleet, x: Tensor, iwae_samples: int) -> tuple[dict[str
     per_item = 2 * fleet.data_dim + 2 * hidden_floats(fleet) + 4 * L
     c = chunk(n, N, per_item, budget)
     mus, logvars, lo, hi = [], [], None, None
-    for s in range(0, n, c):
-        hidden: list[Tensor] = []  # (N, observations, units) per activation
-        mu, logvar = fleet.encode(x[s:s + c], hidden)
-        fleet.decode(mu, hidden)
-        low = torch.cat([h.amin(1) for h in hidden], -1)  # (N, U) every unit of every layer
-        high = torch.cat([h.amax(1) for h in hidden], -1)
-        lo = low if lo is None else torch.minimum(lo, low)
-        hi = high if hi is None else torch.maximum(hi, high)
-        mus.append(mu)
-        logvars.append(logvar)
+    with timing.phase("evaluation/codes and dead units"):
+        for s in range(0, n, c):
+            hidden: list[Tensor] = []  # (N, observations, units) per activation
+            mu, logvar = fleet.encode(x[s:s + c], hidden)
+            fleet.decode(mu, hidden)
+            low = torch.cat([h.amin(1) for h in hidden], -1)  # (N, U) every unit of every layer
+            high = torch.cat([h.amax(1) for h in hidden], -1)
+            lo = low if lo is None else torch.minimum(lo, low)
+            hi = high if hi is None else torch.maximum(hi, high)
+            mus.append(mu)
+            logvars.append(logvar)
     mu = torch.cat(mus, 1)  # (N, n, L)
     logvar = torch.cat(logvars, 1) if vae else None
     real_units = fleet.model.real_units()  # (N, U)
 
     out = {"test_nelbo": None}
-    out["test_nelbo"], out["test_recon"], out["test_kl"] = evaluate_elbo(fleet, x)
+    with timing.phase("evaluation/ELBO"):
+        out["test_nelbo"], out["test_recon"], out["test_kl"] = evaluate_elbo(fleet, x)
     out["active_units"] = M.active_units(mu, real_latent).float()
     out["dead_units"] = M.dead_fraction(lo, hi, real_units)
     nan = torch.full((N,), float("nan"), device=dev)
     if vae:
         out["kl_per_dim"] = M.kl_per_dim(mu, logvar).mean(1)  # (N, L)
-        out["test_nll"] = -_iwae(fleet, x, mu, logvar, iwae_samples, budget)
-        out["mutual_info"] = _mutual_info(fleet, mu, logvar, budget)
+        with timing.phase("evaluation/IWAE NLL"):
+            out["test_nll"] = -_iwae(fleet, x, mu, logvar, iwae_samples, budget)
+        with timing.phase("evaluation/mutual information"):
+            out["mutual_info"] = _mutual_info(fleet, mu, logvar, budget)
     else:
         out["test_kl"], out["test_nll"], out["mutual_info"] = nan, nan, nan
         out["kl_per_dim"] = torch.full((N, L), float("nan"), device=dev)

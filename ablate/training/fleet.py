@@ -19,7 +19,9 @@ Invariants (tested for MLP and conv models):
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -84,6 +86,7 @@ class Fleet:
         self.members = sorted(members, key=lambda m: (m.config.activation, m.config.decoder))
         c0 = self.members[0].config
         self.family, self.likelihood = FAMILY[c0.family], c0.likelihood
+        self.bf16 = c0.dtype == "bf16"
         self._build()
 
     def _build(self) -> None:
@@ -146,12 +149,30 @@ class Fleet:
 
     def encode(self, x: Tensor, hidden: list | None = None) -> tuple[Tensor, Tensor | None]:
         """x (N, B, D) or shared (B, D) → μ, log σ² (N, B, L), zero on padded latent dims;
-        `hidden` collects every activation's output as (N, observations, units)."""
-        return self.model.encode(x, hidden)
+        `hidden` collects every activation's output as (N, observations, units). Outputs are
+        float32 whatever the precision of the computation."""
+        mu, logvar = self.model.encode(x, hidden)
+        return mu.float(), None if logvar is None else logvar.float()
 
     def decode(self, z: Tensor, hidden: list | None = None) -> Tensor:
-        """z (N, B, L) → decoder output (N, B, D): Bernoulli logits or Gaussian means."""
-        return self.model.decode(z, hidden)
+        """z (N, B, L) → decoder output (N, B, D): Bernoulli logits or Gaussian means (float32)."""
+        return self.model.decode(z, hidden).float()
+
+    def discriminate(self, x: Tensor) -> Tensor:
+        """A GAN's discriminator logits (N, B) of images x (N, B, D) (float32)."""
+        return self.model.discriminate(x).float()
+
+    @contextmanager
+    def training(self) -> Iterator[None]:
+        """The forward passes of a training step: dropout masks from each member's MASKS
+        stream, and the cohort's dtype — bf16: matmuls and convolutions autocast to
+        bfloat16 (weights, losses and Adam stay float32; evaluation never autocasts)."""
+        self.model.rng = self.mask_gens
+        try:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                yield
+        finally:
+            self.model.rng = None
 
     def log_likelihood(self, x: Tensor, out: Tensor) -> Tensor:
         """log p(x | z) summed over pixels: x (N, B, D) or (B, D), out (N, B, D) → (N, B)."""

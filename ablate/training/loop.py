@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from ablate.nets.families import Family
+from ablate import timing
 from ablate.nets.models import param_count
 from ablate.training.checkpoints import CohortCheckpoint
 from ablate.training.evaluation import evaluate_elbo, evaluate_final
@@ -100,7 +101,8 @@ def _train(members: list[Member], data: DeviceData, iwae_samples: int,
            on_epoch: EpochHook | None, checkpoint: CohortCheckpoint | None) -> dict[str, Outcome]:
     """train_cohort's epochs and final evaluation."""
     device = data.x_train.device
-    fleet = Fleet(members, data.shape or data.x_train.shape[1], device)
+    with timing.phase("training"), timing.phase("training/building the models"):
+        fleet = Fleet(members, data.shape or data.x_train.shape[1], device)
     outcomes = {m.key: Outcome(m.key) for m in members}
     cfg = fleet.members[0].config
     n, bs = len(data.x_train), cfg.batch_size
@@ -108,29 +110,34 @@ def _train(members: list[Member], data: DeviceData, iwae_samples: int,
     cost = {m.key: param_count(m.config, fleet.shape) for m in members}
     for key, o in outcomes.items():
         o.params = cost[key]
+    if fleet.model.strategies():
+        with timing.phase("training"), timing.phase("training/choosing conv strategies"):
+            fleet.model.tune(bs)
     start = checkpoint.restore(fleet, outcomes) if checkpoint is not None else 0
     if start and on_epoch is not None:
         _replay(outcomes, start, on_epoch)
     step = start * steps
     for epoch in range(start + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        perms, eps = fleet.epoch_draws(n)
-        sums = torch.zeros(len(fleet), 3, device=device)
-        first_bad = torch.full((len(fleet),), -1, dtype=torch.long, device=device)
-        bad_nan = torch.zeros(len(fleet), dtype=torch.bool, device=device)
-        for b in range(steps):
-            idx = perms[:, b * bs:(b + 1) * bs]  # (N, B)
-            loss, recon, kl = fleet.train_step(data.x_train[idx], eps[:, b * bs:(b + 1) * bs],
-                                               fleet.beta(step, steps))
-            bad = ~torch.isfinite(loss) & (first_bad < 0)
-            first_bad = torch.where(bad, step, first_bad)
-            bad_nan |= bad & torch.isnan(loss)
-            sums += torch.stack([loss, recon, kl], 1) * idx.shape[1]
-            step += 1
-        reconstructs = "reconstruction" in fleet.family.measures
-        val = evaluate_elbo(fleet, data.x_val) if data.x_val is not None and reconstructs else None
-        rows = torch.cat([sums / n, *([torch.stack(val, 1)] if val else [])], 1).cpu()
-        first_bad, bad_nan = first_bad.cpu(), bad_nan.cpu()
+        with timing.phase("training"):
+            perms, eps = fleet.epoch_draws(n)
+            sums = torch.zeros(len(fleet), 3, device=device)
+            first_bad = torch.full((len(fleet),), -1, dtype=torch.long, device=device)
+            bad_nan = torch.zeros(len(fleet), dtype=torch.bool, device=device)
+            for b in range(steps):
+                idx = perms[:, b * bs:(b + 1) * bs]  # (N, B)
+                loss, recon, kl = fleet.train_step(data.x_train[idx], eps[:, b * bs:(b + 1) * bs],
+                                                   fleet.beta(step, steps))
+                bad = ~torch.isfinite(loss) & (first_bad < 0)
+                first_bad = torch.where(bad, step, first_bad)
+                bad_nan |= bad & torch.isnan(loss)
+                sums += torch.stack([loss, recon, kl], 1) * idx.shape[1]
+                step += 1
+            with timing.phase("training/validation each epoch"):
+                reconstructs = "reconstruction" in fleet.family.measures
+                val = evaluate_elbo(fleet, data.x_val) if data.x_val is not None and reconstructs else None
+                rows = torch.cat([sums / n, *([torch.stack(val, 1)] if val else [])], 1).cpu()
+            first_bad, bad_nan = first_bad.cpu(), bad_nan.cpu()
         elapsed = time.perf_counter() - t0
         total_cost = sum(cost[k] for k in fleet.keys)
         keep, records = set(), {}
@@ -161,8 +168,10 @@ def _train(members: list[Member], data: DeviceData, iwae_samples: int,
                 return outcomes
             fleet.select(keep)
         if checkpoint is not None and checkpoint.due():
-            checkpoint.save(fleet, outcomes, epoch)
-    _finish(fleet, data, iwae_samples, outcomes, cost)
+            with timing.phase("checkpoints"):
+                checkpoint.save(fleet, outcomes, epoch)
+    with timing.phase("evaluation"):
+        _finish(fleet, data, iwae_samples, outcomes, cost)
     return outcomes
 
 
@@ -175,14 +184,16 @@ def _finish(fleet: Fleet, data: DeviceData, iwae_samples: int, outcomes: dict[st
     final = (evaluate_final(fleet, data, iwae_samples) if "reconstruction" in fleet.family.measures
              else {m.key: {} for m in fleet.members})  # a GAN is judged by its samples only
     if "samples" in fleet.family.measures and data.judge is not None:
-        for key, values in sample_quality(fleet, data).items():
-            final[key].update(values)
+        with timing.phase("evaluation/sample quality"):
+            for key, values in sample_quality(fleet, data).items():
+                final[key].update(values)
     elapsed = time.perf_counter() - t0
     total_cost = sum(cost[k] for k in fleet.keys)
-    images = sample_images(fleet, data.x_test, traverse=bool(data.factors))
-    for key, curves in learned_shapes(fleet).items():
-        images[key].update(curves)
-    weights = {m.key: member_weights(fleet, i) for i, m in enumerate(fleet.members)}
+    with timing.phase("evaluation/images and weights"):
+        images = sample_images(fleet, data.x_test, traverse=bool(data.factors))
+        for key, curves in learned_shapes(fleet).items():
+            images[key].update(curves)
+        weights = {m.key: member_weights(fleet, i) for i, m in enumerate(fleet.members)}
     for key, values in final.items():
         o = outcomes[key]
         o.metrics, o.status, o.arrays, o.weights = values, "ok", images[key], weights[key]

@@ -30,6 +30,12 @@ def test_run_writes_every_output(finished):
     tmp, _, proc = finished
     out = tmp / "results" / "tiny"
     assert "report: results/tiny/report.html" in proc.stdout
+    # where the time went: every phase the run went through, in run order, and what no phase holds
+    lines = proc.stderr[proc.stderr.index("where the time went"):].splitlines()[1:]
+    phases = [line.split()[0] for line in lines if not line.startswith("    ")]
+    assert phases == ["setup", "training", "evaluation", "store", "report", "other"], lines
+    md = (out / "report.md").read_text()
+    assert "Where that time went, phase by phase" in md and "| training |" in md and "| evaluation |" in md
     for name in ("study.db", "study.yaml", "runs.csv", "epochs.csv", "report.html", "report.md",
                  "figures/heatmap.png", "figures/ranking.png", "figures/curves.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name

@@ -71,7 +71,7 @@ def test_set_overrides_are_checked_like_the_yaml_and_shown_in_the_report(tmp_pat
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip() == ("ablate: error: o.yaml: --set train.epoch=1: train.epoch: unknown "
                                   "key 'epoch'. Did you mean 'epochs'? Allowed here: kl_weight, "
-                                  "epochs, batch_size, lr, kl_warmup_epochs.")
+                                  "epochs, batch_size, lr, dtype, kl_warmup_epochs.")
     bad = ablate("run", "o.yaml", "--set", "space.activation=[relu, gelux]", cwd=tmp_path)
     assert bad.returncode == 2 and "--set space.activation=[relu, gelux]: space.activation: unknown activation 'gelux'" in bad.stderr
     assert not (tmp_path / "results").exists()

@@ -158,3 +158,45 @@ def test_learnable_activation_parameters_train_and_differ_between_members(tiny_d
         after = fleet.slots[k].tensor.detach()
         assert not torch.equal(after, before), k
         assert not torch.equal(after[0], after[1]), k  # the two seeds of one activation
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_both_conv_strategies_compute_the_same_layer(transposed):
+    layer = Conv(3, 4, 6, transposed)
+    for i in range(3):
+        layer.init_member(i, torch.Generator().manual_seed(i), "kaiming", math.sqrt(2))
+    layer.place(torch.device("cpu"))
+    x = torch.randn(3, 5, 4, 8, 8)
+    outs, grads = {}, {}
+    for strategy in ("grouped", "members"):
+        layer.strategy = strategy
+        out = layer(x)
+        out.square().sum().backward()
+        outs[strategy], grads[strategy] = out.detach(), layer.slots["w"].tensor.grad.clone()
+        layer.slots["w"].tensor.grad = None
+    torch.testing.assert_close(outs["members"], outs["grouped"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads["members"], grads["grouped"], rtol=1e-4, atol=1e-4)
+
+
+def test_tuning_keeps_the_faster_strategy_and_leaves_no_gradient():
+    """The timer is the test's: 'members' costs 1 s a run, 'grouped' 2 s."""
+    layer = Conv(2, 1, 4)
+    layer.place(torch.device("cpu"))
+    clock = iter(range(10_000))
+    ticks = {"grouped": 2, "members": 1}
+    timer = lambda: next(clock) * ticks[layer.strategy]  # noqa: E731
+    seconds = layer.tune((2, 3, 1, 8, 8), timer=timer)
+    assert layer.strategy == "members" and set(seconds) == {"grouped", "members"}
+    assert all(s.tensor.grad is None for s in layer.slots.values())
+
+
+def test_a_cohort_runs_its_convolutions_as_a_checkpoint_saved_them(tiny_data):
+    fleet = Fleet([member("a"), member("b", activation="tanh")], SHAPE)
+    assert set(fleet.model.tune(16)) == {"conv.0", "conv.1", "deconv.0", "deconv.1"}
+    chosen = {k: "members" for k in fleet.model.strategies()}
+    fleet.model.use(chosen)
+    assert fleet.model.strategies() == chosen
+    x = tiny_data.x_train[:16].expand(2, -1, -1)  # each member its own batch: the strategies apply
+    mu_members = fleet.encode(x)[0]
+    fleet.model.use({k: "grouped" for k in chosen})
+    torch.testing.assert_close(fleet.encode(x)[0], mu_members, rtol=1e-5, atol=1e-5)

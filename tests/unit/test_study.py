@@ -294,3 +294,10 @@ def test_a_users_module_reads_its_options_not_the_built_in_models_settings():
     # a study without a module keeps the fingerprint it had before modules existed
     assert not {"module", "options"} & set(parse_study("name: bare\n", "s.yaml").settings_record()["base"])
     assert {"module", "options"} <= set(s.settings_record()["base"])
+
+
+def test_no_setting_shares_its_runs_csv_column_with_a_metric():
+    """runs.csv has a column per RunConfig field and per metric: one name, one column."""
+    from ablate.study.metrics import METRICS
+
+    assert not set(RunConfig.__dataclass_fields__) & set(METRICS)
