@@ -36,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", metavar="URL", help="the study's store, overriding the YAML's "
                      "storage: a database URL (postgresql://user@host:5432/db) that workers on "
                      "several machines share; default results/<name>/study.db")
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="train on N local workers sharing the study's store, each with an equal "
+                     "share of the CPU cores (default 1)")
+    run.add_argument("--devices", metavar="LIST", help="one local worker per device, e.g. "
+                     "cuda:0,cuda:1 (instead of --workers)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override one of the YAML's values, checked like the YAML, e.g. --set "
                      "train.epochs=5 --set 'space.activation=[relu, gelu]' (repeatable)")
@@ -92,10 +97,19 @@ def _run(args) -> int:
     from ablate.analysis.report import build_report
     from ablate.run.runner import run_study
 
-    out_dir = run_study(study, Path(args.results), progress=not args.no_progress)
+    devices = _devices(args)
+    if devices or args.workers > 1:
+        from ablate.run.local import run_workers
+
+        out_dir = run_workers(study, args.study, args.results, len(devices) or args.workers, devices,
+                              args.set, args.storage, show=not args.no_progress)
+    else:
+        out_dir = run_study(study, Path(args.results), progress=not args.no_progress)
     if args.no_report:
         print(f"trained: {out_dir} (no report: `ablate report {out_dir}` builds it)")
         return 0
+    if not args.no_progress:
+        print(f"{study.name}: building the report", file=sys.stderr)
     with timing.phase("report"):
         report = build_report(study, out_dir)
     if study.tracking:
@@ -103,16 +117,43 @@ def _run(args) -> int:
 
         Trackers(study, out_dir).report([out_dir / name for name in
                                          ("report.html", "report.md", "runs.csv", "epochs.csv", "figures")])
-    _print_time(time.perf_counter() - started)
+    _print_time(time.perf_counter() - started, study if devices or args.workers > 1 else None, out_dir)
     print(f"report: {report}")
     print(f"tables: {out_dir / 'runs.csv'}, {out_dir / 'epochs.csv'}")
     return 0
 
 
-def _print_time(wall: float) -> None:
-    """Where this run's wall time went, phase by phase (timing.py), on stderr."""
-    print(f"where the time went ({wall:.1f} s):", file=sys.stderr)
-    for name, seconds, share in timing.breakdown(timing.taken(), wall):
+def _devices(args) -> list[str]:
+    """--devices as a list (each checked like the YAML's device); --workers must be ≥ 1."""
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers}: give 1 or more local workers.")
+    if not args.devices:
+        return []
+    from ablate.study.checks import Bad, device
+
+    names = [d.strip() for d in args.devices.split(",")]
+    for name in names:
+        try:
+            device(name)
+        except Bad as exc:
+            raise UserError(f"--devices: {name!r} {exc}") from None
+    return names
+
+
+def _print_time(wall: float, workers_of, out_dir: Path) -> None:
+    """Where this run's wall time went, phase by phase (timing.py), on stderr; with local
+    workers (`workers_of` their study), their phases as the store sums them, and shares of
+    that sum."""
+    account = timing.taken()
+    if workers_of is not None:
+        from ablate.run.store import read_store
+
+        account = timing.added(read_store(workers_of, out_dir).user_attrs.get("time", {}), account)
+        print(f"where the time went ({wall:.1f} s of wall time; the phases summed over the workers):",
+              file=sys.stderr)
+    else:
+        print(f"where the time went ({wall:.1f} s):", file=sys.stderr)
+    for name, seconds, share in timing.breakdown(account, None if workers_of is not None else wall):
         print(f"  {name:34s} {seconds:8.1f} s {'' if share is None else f'{share:5.0%}'}", file=sys.stderr)
 
 

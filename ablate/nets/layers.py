@@ -187,7 +187,9 @@ class Conv(Stacked):
         w, b = self.slots["w"].tensor, self.slots["b"].tensor
         n = w.shape[0]
         if x.dim() == 5 and self.strategy == "members":  # N ordinary convolutions
-            return torch.stack([self._conv(x[i], w[i], b[i], 1) for i in range(n)])
+            # unbind, not x[i]: indexing's backward writes each member's gradient into a
+            # zero tensor as large as all of them (N² traffic); unbind's stacks them once
+            return torch.stack([self._conv(xi, wi, bi, 1) for xi, wi, bi in zip(x.unbind(0), w.unbind(0), b.unbind(0))])
         if x.dim() == 4:  # a shared input: one ordinary convolution with every member's filters
             xb, groups = x, 1
         else:

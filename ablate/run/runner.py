@@ -168,9 +168,11 @@ def run_study(study: Study, results_root: Path, progress: bool = True) -> Path:
     store.set_user_attr("classifier", {label: {"test_accuracy": d.judge.accuracy, "classes": d.judge.classes}
                                        for label, d in dev_data.items() if d.judge is not None})
     total = sum(s.size for s in srcs)
+    # whole trials shown (epochs move the bar in between); the ETA from the average pace since
+    # training began (smoothing 0), not from the last update; the phase in the description
     bar = tqdm(total=total, initial=min(finished, total), disable=not progress, unit="trial",
-               desc=f"{study.name} on {device}", dynamic_ncols=True,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} trials "
+               desc=f"{study.name} on {device}: training", dynamic_ncols=True, smoothing=0,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total} trials "
                           "[{elapsed}<{remaining}]")
     outputs = Outputs(out_dir / "samples", out_dir / MODELS,
                       Checkpoints(out_dir / "checkpoints", study.checkpoint_minutes),
@@ -335,6 +337,8 @@ def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]],
             if proxy and proxy in rec:  # (a GAN has no validation ELBO to report)
                 by_trial.setdefault(trial_id(trial), []).append(rec[proxy])
             bar.update(1 / (epochs * len(source.seeds)))
+        if epoch == epochs and not replay:  # the cohort's last epoch: its evaluation comes next
+            _phase(bar, "evaluating")
         now = [(s, t) for s, t in cohort if trial_id(t) in by_trial and (trial_id(t), epoch) not in reported]
         for _, trial in now:  # (a cohort split for memory sees an epoch twice: report it once)
             reported.add((trial_id(trial), epoch))
@@ -359,12 +363,19 @@ def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]],
         got, fit = _train_fitting(group, dev_data, study, on_epoch, bar, checkpoint)
         outcomes.update(got)
         fitted = min(fitted, fit)
+    _phase(bar, "training")
     with timing.phase("store"), timing.phase("store/results, images and models"):
         _store_results(study, cohort, outcomes, owner, dev_data, outputs)
     outputs.checkpoints.forget(list(idents.values()))
     bar.n = start + len(cohort)  # members that stopped early leave fractional progress behind
     bar.refresh()
     return max(1, fitted)
+
+
+def _phase(bar, name: str) -> None:
+    """Show the run's phase (training, evaluating) in its progress bar's description."""
+    if not bar.disable:
+        bar.set_description_str(bar.desc.rpartition(": ")[0] + f": {name}")
 
 
 def _store_results(study: Study, cohort: list[tuple[Source, optuna.Trial]], outcomes: dict[str, Outcome],

@@ -62,3 +62,34 @@ def test_status_of_a_running_two_worker_study_shows_both_workers(tmp_path):
     assert "of 16 members done" in first
     assert len(workers) == 2 and all(re.search(r"trials \d+; last heartbeat \d+ s ago$", w) for w in workers)
     assert eta.startswith("ETA: ")
+
+
+def test_workers_2_on_one_machine_trains_every_member_once_with_one_workers_numbers(tmp_path):
+    """`ablate run --workers 2`: two local workers on one store, one progress bar, one report;
+    every member once, each with the numbers one worker gives it (its cohort changes nothing
+    but float rounding)."""
+    single = tiny_study(tmp_path, name="single", epochs=2, seeds=2, cohort=2)
+    double = tiny_study(tmp_path, name="double", epochs=2, seeds=2, cohort=2)
+    assert ablate("run", str(single), "--no-progress", cwd=tmp_path).returncode == 0
+    proc = ablate("run", str(double), "--workers", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "on 2 workers" in proc.stderr and "summed over the workers" in proc.stderr
+    assert (tmp_path / "results" / "double" / "report.html").is_file()
+    key = ["activation", "latent_dim", "kl_weight", "seed"]
+    one = pd.read_csv(tmp_path / "results" / "single" / "runs.csv")
+    two = pd.read_csv(tmp_path / "results" / "double" / "runs.csv")
+    assert len(two) == len(one) == 12 and not two.duplicated(key).any()
+    joined = one.merge(two, on=key, suffixes=("", "_2"))
+    assert (joined["status"] == joined["status_2"]).all()
+    ok = joined[joined["status"] == "ok"]
+    for column in ("test_nelbo", "test_nll", "active_units"):
+        assert ((ok[column] - ok[f"{column}_2"]).abs() <= 1e-4 * ok[column].abs() + 1e-6).all(), column
+
+
+def test_a_bad_workers_or_devices_value_is_one_line(tmp_path):
+    study = tiny_study(tmp_path, name="w")
+    for args, message in ((("--workers", "0"), "--workers 0: give 1 or more"),
+                          (("--devices", "gpu0"), "--devices: 'gpu0' must be auto, cpu, cuda or cuda:N")):
+        proc = ablate("run", str(study), *args, cwd=tmp_path)
+        assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "results").exists()
