@@ -21,8 +21,11 @@ Workloads:
      fleet; and its four activations as four vmapped groups of one cohort against four cohorts
      of one group each. (ii) The residual GroupNorm VAE of examples/resnet_vae.py (width 16) on
      --conv-images 1×28×28 images: its fleet against its loop.
+  5. e2e: 8 MNIST-shaped members (784-400-20, 8 epochs, 20 000 synthetic images): `ablate run`
+     end to end (data, training, evaluation, report) against the loop's training alone, with
+     where the run's time went.
 
-Usage: python bench/fleet_vs_loop.py [--workload mnist|quick|conv|own|all] [--device cpu|cuda]
+Usage: python bench/fleet_vs_loop.py [--workload mnist|quick|conv|own|e2e|all] [--device cpu|cuda]
        [--members 64] [--fraction 0.1] [--conv-images 1024] [--epochs 2] [--repeats 3]
 """
 
@@ -226,6 +229,50 @@ def own_workloads(device: torch.device, members: int, fraction: float, images: i
     }, xc, len(res), epochs, repeats)
 
 
+E2E_STUDY = """
+name: e2e
+dataset: {name: synthetic, n_train: 20000, n_test: 2000, dim: 784}
+model: {hidden: [400], latent_dim: 20}
+train: {epochs: 8, batch_size: 128}
+seeds: 2
+space: {activation: [relu, gelu, tanh, silu]}
+checkpoint_minutes: 0
+device: DEVICE
+"""
+
+
+def end_to_end(device: torch.device) -> None:
+    """Workload 5: 8 MNIST-shaped members (784-400-20, 8 epochs on 20 000 synthetic images),
+    `ablate run` end to end in this process — data, training, evaluation, report — against the
+    textbook loop training the same members on the same training split (training only)."""
+    import tempfile
+    from pathlib import Path
+
+    from ablate import timing
+    from ablate.analysis.report import build_report
+    from ablate.run.runner import run_study
+    from ablate.study.loader import parse_study
+
+    with tempfile.TemporaryDirectory() as tmp:
+        text = E2E_STUDY.replace("DEVICE", device.type)
+        study = parse_study(text, str(Path(tmp) / "e2e.yaml"))
+        data = load_dataset(study.datasets[study.base.dataset])
+        x = torch.as_tensor(data.x_train, device=device)
+        members = [Member(f"{i}-{s}", study.config(p), s) for i, p in enumerate(study.points()) for s in study.seeds]
+        loop_s = loop_train(members, x, study.base.epochs)
+        start = time.perf_counter()
+        out = run_study(study, Path(tmp) / "results", progress=False)
+        with timing.phase("report"):
+            build_report(study, out)
+        wall = time.perf_counter() - start
+    print(f"\n[workload 5: end to end] {len(members)} members × {study.base.epochs} epochs × {len(x)} "
+          f"training images on {device}")
+    print(f"  (a) the loop, training only  : {loop_s:7.1f} s")
+    print(f"  (b) ablate run, end to end   : {wall:7.1f} s   (a)/(b) {loop_s / wall:.2f}x")
+    for name, seconds, share in timing.breakdown(timing.taken(), wall):
+        print(f"      {name:32s} {seconds:7.1f} s {share:5.0%}")
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -313,7 +360,7 @@ def grouped_vs_vmap(device: torch.device, members: int, repeats: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workload", choices=["mnist", "quick", "conv", "own", "all"], default="all")
+    ap.add_argument("--workload", choices=["mnist", "quick", "conv", "own", "e2e", "all"], default="all")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--members", type=int, default=16, help="mnist workload: 4 activations × members/4 seeds")
     ap.add_argument("--fraction", type=float, default=0.1, help="share of MNIST's 60 000 images")
@@ -353,6 +400,8 @@ def main() -> None:
         grouped_vs_vmap(device, args.members, args.repeats)
     if args.workload in ("own", "all"):
         own_workloads(device, args.members, args.fraction, args.conv_images, args.epochs, args.repeats)
+    if args.workload in ("e2e", "all"):
+        end_to_end(device)
 
 
 if __name__ == "__main__":
