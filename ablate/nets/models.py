@@ -104,11 +104,12 @@ class _BernoulliNLL(torch.autograd.Function):
 
 
 def log_likelihood(likelihood: str, x: Tensor, out: Tensor, log_sigma: Slot | None) -> Tensor:
-    """log p(x | z) summed over pixels: x (N, B, D) or (B, D), out (N, B, D) → (N, B); a
-    Gaussian's shared log σ is each member's (N, 1, 1) slot."""
+    """log p(x | z) summed over pixels: x (N, B, D) or (B, D), out (N, B, D) → (N, B), or out
+    (N, K, B, D) with x (B, D) broadcast → (N, K, B); a Gaussian's shared log σ is each
+    member's (N, 1, 1) slot."""
     if likelihood == "bernoulli":
         return -_BernoulliNLL.apply(out, x)
-    log_sigma = log_sigma.tensor
+    log_sigma = log_sigma.tensor.view(-1, *(1,) * (out.dim() - 1))
     sq = ((x - out) * torch.exp(-log_sigma)) ** 2
     return -0.5 * (sq + 2.0 * log_sigma + LOG_2PI).sum(-1)
 

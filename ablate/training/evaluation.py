@@ -188,7 +188,7 @@ def _iwae(fleet: Fleet, x: Tensor, mu: Tensor, logvar: Tensor, k: int, budget: i
         cb = m.shape[1]
         z = m.unsqueeze(1) + member_noise(fleet, gens, k, cb) * torch.exp(0.5 * lv).unsqueeze(1)
         out = fleet.decode(z.reshape(N, k * cb, -1))  # (N, k·c, D)
-        log_px = fleet.log_likelihood(xb.repeat(k, 1), out).view(N, k, cb)
+        log_px = fleet.log_likelihood(xb, out.view(N, k, cb, -1))  # x broadcast, not repeated: (N, k, c)
         log_pz = (M.log_std_normal(z) * mask).sum(-1)  # (N, k, c)
         log_qz = (M.log_normal(z, m.unsqueeze(1), lv.unsqueeze(1)) * mask).sum(-1)
         total += M.iwae_bound(log_px + log_pz - log_qz, dim=1).sum(1)
