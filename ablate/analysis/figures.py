@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ablate.analysis.stats import expected_best as expected_best_of, summarize
-from ablate.study.metrics import METRICS, label
+from ablate.study.metrics import METRICS, label, val_name
 
 
 def activation_order(runs: pd.DataFrame, metric: str, maximize: bool) -> list[str]:
@@ -163,10 +163,19 @@ def cost_data(runs: pd.DataFrame, activation_cost: dict) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- images
+def chosen_by(runs: pd.DataFrame, metric: str) -> str:
+    """The column that picks the showcased members: the metric's validation twin when the runs
+    have it (anything that chooses reads validation; test is only reported), else the metric."""
+    twin = val_name(metric)
+    return twin if twin in runs and runs[twin].notna().any() else metric
+
+
 def showcase_members(runs: pd.DataFrame, metric: str, maximize: bool,
                      cells: list[str]) -> tuple[dict, pd.DataFrame]:
     """The members whose images a report shows: the best activation's best cell, and in it
-    each activation's best seed. Returns (the cell, one row per activation)."""
+    each activation's best seed, by `chosen_by(runs, metric)`. Returns (the cell, one row per
+    activation)."""
+    metric = chosen_by(runs, metric)
     ok = runs[(runs["status"] == "ok") & runs[metric].notna()]
     if ok.empty:
         return {}, ok

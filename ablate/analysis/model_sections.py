@@ -126,7 +126,8 @@ def gans(ctx) -> None:
         at = ", ".join(f"{k} = {v}" for k, v in cell.items()) or "each activation's best configuration"
         ctx.figure(plots.image_table(samples, tuple(shape), f"GAN generator samples at {at}",
                                      ctx.fig_dir / f"gan_samples{ctx.tag}.png"),
-                   f"The generator's images (fixed noise) of each activation's best seed at {at}.")
+                   f"The generator's images (fixed noise) of each activation's best seed at {at}, "
+                   f"chosen on the {label(figures.chosen_by(runs, 'fid'))}.")
 
 
 def encoder_decoder(ctx) -> None:

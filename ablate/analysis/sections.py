@@ -635,7 +635,8 @@ def _images(ctx: Context, s, shape: tuple, samples) -> None:
         ctx.figure(plots.image_table(rows, shape, f"Reconstructions at {at}",
                                      figs / f"reconstructions{tag}.png", originals),
                    f"Reconstructions (decoded posterior mean) of the first test images "
-                   f"by each activation's best seed at {at}; top row: the originals.")
+                   f"by each activation's best seed at {at}, chosen on the "
+                   f"{label(figures.chosen_by(runs, ctx.metric))}; top row: the originals.")
     rows = figures.image_rows(samples, members, "prior", order) if runs["test_kl"].notna().any() else []
     if rows:
         ctx.figure(plots.image_table(rows, shape, f"VAE prior samples at {at}", figs / f"samples{tag}.png"),

@@ -406,6 +406,7 @@ def _expect(config: RunConfig, call: str, out, count: int, pair: bool) -> None:
                                 "and operations.")
 
 
+@torch.enable_grad()  # its backward passes run under a caller's no_grad too (ablate sample)
 def _trace(config: RunConfig, module: nn.Module, shape: tuple[int, ...]) -> tuple[dict[str, int], dict[str, int]]:
     """Run one member's module once on two examples (which materialises per-unit activation
     values), check what each method returns, and find which parameters each of the family's

@@ -57,6 +57,9 @@ def test_a_kept_member_is_the_modules_own_state_dict_and_exports(own, tmp_path):
     x = torch.rand(4, 1, 8, 8)
     torch.testing.assert_close(traced.encode(x)[0], module.encode(x)[0])
     assert traced.decode(torch.zeros(2, 3)).shape == (2, 1, 8, 8)
+    assert main(["sample", str(out), "--trial", str(row["trial"]), "--seed", str(row["seed"]), "-n", "4",
+                 "-o", str(tmp_path / "samples.png")]) == 0
+    assert (tmp_path / "samples.png").stat().st_size > 0
 
 
 def test_the_report_names_the_module(own):

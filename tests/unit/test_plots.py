@@ -79,6 +79,17 @@ def test_cost_data_and_showcase_members():
     assert sorted(members["activation"]) == ["gelu", "relu", "tanh"] and (members["seed"] == 0).all()
 
 
+def test_the_showcased_members_are_chosen_on_validation_when_it_exists():
+    runs = _runs()
+    best_on_test = figures.showcase_members(runs, "test_nll", False, ["latent_dim", "kl_weight"])[1]
+    # a validation NLL that ranks the seeds the other way round
+    runs = runs.assign(val_nll=-runs["seed"].astype(float))
+    assert figures.chosen_by(runs, "test_nll") == "val_nll"
+    cell, members = figures.showcase_members(runs, "test_nll", False, ["latent_dim", "kl_weight"])
+    assert (members["seed"] == 1).all() and (best_on_test["seed"] == 0).all()
+    assert figures.chosen_by(runs.assign(val_nll=np.nan), "test_nll") == "test_nll"
+
+
 def test_tile_lays_images_out_with_gaps():
     imgs = np.arange(6 * 4, dtype=np.uint8).reshape(6, 4)  # six 2×2 images
     out = plots._tile(imgs, (2, 2), cols=3)
