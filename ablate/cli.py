@@ -98,7 +98,8 @@ def _run(args) -> int:
     from ablate.run.runner import run_study
 
     devices = _devices(args)
-    if devices or args.workers > 1:
+    many = bool(devices) or args.workers > 1
+    if many:
         from ablate.run.local import run_workers
 
         out_dir = run_workers(study, args.study, args.results, len(devices) or args.workers, devices,
@@ -117,7 +118,7 @@ def _run(args) -> int:
 
         Trackers(study, out_dir).report([out_dir / name for name in
                                          ("report.html", "report.md", "runs.csv", "epochs.csv", "figures")])
-    _print_time(time.perf_counter() - started, study if devices or args.workers > 1 else None, out_dir)
+    _print_time(time.perf_counter() - started, study if many else None, out_dir)
     print(f"report: {report}")
     print(f"tables: {out_dir / 'runs.csv'}, {out_dir / 'epochs.csv'}")
     return 0

@@ -42,7 +42,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ablate.data.datasets import load_dataset
-from ablate.nets.layers import KERNEL, PADDING, STRIDE, Conv
+from ablate.nets.layers import KERNEL, PADDING, STRIDE, Conv, synchronize
 from ablate.nets.models import conv_sizes
 from ablate.nets.plugin import build_member
 from ablate.nets.nonlinear import get_activation
@@ -150,7 +150,7 @@ def loop_train(members, x: torch.Tensor, epochs: int, shape: tuple[int, ...] | N
                 kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
                 (bce + m.config.kl_weight * kl).backward()
                 opt.step()
-    _sync(x.device)
+    synchronize(x.device)
     return time.perf_counter() - start
 
 
@@ -161,7 +161,7 @@ def fleet_train(members, x: torch.Tensor, epochs: int, shape: tuple[int, ...] | 
     bs = members[0].config.batch_size
     fleet.model.tune(bs)  # each convolution's faster strategy, as a training cohort chooses it
     n, steps = len(x), math.ceil(len(x) / bs)
-    _sync(x.device)
+    synchronize(x.device)
     start = time.perf_counter()
     step = 0
     for _ in range(epochs):
@@ -170,7 +170,7 @@ def fleet_train(members, x: torch.Tensor, epochs: int, shape: tuple[int, ...] | 
             idx = perms[:, b * bs:(b + 1) * bs]
             fleet.train_step(x[idx], eps[:, b * bs:(b + 1) * bs], fleet.beta(step, steps))
             step += 1
-    _sync(x.device)
+    synchronize(x.device)
     return time.perf_counter() - start
 
 
@@ -273,22 +273,17 @@ def end_to_end(device: torch.device) -> None:
         print(f"      {name:32s} {seconds:7.1f} s {share:5.0%}")
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def matmul_peak(device: torch.device, size: int = 2048, reps: int = 10) -> float:
     """Measured fp32 GFLOP/s of a large square matmul on this device."""
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     for _ in range(2):
         a @ b
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(reps):
         a @ b
-    _sync(device)
+    synchronize(device)
     return 2 * size**3 * reps / (time.perf_counter() - start) / 1e9
 
 
@@ -348,10 +343,10 @@ def grouped_vs_vmap(device: torch.device, members: int, repeats: int) -> None:
     times = {k: [] for k in ways}
     for _ in range(repeats + 1):  # the first round warms up
         for name, fn in ways.items():
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             fn(x).square().sum().backward()
-            _sync(device)
+            synchronize(device)
             times[name].append(time.perf_counter() - start)
     print(f"\n[conv layer] {members} members, 32→64 channels, 14×14→7×7, batch 128, fwd+bwd")
     for name, ts in times.items():

@@ -150,7 +150,8 @@ CONV_STRATEGIES = ("grouped", "members")
 convolution per member (what the one-model loop runs)."""
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (timings on CUDA); nothing on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -214,10 +215,10 @@ class Conv(Stacked):
         for strategy in CONV_STRATEGIES:
             self.strategy, best = strategy, math.inf
             for i in range(repeats + 1):
-                _sync(w.device)
+                synchronize(w.device)
                 start = timer()
                 self(x).square().sum().backward()
-                _sync(w.device)
+                synchronize(w.device)
                 best = best if i == 0 else min(best, timer() - start)
             seconds[strategy] = best
         for slot in self.slots.values():

@@ -336,7 +336,8 @@ def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]],
             source, trial, _ = owner[key]
             if proxy and proxy in rec:  # (a GAN has no validation ELBO to report)
                 by_trial.setdefault(trial_id(trial), []).append(rec[proxy])
-            bar.update(1 / (epochs * len(source.seeds)))
+            bar.n = min(bar.total, bar.n + 1 / (epochs * len(source.seeds)))  # sums of fractions overshoot
+        bar.refresh()
         if epoch == epochs and not replay:  # the cohort's last epoch: its evaluation comes next
             _phase(bar, "evaluating")
         now = [(s, t) for s, t in cohort if trial_id(t) in by_trial and (trial_id(t), epoch) not in reported]

@@ -91,12 +91,13 @@ class Fleet:
 
     def _build(self) -> None:
         members, dev = self.members, self.device
-        groups = (activation_groups([m.config.activation for m in members]),
-                  activation_groups([m.config.decoder for m in members]))
-        gens = generators(members, Stream.INIT)
-        pairs = [(m.config, g) for m, g in zip(members, gens)]
-        self.model = (PluginModel(pairs, self.shape, dev) if members[0].config.module
-                      else build_model(pairs, self.shape, groups, dev))
+        pairs = [(m.config, g) for m, g in zip(members, generators(members, Stream.INIT))]
+        if members[0].config.module:  # a user's module: its members' groups are its own
+            self.model = PluginModel(pairs, self.shape, dev)
+        else:
+            groups = (activation_groups([m.config.activation for m in members]),
+                      activation_groups([m.config.decoder for m in members]))
+            self.model = build_model(pairs, self.shape, groups, dev)
         self.latent = self.model.latent
         self._slots()
         self.train_gens = generators(members, Stream.TRAIN, dev)
