@@ -59,7 +59,9 @@ class Doc:
     """Builds the HTML and Markdown versions side by side; escapes every string in HTML."""
 
     def __init__(self, title: str, root: Path):
-        self.html: list[str] = [f"<h1>{html.escape(title)}</h1>"]
+        self.html: list[str | tuple[Path, str]] = [f"<h1>{html.escape(title)}</h1>"]
+        """Markup, and (PNG, caption) of each figure: embedded when the page is written, as
+        the PNG may still be being drawn (plots.concurrently)."""
         self.md: list[str] = [f"# {title}", ""]
         self.title = title
         self.root = root
@@ -95,9 +97,7 @@ class Doc:
         self.md.append("")
 
     def figure(self, path: Path, caption: str) -> None:
-        data = base64.b64encode(path.read_bytes()).decode()
-        self.html.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,'
-                         f'{data}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+        self.html.append((path, caption))
         self.md += [f"![{caption}]({path.relative_to(self.root).as_posix()})", "", f"*{caption}*", ""]
 
     def write(self) -> Path:
@@ -107,7 +107,14 @@ class Doc:
                 f.write(text)
         return self.root / "report.html"
 
+    @staticmethod
+    def _embed(path: Path, caption: str) -> str:
+        data = base64.b64encode(path.read_bytes()).decode()
+        return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+                f'<figcaption>{html.escape(caption)}</figcaption></figure>')
+
     def render_html(self) -> str:
+        body = [part if isinstance(part, str) else self._embed(*part) for part in self.html]
         return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -128,7 +135,7 @@ figcaption {{ font-size: 13px; color: #57606a; }}
 th {{ cursor: pointer; }} th:hover {{ background: #e2eaf2; }}
 ul {{ padding-left: 1.3em; }} li {{ margin: .3em 0; }}
 </style></head><body>
-{os.linesep.join(self.html)}
+{os.linesep.join(body)}
 <script>
 // Click a column header to sort by it (numbers by value; click again to reverse).
 document.querySelectorAll("table.sortable th").forEach((th, col) => th.addEventListener("click", () => {{

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ablate.analysis import disentanglement, model_sections, protocol, search, sections, transfer
+from ablate.analysis import disentanglement, model_sections, plots, protocol, search, sections, transfer
 from ablate.analysis.context import Context, build_context
 from ablate.study.schema import Study
 
@@ -51,9 +51,10 @@ def each_dataset(section: Section) -> Section:
 
 def build_report(study: Study, out_dir: Path) -> Path:
     """Rebuild runs.csv, epochs.csv, trials.csv, figures/ and report.{html,md} from the store."""
-    ctx = build_context(study, out_dir)
-    if study.description:
-        ctx.doc.para(study.description)
-    for section in sections_of(ctx):
-        section(ctx)
+    with plots.concurrently():  # the PNGs are written before the page that shows them
+        ctx = build_context(study, out_dir)
+        if study.description:
+            ctx.doc.para(study.description)
+        for section in sections_of(ctx):
+            section(ctx)
     return ctx.doc.write()

@@ -327,10 +327,12 @@ def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]],
     pruned: set[int] = set()
 
     def on_epoch(epoch: int, records: dict[str, dict], replay: bool) -> set:
-        """Report each trial's mean per-epoch objective (validation) over its running seeds;
-        then, with every trial of the cohort reported (a pruner compares them), prune trials
-        whose curve the pruner gives up on: their members leave the computation. An epoch
-        replayed from a checkpoint is reported only (it was judged when it was trained)."""
+        """Report each pruned source's trials' mean per-epoch objective (validation) over their
+        running seeds; then, with every trial of the cohort reported (a pruner compares them),
+        prune trials whose curve the pruner gives up on: their members leave the computation.
+        An epoch replayed from a checkpoint is reported only (it was judged when it was
+        trained). Trials no pruner judges are not reported: a write per trial and epoch was a
+        tenth of quick.yaml's time, and their curves are kept with their members (`epochs`)."""
         by_trial: dict[int, list[float]] = {}
         for key, rec in records.items():
             source, trial, _ = owner[key]
@@ -340,7 +342,8 @@ def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]],
         bar.refresh()
         if epoch == epochs and not replay:  # the cohort's last epoch: its evaluation comes next
             _phase(bar, "evaluating")
-        now = [(s, t) for s, t in cohort if trial_id(t) in by_trial and (trial_id(t), epoch) not in reported]
+        now = [(s, t) for s, t in cohort
+               if s.prune and trial_id(t) in by_trial and (trial_id(t), epoch) not in reported]
         for _, trial in now:  # (a cohort split for memory sees an epoch twice: report it once)
             reported.add((trial_id(trial), epoch))
             vals = by_trial[trial_id(trial)]
@@ -349,8 +352,7 @@ def _train_trials(study: Study, cohort: list[tuple[Source, optuna.Trial]],
             os.kill(os.getpid(), signal.SIGKILL)
         if replay:
             return set()
-        pruned.update(trial_id(t) for s, t in now
-                      if s.prune and trial_id(t) not in pruned and t.should_prune())
+        pruned.update(trial_id(t) for s, t in now if trial_id(t) not in pruned and t.should_prune())
         return {key for key in records if trial_id(owner[key][1]) in pruned}
 
     outcomes, fitted = {}, len(members)

@@ -32,6 +32,12 @@ def log_std_normal(z: Tensor) -> Tensor:
     return -0.5 * (z.square() + LOG_2PI)
 
 
+def log_prior_ratio(z: Tensor, eps: Tensor, logvar: Tensor) -> Tensor:
+    """log N(z; 0, I) − log N(z; μ, diag σ²) per dimension for z = μ + σ·ε: ½(ε² − z² + log σ²)
+    (the normalising constants cancel; the same value as the two log densities' difference)."""
+    return 0.5 * (eps.square() - z.square() + logvar)
+
+
 def iwae_bound(log_weights: Tensor, dim: int = 0) -> Tensor:
     """log (1/k) Σ_k w_k from log importance weights along `dim` (Burda et al. 2015)."""
     return torch.logsumexp(log_weights, dim=dim) - math.log(log_weights.shape[dim])

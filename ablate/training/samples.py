@@ -17,7 +17,7 @@ from torch import Tensor
 from ablate.nets.activations import SHAPE_GRID
 from ablate.streams import Stream
 from ablate.training import quality
-from ablate.training.evaluation import chunk, hidden_floats, member_noise, memory_budget
+from ablate.training.evaluation import ImageNoise, chunk, hidden_floats, member_noise, memory_budget
 from ablate.training.fleet import Fleet, generators
 from ablate.training.splits import DeviceData
 
@@ -64,8 +64,9 @@ def sample_quality(fleet: Fleet, data: DeviceData) -> dict[str, dict[str, float]
         n = len(real)
         c = chunk(n, N, 2 * fleet.data_dim + hidden_floats(fleet) + fleet.latent, memory_budget(fleet.device))
         feats, preds = [[] for _ in range(N)], [[] for _ in range(N)]
+        noise = ImageNoise(fleet, gens)
         for s in range(0, n, c):
-            images = _means(fleet, fleet.decode(member_noise(fleet, gens, min(c, n - s))))
+            images = _means(fleet, fleet.decode(noise.take(min(c, n - s))))
             for i in range(N):
                 feats[i].append(judge.features(images[i]))
                 preds[i].append(judge.predict(images[i]))

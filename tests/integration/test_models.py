@@ -49,6 +49,7 @@ def test_export_round_trip_in_a_process_without_ablate_and_sample(tmp_path, caps
     from ablate.data.datasets import load_dataset
     from ablate.streams import Stream, stream_seed
     from ablate.study.loader import load_study
+    from ablate.training.evaluation import NOISE_BLOCK
     from ablate.training.kept import export
 
     (tmp_path / "kept.yaml").write_text(STUDY)
@@ -69,9 +70,10 @@ def test_export_round_trip_in_a_process_without_ablate_and_sample(tmp_path, caps
             assert done.returncode == 0 and done.stdout.startswith("exported: "), done.stderr
         else:
             export(out, int(r["trial"]), int(r["seed"]), tmp_path / f"{name}.pt")
-        # the noise ablate's evaluation drew for this member's test ELBO (its stream 3)
+        # the noise ablate's evaluation drew for this member's test ELBO (its stream 3, a
+        # block of NOISE_BLOCK images at a time)
         g = torch.Generator().manual_seed(stream_seed(int(r["seed"]), Stream.EVAL))
-        eps[name] = torch.randn(60, int(r["latent_dim"]), generator=g)
+        eps[name] = torch.randn(NOISE_BLOCK, int(r["latent_dim"]), generator=g)[:60]
     gan = runs[(runs["family"] == "gan") & (runs["latent_dim"] == 2)].iloc[0]
     export(out, int(gan["trial"]), 0, tmp_path / "gan.pt")
     data = load_dataset({"name": "digits", "train_size": 200, "test_size": 60})

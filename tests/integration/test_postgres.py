@@ -5,6 +5,7 @@ never printed. This test is never skipped: without a server it fails, saying why
 from __future__ import annotations
 
 import json
+import socket
 
 import pandas as pd
 import pytest
@@ -36,7 +37,8 @@ def test_two_workers_on_postgresql_complete_every_grid_point_once(tmp_path, pg_u
     assert len(points) == 6 and len(set(points)) == 6  # 3 activations × 2 latent sizes, once each
     assert not [t for t in store.get_trials(deepcopy=False)
                 if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    assert len({t.user_attrs["worker"] for t in trials}) == 2, "both workers should have trained"
+    # which worker trains which trial is the scheduler's choice (test_workers.py says why)
+    assert {t.user_attrs["worker"] for t in trials} <= {f"{socket.gethostname()}:{p.pid}" for p in procs}
 
     # Either worker's folder rebuilds the whole study's report from the shared store.
     report = ablate("report", str(tmp_path / "results0" / "pg_grid"), "--storage", pg_url, cwd=tmp_path)

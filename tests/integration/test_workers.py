@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import sqlite3
 import time
 
@@ -35,7 +36,10 @@ def test_two_local_workers_share_one_grid_exactly_once(tmp_path):
             points.setdefault(tid, {})[name] = value
     keys = [json.dumps(p, sort_keys=True) for p in points.values()]
     assert len(keys) == 6 and len(set(keys)) == 6  # 3 activations × 2 latent sizes, once each
-    assert len({json.loads(w) for _, w in rows}) == 2, "both workers should have trained trials"
+    # Which worker trains which trial is up to the scheduler (a fast worker may take them
+    # all before the other has started), so it is recorded but not asserted: what must hold
+    # under any interleaving is every point once, from one of the two workers.
+    assert {json.loads(w) for _, w in rows} <= {f"{socket.gethostname()}:{p.pid}" for p in procs}
     runs = pd.read_csv(tmp_path / "results" / "shared" / "runs.csv")
     assert len(runs) == 6 * 2
     assert not runs.duplicated(["activation", "latent_dim", "kl_weight", "seed"]).any()

@@ -23,6 +23,13 @@ def test_log_normal_matches_torch_distribution():
     torch.testing.assert_close(M.log_normal(z, mu, lv), ref)
 
 
+def test_log_prior_ratio_is_the_difference_of_the_two_log_densities():
+    g = torch.Generator().manual_seed(0)
+    mu, lv, eps = (torch.randn(50, 3, generator=g) for _ in range(3))
+    z = mu + eps * torch.exp(0.5 * lv)
+    torch.testing.assert_close(M.log_prior_ratio(z, eps, lv), M.log_std_normal(z) - M.log_normal(z, mu, lv))
+
+
 def test_iwae_bound():
     w = torch.log(torch.tensor([[1.0], [3.0]]))  # k=2 weights 1 and 3 → log 2
     assert M.iwae_bound(w, dim=0).item() == pytest.approx(math.log(2.0))

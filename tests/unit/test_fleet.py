@@ -48,6 +48,22 @@ def test_member_alone_equals_member_in_heterogeneous_cohort(tiny_data):
         assert rc["train_loss"] == pytest.approx(ra["train_loss"], rel=RTOL)
 
 
+def test_evaluation_numbers_do_not_depend_on_how_a_pass_is_chunked(tiny_data, monkeypatch):
+    """Chunk sizes follow the cohort's size and the device's free memory; each image's noise
+    (ELBO, IWAE, prior samples) is drawn image by image, so a member's numbers do not."""
+    from ablate.training import evaluation
+
+    fleet = Fleet([member("a", activation="gelu", latent_dim=4), member("b", seed=1, latent_dim=2)], 64)
+    with torch.no_grad():
+        whole = evaluation.evaluate_split(fleet, tiny_data.x_test, 20)[0]
+        for budget in (1, 50_000, 700_000):  # one image a chunk, a few, most of the split
+            monkeypatch.setattr(evaluation, "memory_budget", lambda device: budget)
+            chunked = evaluation.evaluate_split(fleet, tiny_data.x_test, 20)[0]
+            for key in whole:
+                for m in ("test_nelbo", "test_recon", "test_kl", "test_nll", "mutual_info"):
+                    assert chunked[key][m] == pytest.approx(whole[key][m], rel=1e-5, abs=1e-5), (budget, key, m)
+
+
 def test_padded_weights_get_zero_gradient_and_stay_zero(tiny_data):
     small = member("small", latent_dim=2, hidden=(16,), activation="sigmoid")
     big = member("big", seed=1, latent_dim=6, hidden=(32,), activation="sigmoid")

@@ -155,3 +155,22 @@ def test_a_gans_curves_are_its_generator_and_discriminator_losses():
                            "train_d_loss": [1.3, 1.2], "val_nelbo": np.nan})
     assert figures.curve_columns(epochs) == ["train_g_loss", "train_d_loss"]
     assert figures.curve_columns(epochs.assign(train_g_loss=np.nan, train_d_loss=np.nan, val_nelbo=3.0)) == ["val_nelbo"]
+
+
+def test_figures_drawn_concurrently_are_written_when_the_block_ends_and_failures_raise(tmp_path):
+    import matplotlib.pyplot as plt
+
+    def figure(n):
+        fig, ax = plt.subplots()
+        ax.plot(range(n))
+        return fig
+
+    with plots.concurrently():
+        paths = [plots._save(figure(n), tmp_path / f"f{n}.png") for n in range(2, 6)]
+    inline = plots._save(figure(3), tmp_path / "inline.png")
+    assert all(p.stat().st_size > 0 for p in paths)
+    assert inline.read_bytes() == paths[1].read_bytes(), "a child writes the same bytes"
+    with pytest.raises(RuntimeError, match="nowhere"):
+        with plots.concurrently():
+            plots._save(figure(2), tmp_path / "nowhere" / "f.png")
+    assert not (tmp_path / "nowhere").exists()
