@@ -228,26 +228,21 @@ def _mutual_info(fleet: Fleet, mu: Tensor, logvar: Tensor, budget: int) -> Tenso
     z = mu + member_noise(fleet, gens, n) * torch.exp(0.5 * logvar)  # (N, n, L)
     mask = fleet.latent_mask  # (N, 1, L)
     self_term = (M.log_normal(z, mu, logvar) * mask).sum(-1)  # (N, n)
-    c = chunk(n, N, 2 * n * fleet.latent, budget)
-    cross = []
-    for s in range(0, n, c):
-        zi = z[:, s:s + c].unsqueeze(2)  # (N, c, 1, L)
-        lq = (M.log_normal(zi, mu.unsqueeze(1), logvar.unsqueeze(1)) * mask.unsqueeze(1)).sum(-1)
-        cross.append(torch.logsumexp(lq, dim=2))  # (N, c)
+    c = chunk(n, N, 2 * n, budget)
+    cross = [torch.logsumexp(M.log_normal_pairs(z[:, s:s + c], mu, logvar, mask), dim=2)
+             for s in range(0, n, c)]  # (N, c) each
     return M.mutual_information(self_term, torch.cat(cross, 1), n)
 
 
 def _probe(fleet: Fleet, data: DeviceData, splits: list[tuple[Tensor, np.ndarray | None]]) -> list[list[float]]:
     """Per member: the linear-probe accuracy on μ of each split (μ (N, n, L), labels), from one
-    probe fitted on training images (NaN without labels)."""
+    probe fitted on training images (NaN without labels); every member's probe is fitted at
+    once (estimators.probe_accuracies)."""
     N = len(fleet)
     if data.y_train is None or all(y is None for _, y in splits):
         return [[float("nan")] * len(splits) for _ in range(N)]
     x = data.x_train[:PROBE_MAX_TRAIN]
     c = chunk(len(x), N, 2 * fleet.data_dim + hidden_floats(fleet), memory_budget(fleet.device))
-    mu_train = torch.cat([fleet.encode(x[s:s + c])[0] for s in range(0, len(x), c)], 1).cpu().numpy()
-    y_train = data.y_train[:PROBE_MAX_TRAIN]
-    evals = [(mu.cpu().numpy(), y) for mu, y in splits]
-    return [M.probe_accuracies(mu_train[i, :, :m.config.latent_dim], y_train,
-                               [(f[i, :, :m.config.latent_dim], y) for f, y in evals])
-            for i, m in enumerate(fleet.members)]
+    mu_train = torch.cat([fleet.encode(x[s:s + c])[0] for s in range(0, len(x), c)], 1)
+    mask = fleet.latent_mask[:, 0, :]
+    return M.probe_accuracies(mu_train, mask, data.y_train[:PROBE_MAX_TRAIN], splits).tolist()

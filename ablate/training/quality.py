@@ -67,18 +67,24 @@ def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(sq, 0.0))
 
 
-def _knn_radius(x: np.ndarray, k: int) -> np.ndarray:
+PR_NEIGHBOURS = 3  # k of the k-NN balls that make a set's manifold
+
+
+def knn_radius(x: np.ndarray, k: int = PR_NEIGHBOURS) -> np.ndarray:
     """Distance from each point to its k-th nearest neighbour in its own set (itself excluded)."""
     dist = distances(x, x)
     np.fill_diagonal(dist, 0.0)  # a point's distance to itself, exactly (the formula rounds)
     return np.partition(dist, k, axis=1)[:, k]  # column 0 is the point itself
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_NEIGHBOURS,
+                     r_real: np.ndarray | None = None) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019): the share of generated
     samples inside the real manifold (the union of k-NN balls around real samples), and the
-    share of real samples inside the generated manifold."""
-    r_real, r_fake = _knn_radius(real, k), _knn_radius(fake, k)
+    share of real samples inside the generated manifold. `r_real`: the real set's
+    `knn_radius(real, k)`, when the caller measures many fake sets against one real set."""
+    r_real = knn_radius(real, k) if r_real is None else r_real
+    r_fake = knn_radius(fake, k)
     dist = distances(fake, real)  # (fake, real)
     precision = float((dist <= r_real[None, :]).any(1).mean())
     recall = float((dist <= r_fake[:, None]).any(0).mean())

@@ -71,11 +71,12 @@ def sample_quality(fleet: Fleet, data: DeviceData) -> dict[str, dict[str, float]
                 feats[i].append(judge.features(images[i]))
                 preds[i].append(judge.predict(images[i]))
         prefix = "" if split == "test" else "val_"
+        r_real = quality.knn_radius(real)  # the real manifold: once per split, not per member
         for i, m in enumerate(fleet.members):
             fake = np.concatenate(feats[i])
             if not np.isfinite(fake).all():  # a diverged decoder: nothing to measure
                 continue
-            precision, recall = quality.precision_recall(real, fake)
+            precision, recall = quality.precision_recall(real, fake, r_real=r_real)
             out[m.key].update({f"{prefix}fid": quality.fid(real, fake), f"{prefix}kid": quality.kid(real, fake),
                                f"{prefix}precision": precision, f"{prefix}recall": recall,
                                f"{prefix}class_coverage": quality.coverage(np.concatenate(preds[i]), judge.classes)})

@@ -59,12 +59,48 @@ def test_dead_fraction():
     assert M.dead_fraction(lo, hi, real).item() == pytest.approx(1 / 3)
 
 
+def _probe(x, y, evaluations, mask=None):
+    x = torch.as_tensor(x, dtype=torch.float32)
+    mask = torch.ones(x.shape[0], x.shape[-1]) if mask is None else mask
+    return M.probe_accuracies(x, mask, y, [(torch.as_tensor(f, dtype=torch.float32), t) for f, t in evaluations])
+
+
 def test_probe_accuracy_separable_and_nan_cases():
     rng = np.random.default_rng(0)
-    y = np.repeat([0, 1], 50)
-    x = y[:, None] * 4.0 + rng.normal(size=(100, 2))
-    assert M.probe_accuracy(x, y, x, y) > 0.95
-    assert math.isnan(M.probe_accuracy(x * np.nan, y, x, y))
+    y = np.repeat([3, 7], 50)  # any label values
+    x = (y[:, None] == 7) * 4.0 + rng.normal(size=(100, 2))
+    acc = _probe(np.stack([x, x * np.nan]), y, [(np.stack([x, x]), y), (np.stack([x, x]), None)])
+    assert acc[0, 0] > 0.95 and math.isnan(acc[1, 0]), "a member with non-finite codes gets NaN"
+    assert torch.isnan(acc[:, 1]).all(), "a split without labels gets NaN"
+    assert torch.isnan(_probe(x[None], np.zeros(100, int), [(x[None], y)])).all(), "one class"
+
+
+def test_probe_is_scikit_learns_logistic_regression_on_standardised_codes():
+    """The same objective as LogisticRegression() after StandardScaler() (C = 1, unpenalised
+    intercepts): the same class probabilities at convergence, the same accuracies; a member's
+    padded latent dimensions change nothing."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 300)
+    x = rng.normal(size=(300, 3)) + 0.8 * np.eye(4, 3)[y]
+    y_eval = rng.integers(0, 4, 200)
+    x_eval = rng.normal(size=(200, 3)) + 0.8 * np.eye(4, 3)[y_eval]
+    ref = make_pipeline(StandardScaler(), LogisticRegression(tol=1e-10, max_iter=10_000)).fit(x, y)
+    z = (x - x.mean(0)) / x.std(0)
+    design = torch.as_tensor(np.concatenate([z, np.ones((300, 1))], 1))[None]
+    theta = M._fit_softmax(design, torch.as_tensor(y))
+    probs = torch.softmax(design @ theta, -1)[0].numpy()
+    np.testing.assert_allclose(probs, ref.predict_proba(x), atol=1e-6)
+    # member 0: the three codes; member 1: its first two codes, padded with a zero dimension
+    codes = np.stack([x, np.concatenate([x[:, :2], np.zeros((300, 1))], 1)])
+    evals = np.stack([x_eval, np.concatenate([x_eval[:, :2], np.zeros((200, 1))], 1)])
+    acc = _probe(codes, y, [(evals, y_eval)], mask=torch.tensor([[1.0, 1, 1], [1, 1, 0]]))
+    two = make_pipeline(StandardScaler(), LogisticRegression(tol=1e-10, max_iter=10_000)).fit(x[:, :2], y)
+    assert acc[0, 0].item() == ref.score(x_eval, y_eval)
+    assert acc[1, 0].item() == two.score(x_eval[:, :2], y_eval)
 
 
 TRAIN = np.array([[0.0, 1.0, 0.2], [1.0, 1.0, 0.6]], dtype=np.float32)  # pixel means 0.5, 1, 0.4
@@ -97,3 +133,12 @@ def test_trivial_nll_of_splits_longer_than_a_chunk_is_the_formula_on_the_whole_a
     gaussian = 0.5 * (((test - p) ** 2).sum(1) / var + 3 * np.log(2 * np.pi * var)).mean()
     assert M.trivial_nll(train, test, "bernoulli") == pytest.approx(bernoulli, rel=1e-9)
     assert M.trivial_nll(train, test, "gaussian") == pytest.approx(gaussian, rel=1e-9)
+
+
+def test_log_normal_pairs_is_the_summed_log_density_of_every_pair():
+    g = torch.Generator().manual_seed(2)
+    z, mu = torch.randn(3, 5, 4, generator=g), torch.randn(3, 6, 4, generator=g)
+    logvar = torch.randn(3, 6, 4, generator=g) * 3  # σ from ~0.01 to ~100
+    mask = torch.tensor([[1.0, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]]).unsqueeze(1)
+    direct = (M.log_normal(z.unsqueeze(2), mu.unsqueeze(1), logvar.unsqueeze(1)) * mask.unsqueeze(1)).sum(-1)
+    torch.testing.assert_close(M.log_normal_pairs(z, mu, logvar, mask), direct, rtol=1e-5, atol=1e-4)
