@@ -147,7 +147,18 @@ class Linear(Stacked):
 
 CONV_STRATEGIES = ("grouped", "members")
 """One grouped convolution (groups=N, the members' channels side by side), or one ordinary
-convolution per member (what the one-model loop runs)."""
+convolution per member (what the one-model loop runs). The per-member strategy takes and
+gives feature maps as a list of the members' (B, C, H, W) tensors — `Maps` — which the
+activations between convolutions keep as a list: stacking them after every layer (and
+joining the activations' groups) copied every feature map twice a step."""
+
+Maps = Tensor | list[Tensor]
+"""Feature maps of N members: one (N, B, C, H, W) tensor, or N (B, C, H, W) tensors."""
+
+
+def stacked(h: Maps) -> Tensor:
+    """Members' values as one tensor with the member axis first."""
+    return torch.stack(h) if isinstance(h, list) else h
 
 
 def synchronize(device: torch.device) -> None:
@@ -183,14 +194,17 @@ class Conv(Stacked):
                            gen, default_fan, first)
         self.values["w"][i], self.values["b"][i] = w, b
 
-    def __call__(self, x: Tensor) -> Tensor:
-        """x (N, B, C, H, W), or (B, C, H, W) shared by every member → (N, B, C', H', W')."""
+    def __call__(self, x: Maps) -> Maps:
+        """x: members' maps (N, B, C, H, W) or a list of N (B, C, H, W), or (B, C, H, W)
+        shared by every member → (N, B, C', H', W'), or a list with the per-member strategy."""
         w, b = self.slots["w"].tensor, self.slots["b"].tensor
         n = w.shape[0]
-        if x.dim() == 5 and self.strategy == "members":  # N ordinary convolutions
+        if self.strategy == "members" and (isinstance(x, list) or x.dim() == 5):  # N ordinary convolutions
             # unbind, not x[i]: indexing's backward writes each member's gradient into a
             # zero tensor as large as all of them (N² traffic); unbind's stacks them once
-            return torch.stack([self._conv(xi, wi, bi, 1) for xi, wi, bi in zip(x.unbind(0), w.unbind(0), b.unbind(0))])
+            xs = x if isinstance(x, list) else x.unbind(0)
+            return [self._conv(xi, wi, bi, 1) for xi, wi, bi in zip(xs, w.unbind(0), b.unbind(0))]
+        x = stacked(x)
         if x.dim() == 4:  # a shared input: one ordinary convolution with every member's filters
             xb, groups = x, 1
         else:
@@ -217,7 +231,7 @@ class Conv(Stacked):
             for i in range(repeats + 1):
                 synchronize(w.device)
                 start = timer()
-                self(x).square().sum().backward()
+                sum(h.square().sum() for h in self(x)).backward()  # (over members: a list or a tensor)
                 synchronize(w.device)
                 best = best if i == 0 else min(best, timer() - start)
             seconds[strategy] = best
@@ -283,12 +297,20 @@ class Nonlinear(Stacked):
         tensors = {p: self.slots[f"{act.name}.{p}"].tensor for p in [*act.params, *act.unit_params]}
         return tensors if whole else {p: t[row:row + end - start] for p, t in tensors.items()}
 
+    def _member(self, i: int, pre: Tensor) -> Tensor:
+        """Member i's activation of its own values (B, …), with its row of any parameters."""
+        act = next(a for a, s, e in self.groups if s <= i < e)
+        h = act.apply(pre.unsqueeze(0), self.params(act, i, i + 1))[0]
+        return h if self.mask is None else h * self.mask[i]
+
     def _derive_mask(self) -> None:
         full = bool((self.real == self.width).all())
         cols = torch.arange(self.width, device=self.real.device)
         self.mask = None if full else (cols < self.real[:, None]).float().unsqueeze(1)  # (N, 1, W)
 
-    def __call__(self, pre: Tensor) -> Tensor:
+    def __call__(self, pre: Maps) -> Maps:
+        if isinstance(pre, list):  # members' feature maps apart: each member's own activation
+            return [self._member(i, h) for i, h in enumerate(pre)]
         if len(self.groups) == 1:
             pieces = [pre]
         else:  # one split (its backward is one cat), not slices (each backward a full zeros+add)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ablate.nets.families import FAMILY
-from ablate.nets.layers import Conv, Groups, Linear, Nonlinear, Slot, Stacked
+from ablate.nets.layers import Conv, Groups, Linear, Maps, Nonlinear, Slot, Stacked, stacked
 from ablate.nets.nonlinear import get_activation
 from ablate.study.schema import RunConfig
 from ablate.training.estimators import LOG_2PI
@@ -230,12 +230,13 @@ class Autoencoder:
         return {**out, **self.extra}
 
     # ---------------------------------------------------------------------- forward
-    def _act(self, k: int, pre: Tensor, hidden: list | None) -> Tensor:
+    def _act(self, k: int, pre: Maps, hidden: list | None) -> Maps:
         """Activation k, then dropout while training; its output joins `hidden` as (N,
         observations, units): a unit is a hidden unit, or a channel of feature maps (observed
         at every position)."""
-        h = self.acts[k](pre)
-        if self.rng is not None and bool((self.drop > 0).any()):
+        dropout = self.rng is not None and bool((self.drop > 0).any())
+        h = self.acts[k](stacked(pre) if dropout or hidden is not None else pre)
+        if dropout:
             h = h * self._dropout_masks(h)
         if hidden is not None:
             hidden.append(h if h.dim() == 3 else h.movedim(2, -1).flatten(1, -2))
@@ -359,7 +360,7 @@ class ConvNet(Autoencoder):
         h = x.unflatten(-1, self.shape)
         for j in range(self.n_conv):
             h = self._act(j, self.layers[f"conv.{j}"](h), hidden)
-        return self._fc("enc", self.n_conv, h.flatten(-3), hidden)
+        return self._fc("enc", self.n_conv, stacked(h).flatten(-3), hidden)
 
     def decode(self, z: Tensor, hidden: list | None = None) -> Tensor:
         """z (N, B, L) → decoder output (N, B, D): Bernoulli logits or Gaussian means."""
@@ -370,7 +371,7 @@ class ConvNet(Autoencoder):
             h = self.layers[f"deconv.{j}"](h)
             if j < self.n_conv - 1:
                 h = self._act(k + self.depth + 1 + j, h, hidden)
-        return h.flatten(-3)
+        return stacked(h).flatten(-3)
 
 
 def _width(k: int, first: int, latent: bool = False):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from ablate.nets.layers import Conv
+from ablate.nets.layers import Conv, stacked
 from ablate.nets.models import conv_sizes, param_count
 from ablate.study.schema import RunConfig
 from ablate.training.evaluation import evaluate_split
@@ -170,7 +170,7 @@ def test_both_conv_strategies_compute_the_same_layer(transposed):
     outs, grads = {}, {}
     for strategy in ("grouped", "members"):
         layer.strategy = strategy
-        out = layer(x)
+        out = stacked(layer(x))  # the per-member strategy gives the members' maps as a list
         out.square().sum().backward()
         outs[strategy], grads[strategy] = out.detach(), layer.slots["w"].tensor.grad.clone()
         layer.slots["w"].tensor.grad = None
@@ -200,3 +200,32 @@ def test_a_cohort_runs_its_convolutions_as_a_checkpoint_saved_them(tiny_data):
     mu_members = fleet.encode(x)[0]
     fleet.model.use({k: "grouped" for k in chosen})
     torch.testing.assert_close(fleet.encode(x)[0], mu_members, rtol=1e-5, atol=1e-5)
+
+
+def test_members_feature_maps_kept_apart_give_the_stacked_numbers(tiny_data):
+    """With the per-member strategy the maps between convolutions stay a list (no copies); a
+    cohort of mixed, learnable activations computes the same codes, images and gradients as
+    with every map stacked, and records the same hidden units."""
+    members = [member("a", activation="prelu"), member("b", seed=1, activation="tanh"),
+               member("c", seed=2, activation="snake")]
+    fleet = Fleet(members, SHAPE)
+    x = tiny_data.x_train[:8].expand(3, -1, -1)
+    results = {}
+    for strategy in ("grouped", "members"):
+        fleet.model.use({k: strategy for k in fleet.model.strategies()})
+        mu, _ = fleet.encode(x)
+        out = fleet.decode(mu)
+        (out.square().sum() + mu.sum()).backward()
+        hidden: list = []
+        fleet.encode(x, hidden)
+        results[strategy] = (mu.detach(), out.detach(), {k: s.tensor.grad.clone() for k, s in fleet.slots.items()},
+                             [h.detach() for h in hidden])
+        for s in fleet.slots.values():
+            s.tensor.grad = None
+    (mu_g, out_g, grads_g, hid_g), (mu_m, out_m, grads_m, hid_m) = results["grouped"], results["members"]
+    torch.testing.assert_close(mu_m, mu_g, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out_m, out_g, rtol=1e-5, atol=1e-5)
+    for k in grads_g:
+        torch.testing.assert_close(grads_m[k], grads_g[k], rtol=1e-4, atol=1e-4, msg=k)
+    for a, b in zip(hid_m, hid_g):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
