@@ -88,6 +88,20 @@ _add("apl", f"{_OWN}:apl", "kaiming", kaiming_gain(), unit_params={"a": (0.0, 0.
 _add("snake", f"{_OWN}:snake", "kaiming", kaiming_gain(), unit_params={"alpha": 1.0},
      description="x + sin²(αx)/α, α learnable per unit, init 1 (Ziyin et al. 2020)")
 _add("sine", f"{_OWN}:sine", "siren", description="sin(30x) with the SIREN init (Sitzmann et al. 2020)")
+_add("acon", f"{_OWN}:acon", "kaiming", kaiming_gain(), unit_params={"p1": 1.0, "p2": 0.0, "beta": 1.0},
+     description="ACON-C (p1−p2)·x·σ(β(p1−p2)x)+p2·x, p1, p2, β learnable per unit, init as SiLU "
+                 "(Ma et al. 2021)")
+META_ACON_W1, META_ACON_W2 = (0.1, -0.1, 0.05, -0.05), (0.1, 0.1, -0.1, -0.1)
+"""Initial W₁ and W₂ of meta_acon's switch network, one value per hidden unit (R = 4), the same
+for every unit of a layer: Σ_r W₁W₂ = 0, so β starts at σ(0) = ½ for every input, and both
+layers learn from the first step (with W₂ = 0, W₁ would get no gradient until W₂ moved)."""
+_add("meta_acon", f"{_OWN}:meta_acon", "kaiming", kaiming_gain(),
+     unit_params={"p1": 1.0, "p2": 0.0, "w1": META_ACON_W1, "w2": META_ACON_W2},
+     description="ACON-C whose switch β is computed from the layer's input by a per-member network "
+                 "of 4 hidden units: each example its own form (Ma et al. 2021)")
+_add("blend", f"{_OWN}:blend", "kaiming", kaiming_gain(), {"logits": (0.0,) * 5},
+     description="softmax-weighted mix of identity, relu, tanh, elu and silu, the weights learnable "
+                 "per layer (adaptive blending units, Sütfeld et al. 2020)")
 
 
 SHAPE_GRID = tuple(round(-3.0 + 0.1 * i, 1) for i in range(61))

@@ -300,6 +300,8 @@ class Nonlinear(Stacked):
     def _member(self, i: int, pre: Tensor) -> Tensor:
         """Member i's activation of its own values (B, …), with its row of any parameters."""
         act = next(a for a, s, e in self.groups if s <= i < e)
+        if self.mask is not None:
+            pre = pre * self.mask[i]
         h = act.apply(pre.unsqueeze(0), self.params(act, i, i + 1))[0]
         return h if self.mask is None else h * self.mask[i]
 
@@ -311,6 +313,8 @@ class Nonlinear(Stacked):
     def __call__(self, pre: Maps) -> Maps:
         if isinstance(pre, list):  # members' feature maps apart: each member's own activation
             return [self._member(i, h) for i, h in enumerate(pre)]
+        if self.mask is not None:  # padded units are zero going in too: an activation that reads
+            pre = pre * self.mask  # its whole layer (meta_acon) must not send them a gradient
         if len(self.groups) == 1:
             pieces = [pre]
         else:  # one split (its backward is one cat), not slices (each backward a full zeros+add)

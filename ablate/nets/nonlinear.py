@@ -106,6 +106,46 @@ def snake(x: Tensor, p: dict[str, Tensor]) -> Tensor:
     return x + torch.sin(alpha * x).square() / alpha
 
 
+def acon(x: Tensor, p: dict[str, Tensor]) -> Tensor:
+    """ACON-C (Ma et al. 2021): (p₁ − p₂)·x·σ(β(p₁ − p₂)x) + p₂·x, with p₁, p₂, β per unit
+    (G, W). β switches it between linear (β → 0: the mean of p₁x and p₂x) and a max of p₁x
+    and p₂x (β → ∞)."""
+    return _acon(x, _unit(p["p1"], x), _unit(p["p2"], x), _unit(p["beta"], x))
+
+
+def meta_acon(x: Tensor, p: dict[str, Tensor]) -> Tensor:
+    """Meta-ACON (Ma et al. 2021): ACON-C whose β is computed from the layer's input by a
+    small network of the member's own — `meta_beta` — so each example gets its own switch."""
+    return _acon(x, _unit(p["p1"], x), _unit(p["p2"], x), meta_beta(x, p["w1"], p["w2"]))
+
+
+def _acon(x: Tensor, p1: Tensor, p2: Tensor, beta: Tensor) -> Tensor:
+    d = (p1 - p2) * x
+    return d * torch.sigmoid(beta * d) + p2 * x
+
+
+def meta_beta(x: Tensor, w1: Tensor, w2: Tensor) -> Tensor:
+    """Meta-ACON's per-example switch β = σ(W₂ᵀ W₁ s) for inputs x (G, B, W) or feature maps
+    (G, B, C, H, W): s is each unit's value (each channel's mean over positions), W₁ and W₂
+    (G, R, W) map the layer's W units through R hidden ones and back. Padded units hold zeros,
+    so they change no member's β."""
+    s = x if x.dim() == 3 else x.mean((-2, -1))
+    beta = torch.sigmoid(torch.einsum("gbr,grw->gbw", torch.einsum("gbw,grw->gbr", s, w1), w2))
+    return beta if x.dim() == 3 else beta[..., None, None]
+
+
+BLEND_BASES = (("identity", identity), ("relu", F.relu), ("tanh", torch.tanh), ("elu", F.elu),
+               ("silu", F.silu))
+"""The base activations `blend` mixes, in the order of its weights."""
+
+
+def blend(x: Tensor, p: dict[str, Tensor]) -> Tensor:
+    """Σ_k softmax(a)_k · g_k(x) over BLEND_BASES, a learnable per layer (G, K): an adaptive
+    blending unit (Sütfeld et al. 2020) whose weights stay a convex combination."""
+    w = torch.softmax(p["logits"], -1)
+    return sum(_scalar(w[:, k], x) * g(x) for k, (_, g) in enumerate(BLEND_BASES))
+
+
 SIREN_OMEGA = 30.0
 
 

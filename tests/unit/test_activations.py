@@ -175,3 +175,43 @@ def test_a_good_plugin_passes_the_probe(plugin_module):
 
     probe("myacts:make_snake")
     probe("myacts:make_square")
+
+
+def test_acon_starts_as_silu_and_switches_between_linear_and_max():
+    acon = get_activation("acon")
+    x = torch.linspace(-3, 3, 12).view(1, 2, 6)
+    torch.testing.assert_close(acon.apply(x, acon.initial(1, 6)), torch.nn.functional.silu(x))
+    p1, p2 = torch.full((1, 6), 1.5), torch.full((1, 6), 0.25)
+    flat = acon.apply(x, {"p1": p1, "p2": p2, "beta": torch.zeros(1, 6)})
+    torch.testing.assert_close(flat, (p1.unsqueeze(1) + p2.unsqueeze(1)) / 2 * x)  # β = 0: the mean
+    steep = acon.apply(x, {"p1": p1, "p2": p2, "beta": torch.full((1, 6), 1e4)})
+    torch.testing.assert_close(steep, torch.maximum(1.5 * x, 0.25 * x))  # β → ∞: the max
+
+
+def test_meta_acons_switch_is_computed_from_each_input():
+    from ablate.nets.nonlinear import meta_beta
+
+    act = get_activation("meta_acon")
+    params = act.initial(1, 6)
+    x = torch.randn(1, 2, 6, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(meta_beta(x, params["w1"], params["w2"]), torch.full((1, 2, 6), 0.5))  # Σ W₁W₂ = 0
+    params["w2"] = torch.randn(params["w2"].shape, generator=torch.Generator().manual_seed(1))
+    beta = meta_beta(x, params["w1"], params["w2"])
+    assert not torch.allclose(beta[0, 0], beta[0, 1]), "two examples, two switches"
+    other = meta_beta(x * 2.0, params["w1"], params["w2"])
+    assert not torch.allclose(other, beta), "another input, another switch"
+    maps = x.view(1, 2, 6, 1, 1).expand(1, 2, 6, 3, 3)  # a channel's maps: β from their mean
+    torch.testing.assert_close(meta_beta(maps, params["w1"], params["w2"]), beta[..., None, None])
+    assert act.apply(x * 2.0, params).sub(2.0 * act.apply(x, params)).abs().max() > 1e-4, "not linear"
+
+
+def test_blend_is_a_convex_mix_of_its_bases():
+    from ablate.nets.nonlinear import BLEND_BASES
+
+    act = get_activation("blend")
+    x = torch.linspace(-3, 3, 14).view(1, 2, 7)
+    bases = [g(x) for _, g in BLEND_BASES]
+    torch.testing.assert_close(act.apply(x, act.initial(1, 7)), sum(bases) / len(bases))
+    relu_only = torch.full((1, len(BLEND_BASES)), -30.0)
+    relu_only[0, [n for n, _ in BLEND_BASES].index("relu")] = 30.0
+    torch.testing.assert_close(act.apply(x, {"logits": relu_only}), torch.relu(x))

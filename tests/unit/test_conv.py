@@ -142,14 +142,17 @@ def test_cohorts_split_by_arch_and_channels():
 
 @pytest.mark.parametrize("arch", ["mlp", "conv"])
 def test_learnable_activation_parameters_train_and_differ_between_members(tiny_data, arch):
-    """rational (per layer), snake and apl (per unit or channel): each member's copy moves
-    away from its initial value in training, and two members' copies end apart."""
+    """rational and blend (per layer), snake, apl, acon and meta_acon (per unit or channel):
+    each member's copy moves away from its initial value in training, and two members' copies
+    end apart."""
     kw = {"hidden": (16,)} if arch == "mlp" else {}
     members = [member(f"{a}{s}", seed=s, activation=a, arch=arch, epochs=1, **kw)
-               for a in ("rational", "snake", "apl") for s in (0, 1)]
+               for a in ("rational", "snake", "apl", "acon", "meta_acon", "blend") for s in (0, 1)]
     fleet = Fleet(members, SHAPE)
     start = {k: s.tensor.detach().clone() for k, s in fleet.slots.items() if k.startswith("act.")}
-    assert {k.split(".", 2)[2] for k in start} == {"rational.p", "rational.q", "snake.alpha", "apl.a", "apl.b"}
+    assert {k.split(".", 2)[2] for k in start} == {
+        "rational.p", "rational.q", "snake.alpha", "apl.a", "apl.b", "acon.p1", "acon.p2", "acon.beta",
+        "meta_acon.p1", "meta_acon.p2", "meta_acon.w1", "meta_acon.w2", "blend.logits"}
     perms, eps = fleet.epoch_draws(len(tiny_data.x_train))
     for step in range(4):
         idx = perms[:, step * 64:(step + 1) * 64]

@@ -48,6 +48,21 @@ def test_member_alone_equals_member_in_heterogeneous_cohort(tiny_data):
         assert rc["train_loss"] == pytest.approx(ra["train_loss"], rel=RTOL)
 
 
+@pytest.mark.parametrize("activation", ["acon", "meta_acon", "blend"])
+def test_an_input_adaptive_activations_member_alone_equals_it_in_a_padded_cohort(tiny_data, activation):
+    """Its parameters and (meta_acon) its switch network are the member's own; wider members
+    pad its layer with units whose zeros change neither its output nor its β."""
+    target = member("target", seed=1, activation=activation, latent_dim=4, hidden=(24,))
+    others = [member("o1", seed=0, activation="relu", latent_dim=8, hidden=(32,)),
+              member("o2", seed=2, activation=activation, latent_dim=2, hidden=(40,)),
+              member("o3", seed=3, activation="tanh", latent_dim=4)]
+    alone = train_cohort([target], tiny_data, iwae_samples=10)["target"]
+    crowd = train_cohort(others + [target], tiny_data, iwae_samples=10)["target"]
+    assert alone.status == crowd.status == "ok"
+    for m in METRICS:
+        assert crowd.metrics[m] == pytest.approx(alone.metrics[m], rel=RTOL), m
+
+
 def test_evaluation_numbers_do_not_depend_on_how_a_pass_is_chunked(tiny_data, monkeypatch):
     """Chunk sizes follow the cohort's size and the device's free memory; each image's noise
     (ELBO, IWAE, prior samples) is drawn image by image, so a member's numbers do not."""
@@ -64,9 +79,10 @@ def test_evaluation_numbers_do_not_depend_on_how_a_pass_is_chunked(tiny_data, mo
                     assert chunked[key][m] == pytest.approx(whole[key][m], rel=1e-5, abs=1e-5), (budget, key, m)
 
 
-def test_padded_weights_get_zero_gradient_and_stay_zero(tiny_data):
-    small = member("small", latent_dim=2, hidden=(16,), activation="sigmoid")
-    big = member("big", seed=1, latent_dim=6, hidden=(32,), activation="sigmoid")
+@pytest.mark.parametrize("activation", ["sigmoid", "meta_acon"])  # meta_acon reads its whole layer
+def test_padded_weights_get_zero_gradient_and_stay_zero(tiny_data, activation):
+    small = member("small", latent_dim=2, hidden=(16,), activation=activation)
+    big = member("big", seed=1, latent_dim=6, hidden=(32,), activation=activation)
     fleet = Fleet([small, big], 64)
     i = fleet.keys.index("small")
     L = fleet.latent
