@@ -1,10 +1,12 @@
 """The report's sections on what surrounds the activation: the autoencoder family, the
-decoder's own activation, dropout, and the shapes learnable activations learn. Torch-free.
+decoder's own activation, dropout, the shapes learnable activations learn, and how their
+gradients flow. Torch-free.
 
 Owns: the cross-family comparison (each family's activation ranking on test reconstruction,
 the one metric every family has, and Kendall's τ between the families' rankings), the
-encoder × decoder heatmap, the train / validation gap per dropout value, and the learned-shape
-figure; the data of each (`*_data`, tested) apart from its drawing (plots.py).
+encoder × decoder heatmap, the train / validation gap per dropout value, the learned-shape
+figure, and gradient flow (per layer over training, and which activations' gradients vanished
+or exploded); the data of each (`*_data`, tested) apart from its drawing (plots.py).
 Does not own: the statistics (stats.py) or the page (document.py).
 """
 
@@ -17,6 +19,7 @@ import pandas as pd
 
 from ablate.analysis import figures, plots, sections, stats
 from ablate.analysis.document import ci, fmt
+from ablate.analysis.tables import write_csv
 from ablate.nets.activations import SHAPE_GRID
 from ablate.nets.families import FAMILY, having
 from ablate.study.metrics import METRICS, label
@@ -208,3 +211,94 @@ def learned_shapes(ctx) -> None:
                                  "largest change from init": fmt(float(np.abs(d["mean"] - d["init"]).max()), 3)}
                                 for (a, side), d in data.items()]))
 
+
+
+VANISHED, EXPLODED = 0.1, 10.0
+"""A layer's gradients vanished when their mean norm fell below VANISHED × its first epoch's,
+exploded when it rose above EXPLODED × (or stopped being finite)."""
+
+
+def gradient_flow_data(epochs: pd.DataFrame) -> pd.DataFrame:
+    """Per family, activation, layer and epoch: the mean over members (every cell and seed) of
+    the layer's gradient norm (`grad`) and of its fraction of zero-gradient units (`zero`)."""
+    empty = pd.DataFrame(columns=["family", "activation", "layer", "epoch", "grad", "zero"])
+    layers = [c[len("grad_"):] for c in epochs.columns if c.startswith("grad_")]
+    if not layers or epochs.empty:
+        return empty
+    frame = epochs.assign(family=epochs["family"] if "family" in epochs else "vae")
+    rows = []
+    for layer in layers:
+        cols = {"grad": f"grad_{layer}", "zero": f"zero_grad_{layer}"}
+        part = frame[frame[cols["grad"]].notna()]
+        if part.empty:
+            continue
+        have = {k: v for k, v in cols.items() if v in part}
+        mean = part.groupby(["family", "activation", "epoch"])[list(have.values())].mean().reset_index()
+        rows.append(mean.rename(columns={v: k for k, v in have.items()}).assign(layer=layer))
+    if not rows:  # every member diverged before a finite gradient was recorded
+        return empty
+    out = pd.concat(rows, ignore_index=True)
+    if "zero" not in out:
+        out["zero"] = np.nan
+    return out[["family", "activation", "layer", "epoch", "grad", "zero"]]
+
+
+def gradient_verdicts(flow: pd.DataFrame) -> pd.DataFrame:
+    """Per family, activation and layer: the first and last epochs' mean gradient norms, their
+    ratio, the first epoch at which the norm had vanished or exploded (relative to the first
+    epoch's; NaN if never), and the last epoch's zero-gradient fraction."""
+    rows = []
+    for (family, act, layer), part in flow.groupby(["family", "activation", "layer"], sort=False):
+        part = part.sort_values("epoch")
+        first = float(part["grad"].iloc[0])
+        ratio = part["grad"] / first if first > 0 else pd.Series(np.nan, index=part.index)
+        gone = part["epoch"][(ratio < VANISHED)]
+        blown = part["epoch"][(ratio > EXPLODED) | ~np.isfinite(part["grad"])]
+        rows.append({"family": family, "activation": act, "layer": layer, "first_norm": first,
+                     "last_norm": float(part["grad"].iloc[-1]), "last_over_first": float(ratio.iloc[-1]),
+                     "vanished_at": float(gone.iloc[0]) if len(gone) else np.nan,
+                     "exploded_at": float(blown.iloc[0]) if len(blown) else np.nan,
+                     "zero_at_end": float(part["zero"].iloc[-1])})
+    return pd.DataFrame(rows)
+
+
+def _gradient_sentence(verdicts: pd.DataFrame, word: str, column: str) -> str:
+    hit = verdicts[verdicts[column].notna()]
+    if hit.empty:
+        return f"No activation's gradients {word} in any layer."
+    parts = []
+    for act, rows in hit.groupby("activation", sort=False):
+        where = ", ".join(f"{r.layer} (by epoch {int(getattr(r, column))})" for r in rows.itertuples())
+        parts.append(f"{act} — {where}")
+    return f"Gradients {word}: " + "; ".join(parts) + "."
+
+
+def gradient_flow(ctx) -> None:
+    flow = gradient_flow_data(ctx.epochs)
+    if flow.empty:
+        return
+    verdicts = gradient_verdicts(flow)
+    write_csv(verdicts, ctx.out_dir / f"gradient_flow{ctx.tag}.csv")
+    ctx.doc.heading("Gradient flow" + ctx.scope)
+    ctx.doc.para(f"Each layer's gradient norm (weights and bias, the root mean square over an "
+                 f"epoch's steps), mean over an activation's members, per epoch; a layer's "
+                 f"gradients *vanished* when that fell below {VANISHED:g}× its first epoch's, "
+                 f"*exploded* when it rose above {EXPLODED:g}× (gradient_flow{ctx.tag}.csv has "
+                 f"every layer's numbers).")
+    ctx.doc.bullets([_gradient_sentence(verdicts, "vanished", "vanished_at"),
+                     _gradient_sentence(verdicts, "exploded", "exploded_at"),
+                     _zero_sentence(verdicts)])
+    for family, part in flow.groupby("family", sort=False):
+        tag = ctx.tag + (f"_{family}" if flow["family"].nunique() > 1 else "")
+        ctx.figure(plots.gradient_flow(part, ctx.order, ctx.fig_dir / f"gradient_flow{tag}.png"),
+                   f"Gradient norm per layer over training ({family}; log scale), mean over each "
+                   f"activation's members.")
+
+
+def _zero_sentence(verdicts: pd.DataFrame) -> str:
+    """Which activations end training with units whose gradient is zero (≥ 5% of a layer)."""
+    hit = verdicts[verdicts["zero_at_end"] >= 0.05]
+    if hit.empty:
+        return "No layer ends training with 5% or more of its units at zero gradient."
+    parts = [f"{r.activation} {r.layer} {r.zero_at_end:.0%}" for r in hit.itertuples()]
+    return "Units with (near) zero gradient at the last epoch: " + ", ".join(parts) + "."

@@ -657,3 +657,24 @@ def learned_shapes(data: dict, path: Path) -> Path:
     axes[0][0].set_ylabel("f(x)")
     axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
     return _save(fig, path)
+
+
+def gradient_flow(flow: pd.DataFrame, order: list[str], path: Path) -> Path:
+    """One panel per layer (in the order recorded): each activation's mean gradient norm per
+    epoch, on a log scale."""
+    layers = list(dict.fromkeys(flow["layer"]))
+    fig, axes = plt.subplots(1, len(layers), figsize=(3.6 * len(layers) + 1.5, 3.6), squeeze=False, sharex=True)
+    palette = _palette(order)
+    for ax, layer in zip(axes[0], layers):
+        part = flow[flow["layer"] == layer]
+        for act in order:
+            line = part[part["activation"] == act]
+            if not line.empty:
+                ax.plot(line["epoch"], line["grad"], label=act, color=palette[act])
+        ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decades only: no crowding
+        ax.set_title(layer)
+        ax.set_xlabel("epoch")
+    axes[0][0].set_ylabel("gradient norm")
+    axes[0][-1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    return _save(fig, path)

@@ -33,7 +33,8 @@ def sections_of(ctx: Context) -> tuple[Section, ...]:
         return (sections.grid_summary, sections.setup, sections.results, sections.statistics,
                 transfer.section, *map(each_dataset, (model_sections.cross_family, model_sections.gans,
                                                       model_sections.encoder_decoder, model_sections.dropout_gap,
-                                                      model_sections.learned_shapes)),
+                                                      model_sections.learned_shapes,
+                                                      model_sections.gradient_flow)),
                 disentanglement.section, sections.collapse, sections.sample_quality, sections.images,
                 sections.cost, sections.per_cell, sections.failures, sections.reproduce)
     return (search.summary, sections.setup, search.search, sections.collapse,

@@ -33,6 +33,7 @@ from ablate.nets.models import build_model, flat_shape
 from ablate.nets.nonlinear import get_activation
 from ablate.nets.plugin import PluginModel
 from ablate.streams import Stream, stream_seed
+from ablate.training.gradients import GradientFlow
 from ablate.study.schema import RunConfig
 
 ADAM_BETAS = (0.9, 0.999)
@@ -111,8 +112,10 @@ class Fleet:
                          for i, name in enumerate(self.family.networks)}
 
     def _derive(self) -> None:
-        """Per-member tensors that follow from `members` (rebuilt after a select)."""
+        """Per-member tensors that follow from `members` (rebuilt after a select), and a fresh
+        record of their gradient flow."""
         dev, cfgs = self.device, [m.config for m in self.members]
+        self.flow = GradientFlow(len(self.members), getattr(self.model, "layers", {}))
         self.kl_weight = torch.tensor([c.kl_weight for c in cfgs], device=dev)
         self.lr = torch.tensor([c.lr for c in cfgs], dtype=torch.float64, device=dev)
         self.shared_lr = cfgs[0].lr if all(c.lr == cfgs[0].lr for c in cfgs) else None
@@ -213,6 +216,8 @@ class Fleet:
         for p in self.parameters():
             p.grad = None
         loss.sum().backward()  # members share nothing, so each gets exactly its own gradient
+        stepped = None if slots is None else {id(s) for s in slots}
+        self.flow.add({k: s for k, s in self.slots.items() if stepped is None or id(s) in stepped})
         self.adam_step(slots, betas)
 
     @torch.no_grad()

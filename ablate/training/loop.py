@@ -139,13 +139,14 @@ def _train(members: list[Member], data: DeviceData, iwae_samples: int,
                 rows = torch.cat([sums / n, *([torch.stack(val, 1)] if val else [])], 1).cpu()
             first_bad, bad_nan = first_bad.cpu(), bad_nan.cpu()
         elapsed = time.perf_counter() - t0
+        flows = fleet.flow.take()  # each member's gradient norms of this epoch, per layer
         total_cost = sum(cost[k] for k in fleet.keys)
         keep, records = set(), {}
         for i, key in enumerate(fleet.keys):
             o = outcomes[key]
             o.epochs_run = epoch
             o.train_seconds += elapsed * cost[key] / total_cost
-            record = _record(epoch, rows[i].tolist(), fleet.family)
+            record = {**_record(epoch, rows[i].tolist(), fleet.family), **flows[i]}
             o.history.append(record)
             if first_bad[i] >= 0 or not math.isfinite(record["train_loss"]):
                 kind = "NaN" if bad_nan[i] else "inf"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -47,3 +48,28 @@ def test_pairs_are_the_contenders_when_the_decoder_varies():
     assert list(paired["activation"]) == ["relu→relu", "relu→tanh", "tanh→relu"]
     table = encoder_decoder_data(paired, "test_nll")
     assert table.loc["relu", "tanh"] == 2.0 and table.loc["tanh", "relu"] == 3.0
+
+
+def test_gradient_flow_names_the_layers_whose_gradients_vanished_or_exploded_and_when():
+    from ablate.analysis.model_sections import _gradient_sentence, gradient_flow_data, gradient_verdicts
+
+    rows = []
+    for act, scale in (("sigmoid", [1.0, 0.3, 0.05, 0.01]), ("relu", [1.0, 0.9, 0.8, 0.8]),
+                       ("exp", [1.0, 4.0, 20.0, float("inf")])):
+        for seed in (0, 1):
+            for epoch, g in enumerate(scale, 1):
+                rows.append({"activation": act, "seed": seed, "epoch": epoch, "grad_enc.0": g * (1 + seed),
+                             "zero_grad_enc.0": 0.2 if act == "relu" else 0.0, "grad_out": 1.0,
+                             "zero_grad_out": 0.0})
+    flow = gradient_flow_data(pd.DataFrame(rows))
+    assert set(flow["layer"]) == {"enc.0", "out"} and (flow["family"] == "vae").all()
+    enc = flow[(flow["layer"] == "enc.0") & (flow["activation"] == "sigmoid")]
+    assert enc["grad"].tolist() == pytest.approx([1.5, 0.45, 0.075, 0.015])  # mean over the seeds
+    v = gradient_verdicts(flow).set_index(["activation", "layer"])
+    assert v.loc[("sigmoid", "enc.0"), "vanished_at"] == 3 and np.isnan(v.loc[("relu", "enc.0"), "vanished_at"])
+    assert v.loc[("exp", "enc.0"), "exploded_at"] == 3 and np.isnan(v.loc[("sigmoid", "out"), "exploded_at"])
+    assert v.loc[("relu", "enc.0"), "zero_at_end"] == pytest.approx(0.2)
+    said = _gradient_sentence(v.reset_index(), "vanished", "vanished_at")
+    assert said == "Gradients vanished: sigmoid — enc.0 (by epoch 3)."
+    diverged = pd.DataFrame(rows).assign(**{"grad_enc.0": np.nan, "grad_out": np.nan})
+    assert gradient_flow_data(diverged).empty, "no finite gradient: nothing to draw, no error"
