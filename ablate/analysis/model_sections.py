@@ -20,6 +20,7 @@ import pandas as pd
 from ablate.analysis import figures, plots, sections, stats
 from ablate.analysis.document import ci, fmt
 from ablate.analysis.tables import write_csv
+from ablate.study.metrics import ZERO_GRAD
 from ablate.nets.activations import SHAPE_GRID
 from ablate.nets.families import FAMILY, having
 from ablate.study.metrics import METRICS, label
@@ -259,7 +260,23 @@ def gradient_verdicts(flow: pd.DataFrame) -> pd.DataFrame:
                      "vanished_at": float(gone.iloc[0]) if len(gone) else np.nan,
                      "exploded_at": float(blown.iloc[0]) if len(blown) else np.nan,
                      "zero_at_end": float(part["zero"].iloc[-1])})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if not out.empty:  # against the other activations: a gap there from the start is not a decay
+        median = out.groupby(["family", "layer"])["first_norm"].transform("median")
+        out["first_vs_median"] = out["first_norm"] / median
+    return out
+
+
+def _weak_start_sentence(verdicts: pd.DataFrame) -> str:
+    hit = verdicts[verdicts["first_vs_median"] < VANISHED]
+    if hit.empty:
+        return (f"No activation starts with a layer's gradient below {VANISHED:g}× the median "
+                f"activation's in that layer.")
+    parts = []
+    for act, rows in hit.groupby("activation", sort=False):
+        parts.append(f"{act} — " + ", ".join(f"{r.layer} ({r.first_vs_median:.2g}×)" for r in rows.itertuples()))
+    return (f"Weak from the first epoch (its norm below {VANISHED:g}× the median activation's in "
+            f"that layer): " + "; ".join(parts) + ".")
 
 
 def _gradient_sentence(verdicts: pd.DataFrame, word: str, column: str) -> str:
@@ -281,13 +298,24 @@ def gradient_flow(ctx) -> None:
     write_csv(verdicts, ctx.out_dir / f"gradient_flow{ctx.tag}.csv")
     ctx.doc.heading("Gradient flow" + ctx.scope)
     ctx.doc.para(f"Each layer's gradient norm (weights and bias, the root mean square over an "
-                 f"epoch's steps), mean over an activation's members, per epoch; a layer's "
+                 f"epoch's steps), mean over an activation's members (every cell), per epoch. "
+                 f"Layers as the model names them: enc.k and dec.k the encoder's and decoder's "
+                 f"hidden layers in order, head the encoder's μ and log σ² layer, out the "
+                 f"decoder's output layer (conv models: conv.k, proj, deconv.k). A layer's "
                  f"gradients *vanished* when that fell below {VANISHED:g}× its first epoch's, "
-                 f"*exploded* when it rose above {EXPLODED:g}× (gradient_flow{ctx.tag}.csv has "
-                 f"every layer's numbers).")
-    ctx.doc.bullets([_gradient_sentence(verdicts, "vanished", "vanished_at"),
+                 f"*exploded* when it rose above {EXPLODED:g}× (or stopped being finite); a unit's "
+                 f"gradient counts as zero below {ZERO_GRAD:g}× the root mean square of its "
+                 f"layer's units (gradient_flow{ctx.tag}.csv has every layer's numbers).")
+    ctx.doc.bullets([_weak_start_sentence(verdicts),
+                     _gradient_sentence(verdicts, "vanished", "vanished_at"),
                      _gradient_sentence(verdicts, "exploded", "exploded_at"),
                      _zero_sentence(verdicts)])
+    ctx.doc.para("How to read it: Adam scales each parameter's step by its own gradient's "
+                 "running size, so a small gradient slows learning less than it would under "
+                 "SGD — the norms say where the learning signal is weak, not how fast weights "
+                 "move. And a vanished encoder gradient in a member whose posterior collapsed "
+                 "(see Posterior collapse) may follow the collapse rather than cause it: once "
+                 "the code carries nothing, the encoder's only gradient is the KL term's.")
     for family, part in flow.groupby("family", sort=False):
         tag = ctx.tag + (f"_{family}" if flow["family"].nunique() > 1 else "")
         ctx.figure(plots.gradient_flow(part, ctx.order, ctx.fig_dir / f"gradient_flow{tag}.png"),

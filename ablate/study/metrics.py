@@ -64,6 +64,11 @@ class Metric:
 
 
 POSTERIOR, SAMPLES = "posterior", "samples"
+ZERO_GRAD = 1e-3
+"""epochs.csv's `zero_grad_<layer>`: a unit's gradient counts as zero when its norm is below
+this fraction of the root mean square of its layer's units' norms (for that member and step):
+a dead ReLU's is exactly 0, a saturated sigmoid's orders of magnitude below its layer's."""
+
 DISENTANGLEMENT = ("mig", "sap", "dci_disentanglement", "dci_completeness", "dci_informativeness")
 """The disentanglement metrics (training/disentanglement.py), measured on data with factors."""
 _TEST = (

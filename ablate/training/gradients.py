@@ -13,18 +13,13 @@ import torch
 from torch import Tensor
 
 from ablate.nets.layers import Conv, Linear, Slot
+from ablate.study.metrics import ZERO_GRAD
 
 ZERO_EVERY = 20
 """Zero-gradient units are counted at every this-many-th step of a layer (the first of an epoch
 included): counting them reduces the gradient over its strided input axis, which at every
 step cost a fleet of 784-400-20 VAEs ~60% of its step; the norms, one contiguous reduction,
 are taken at every step (no measurable cost)."""
-ZERO_GRAD = 1e-3
-"""A unit's gradient counts as zero when its norm is below this fraction of the root mean
-square of its layer's units' norms (for that member and step): a dead ReLU's is exactly 0, a
-saturated sigmoid's orders of magnitude below its layer's."""
-
-
 def layer_of(slot: str) -> str | None:
     """The layer a parameter belongs to (`enc.0.w` → `enc.0`); None for an activation's own
     parameters, which are not a layer's weights."""

@@ -51,7 +51,8 @@ def test_pairs_are_the_contenders_when_the_decoder_varies():
 
 
 def test_gradient_flow_names_the_layers_whose_gradients_vanished_or_exploded_and_when():
-    from ablate.analysis.model_sections import _gradient_sentence, gradient_flow_data, gradient_verdicts
+    from ablate.analysis.model_sections import (_gradient_sentence, _weak_start_sentence, gradient_flow_data,
+                                                gradient_verdicts)
 
     rows = []
     for act, scale in (("sigmoid", [1.0, 0.3, 0.05, 0.01]), ("relu", [1.0, 0.9, 0.8, 0.8]),
@@ -71,5 +72,9 @@ def test_gradient_flow_names_the_layers_whose_gradients_vanished_or_exploded_and
     assert v.loc[("relu", "enc.0"), "zero_at_end"] == pytest.approx(0.2)
     said = _gradient_sentence(v.reset_index(), "vanished", "vanished_at")
     assert said == "Gradients vanished: sigmoid — enc.0 (by epoch 3)."
+    assert _weak_start_sentence(v.reset_index()).startswith("No activation starts")
+    weak = pd.DataFrame(rows).assign(**{"grad_enc.0": lambda f: np.where(f["activation"] == "relu", 0.01, f["grad_enc.0"])})
+    said = _weak_start_sentence(gradient_verdicts(gradient_flow_data(weak)))
+    assert said.startswith("Weak from the first epoch") and "relu — enc.0 (0.0067×)" in said, said
     diverged = pd.DataFrame(rows).assign(**{"grad_enc.0": np.nan, "grad_out": np.nan})
     assert gradient_flow_data(diverged).empty, "no finite gradient: nothing to draw, no error"
