@@ -66,10 +66,11 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _wait(pid: int | None = None) -> Path | None:
-    """Wait for child `pid` (any child of ours when None); the PNG it failed to write, if it did."""
-    done, status = os.waitpid(pid if pid is not None else -1, 0)
-    path = _children.pop(done, None)
+def _wait(pid: int) -> Path | None:
+    """Wait for our child `pid` (never any other child of the process: a subprocess someone
+    else started is theirs to reap); the PNG it failed to write, if it did."""
+    _, status = os.waitpid(pid, 0)
+    path = _children.pop(pid)
     return path if os.waitstatus_to_exitcode(status) != 0 else None
 
 
@@ -84,7 +85,7 @@ def _save(fig, path: Path) -> Path:
         _write(fig, path)
     else:
         while len(_children) >= _cores():
-            if (failed := _wait()) is not None:
+            if (failed := _wait(next(iter(_children)))) is not None:  # the oldest drawing
                 raise RuntimeError(f"drawing {failed} failed (the error is printed above)")
         sys.stdout.flush()
         sys.stderr.flush()

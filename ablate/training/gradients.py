@@ -26,14 +26,14 @@ def layer_of(slot: str) -> str | None:
     return None if slot.startswith("act.") else slot.rpartition(".")[0]
 
 
-def unit_dims(layer, weight: Tensor) -> tuple[int, tuple[int, ...]] | None:
-    """(the unit axis, the axes summed per unit) of a stacked weight: a linear layer's output
-    columns, a convolution's output channels; None for a layer of another kind."""
+def unit_axes(layer, weight: Tensor) -> tuple[int, ...] | None:
+    """The axes of a stacked weight summed over for each of its units (a linear layer's output
+    columns, a convolution's output channels); None for a layer of another kind."""
     if isinstance(layer, Linear):
-        return weight.dim() - 1, tuple(range(1, weight.dim() - 1))
+        return tuple(range(1, weight.dim() - 1))
     if isinstance(layer, Conv):
         unit = 2 if layer.transposed else 1
-        return unit, tuple(d for d in range(1, weight.dim()) if d != unit)
+        return tuple(d for d in range(1, weight.dim()) if d != unit)
     return None
 
 
@@ -61,9 +61,8 @@ class GradientFlow:
             g = g.detach()
             seen.add(layer)
             self.sq[layer] = self.sq.get(layer, 0) + torch.linalg.vector_norm(g.flatten(1), dim=1).square()
-            dims = unit_dims(self.layers.get(layer), g) if name.endswith(".w") else None
-            if dims is not None and self.steps.get(layer, 0) % ZERO_EVERY == 0:
-                _, summed = dims
+            summed = unit_axes(self.layers.get(layer), g) if name.endswith(".w") else None
+            if summed is not None and self.steps.get(layer, 0) % ZERO_EVERY == 0:
                 if layer not in self.real:  # a padded unit's weights are all zero, for good
                     self.real[layer] = slot.tensor.detach().square().sum(summed) > 0
                 norms = g.square().sum(summed).sqrt()  # (N, units)
