@@ -21,7 +21,7 @@ from ablate.analysis import figures, plots, sections, stats
 from ablate.analysis.document import ci, fmt
 from ablate.analysis.tables import write_csv
 from ablate.study.metrics import ZERO_GRAD
-from ablate.nets.activations import SHAPE_GRID
+from ablate.nets.activations import DECODER_LAYERS, SHAPE_GRID
 from ablate.nets.families import FAMILY, having
 from ablate.study.metrics import METRICS, label
 
@@ -198,20 +198,86 @@ def learned_shape_data(samples, runs: pd.DataFrame) -> dict[tuple[str, str], dic
 
 def learned_shapes(ctx) -> None:
     samples = ctx.out_dir / "samples"
-    if ctx.ok.empty or not samples.exists():
-        return
-    data = learned_shape_data(samples, ctx.ok)
-    if not data:
+    data = learned_shape_data(samples, ctx.ok) if not ctx.ok.empty and samples.exists() else {}
+    trace = learning_data(ctx.epochs)
+    if not data and trace.empty:
         return
     ctx.doc.heading("Learned activations" + ctx.scope)
-    ctx.figure(plots.learned_shapes(data, ctx.fig_dir / f"learned_shapes{ctx.tag}.png"),
-               "Each learnable activation's shape after training, per hidden layer (mean over its "
-               "members, band: their range), beside its initial shape (dashed); a per-unit "
-               "activation is averaged over its units.")
-    ctx.doc.table(pd.DataFrame([{"activation": a, "side": side, "members": d["members"],
-                                 "largest change from init": fmt(float(np.abs(d["mean"] - d["init"]).max()), 3)}
-                                for (a, side), d in data.items()]))
+    if data:
+        ctx.figure(plots.learned_shapes(data, ctx.fig_dir / f"learned_shapes{ctx.tag}.png"),
+                   "Each learnable activation's shape after training, per hidden layer (mean over "
+                   "its members, band: their range), beside its initial shape (dashed); a per-unit "
+                   "activation is averaged over its units, and meta_acon is drawn with every unit "
+                   "of a layer at the same x (its β then comes from that made-up input).")
+        ctx.doc.para("Largest change from init: the largest distance, over the layers and x in "
+                     "[−3, 3], between the mean learned shape and the initial one.")
+        ctx.doc.table(pd.DataFrame([{"activation": a, "side": side, "members": d["members"],
+                                     "largest change from init": fmt(float(np.abs(d["mean"] - d["init"]).max()), 3)}
+                                    for (a, side), d in data.items()]))
+    if not trace.empty:
+        _learning(ctx, trace)
 
+
+def learning_data(epochs: pd.DataFrame) -> pd.DataFrame:
+    """What learnable activations held epoch by epoch (epochs.csv's `beta_<layer>` and
+    `mix_<base>_<layer>`): per activation (the layer's own: a decoder layer's is the decoder's),
+    layer, quantity (`β`, or a base's name for a mixture weight) and epoch, the mean over
+    members and their range."""
+    columns = [c for c in epochs.columns if c.startswith(("beta_", "mix_"))] if not epochs.empty else []
+    rows = []
+    for col in columns:
+        part = epochs[epochs[col].notna()]
+        if part.empty:
+            continue
+        quantity, _, layer = col.partition("_")[2].rpartition("_") if col.startswith("mix_") else ("β", "", col[5:])
+        own = part["activation"]
+        if layer.split(".")[0] in DECODER_LAYERS and "decoder_activation" in part:
+            own = part["decoder_activation"].fillna(part["activation"])
+        g = part.assign(owner=own).groupby(["owner", "epoch"])[col]
+        stats_ = g.agg(["mean", "min", "max", "size"]).reset_index()
+        rows.append(stats_.rename(columns={"owner": "activation", "min": "low", "max": "high", "size": "members"})
+                    .assign(layer=layer, quantity=quantity))
+    if not rows:
+        return pd.DataFrame(columns=["activation", "layer", "quantity", "epoch", "mean", "low", "high", "members"])
+    out = pd.concat(rows, ignore_index=True)
+    return out[["activation", "layer", "quantity", "epoch", "mean", "low", "high", "members"]]
+
+
+def _learning(ctx, trace: pd.DataFrame) -> None:
+    write_csv(trace, ctx.out_dir / f"learned_over_training{ctx.tag}.csv")
+    ctx.doc.para("Over training (learned_over_training" + ctx.tag + ".csv): ACON's switch β — acon's "
+                 "per unit, meta_acon's computed from each example, both averaged over the "
+                 "epoch's training examples and a layer's units; β → 0 makes it linear (the mean "
+                 "of p₁x and p₂x), a large β a max of the two — and blend's weight on each base "
+                 "per layer. Named by the layer the activation follows.")
+    ctx.doc.bullets(learning_sentences(trace))
+    ctx.figure(plots.learning(trace, ctx.fig_dir / f"learned_over_training{ctx.tag}.png"),
+               "Learnable activations over training: one panel per activation and layer, the mean "
+               "over its members (band: their range) — β for acon and meta_acon, each base's "
+               "weight for blend.")
+
+
+def learning_sentences(trace: pd.DataFrame) -> list[str]:
+    """Per activation: where its switch or mixture started and ended, layer by layer."""
+    out = []
+    for act, part in trace.groupby("activation", sort=False):
+        first, last = part["epoch"].min(), part["epoch"].max()
+        ends = part[part["epoch"].isin([first, last])].pivot_table(
+            index=["layer", "quantity"], columns="epoch", values="mean", sort=False)
+        layers = list(dict.fromkeys(part["layer"]))
+        if (part["quantity"] == "β").all():
+            moves = ", ".join(f"{layer} {ends.at[(layer, 'β'), first]:.2f} → {ends.at[(layer, 'β'), last]:.2f}"
+                              for layer in layers)
+            out.append(f"{act}: β from epoch {first} to {last} — {moves}.")
+        else:
+            tops = []
+            for layer in layers:
+                weights = ends.loc[layer][last]
+                top = weights.idxmax()
+                tops.append(f"{layer} {top} {weights[top]:.2f} (from {ends.loc[layer][first][top]:.2f})")
+            out.append(f"{act}: the largest weight at epoch {last} — " + ", ".join(tops)
+                       + f"; uniform is {1 / part['quantity'].nunique():.2f}.")
+    return out
 
 
 VANISHED, EXPLODED = 0.1, 10.0
@@ -316,11 +382,45 @@ def gradient_flow(ctx) -> None:
                  "move. And a vanished encoder gradient in a member whose posterior collapsed "
                  "(see Posterior collapse) may follow the collapse rather than cause it: once "
                  "the code carries nothing, the encoder's only gradient is the KL term's.")
+    ctx.doc.para("Beside the outcome, per activation in ranking order: its weakest layer at the "
+                 "first epoch (norm against the median activation's), the layers whose gradients "
+                 "vanished or exploded, its layer with most zero-gradient units at the end, and "
+                 "— the symptom a vanished gradient may cause or follow — its active latent "
+                 "units and I(x; z) (mean over members).")
+    ctx.doc.table(why_table(verdicts, ctx.ok, ctx.order))
     for family, part in flow.groupby("family", sort=False):
         tag = ctx.tag + (f"_{family}" if flow["family"].nunique() > 1 else "")
         ctx.figure(plots.gradient_flow(part, ctx.order, ctx.fig_dir / f"gradient_flow{tag}.png"),
                    f"Gradient norm per layer over training ({family}; log scale), mean over each "
                    f"activation's members.")
+
+
+def why_table(verdicts: pd.DataFrame, runs: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """One row per family and activation (in `order`): gradient verdicts beside its members'
+    mean active units and mutual information."""
+    rows = []
+    ranked = {a: i for i, a in enumerate(order)}
+    for (family, act), v in sorted(verdicts.groupby(["family", "activation"], sort=False),
+                                   key=lambda kv: (kv[0][0], ranked.get(kv[0][1], len(ranked)))):
+        weak = v.loc[v["first_vs_median"].idxmin()]
+        zero = v.loc[v["zero_at_end"].fillna(-1).idxmax()]
+        mine = runs[runs["activation"] == act] if "activation" in runs else runs.iloc[:0]
+        if "family" in mine:
+            mine = mine[mine["family"] == family]
+
+        def at(column: str) -> str:
+            hit = v[v[column].notna()]
+            return ", ".join(f"{r.layer} (epoch {int(getattr(r, column))})" for r in hit.itertuples()) or "–"
+
+        rows.append({**({"family": family} if verdicts["family"].nunique() > 1 else {}),
+                     "activation": act, "rank": ranked.get(act, -1) + 1 or "–",
+                     "weakest at epoch 1": f"{weak['layer']} {weak['first_vs_median']:.2g}×",
+                     "vanished": at("vanished_at"), "exploded": at("exploded_at"),
+                     "most zero-gradient units": (f"{zero['layer']} {zero['zero_at_end']:.0%}"
+                                                  if zero["zero_at_end"] >= 0.005 else "–"),
+                     **{name: fmt(float(mine[col].mean()), 2) if col in mine and len(mine) else "–"
+                        for name, col in (("active units", "active_units"), ("I(x; z)", "mutual_info"))}})
+    return pd.DataFrame(rows)
 
 
 def _zero_sentence(verdicts: pd.DataFrame) -> str:

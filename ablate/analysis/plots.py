@@ -660,6 +660,34 @@ def learned_shapes(data: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+def learning(trace: pd.DataFrame, path: Path) -> Path:
+    """One row per learnable activation, one panel per layer it follows: β (acon, meta_acon) or
+    each base's mixture weight (blend) per epoch, mean over members, band: their range."""
+    acts = list(dict.fromkeys(trace["activation"]))
+    cols = max(trace[trace["activation"] == a]["layer"].nunique() for a in acts)
+    fig, axes = plt.subplots(len(acts), cols, figsize=(3.3 * cols + 1.6, 2.8 * len(acts)),
+                             squeeze=False, sharex=True)
+    for row, act in zip(axes, acts):
+        part = trace[trace["activation"] == act]
+        quantities = list(dict.fromkeys(part["quantity"]))
+        colors = dict(zip(quantities, sns.color_palette("tab10", len(quantities))))
+        layers = list(dict.fromkeys(part["layer"]))
+        for ax, layer in zip(row, layers):
+            for q in quantities:
+                line = part[(part["layer"] == layer) & (part["quantity"] == q)].sort_values("epoch")
+                ax.plot(line["epoch"], line["mean"], color=colors[q], label=q)
+                ax.fill_between(line["epoch"], line["low"], line["high"], color=colors[q], alpha=0.2)
+            ax.set_title(f"{act}: {layer}", fontsize=10)
+        for ax in row[len(layers):]:
+            ax.axis("off")
+        row[0].set_ylabel("β" if quantities == ["β"] else "mixture weight")
+        if quantities != ["β"]:
+            row[len(layers) - 1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    return _save(fig, path)
+
+
 def gradient_flow(flow: pd.DataFrame, order: list[str], path: Path) -> Path:
     """One panel per layer (in the order recorded): each activation's mean gradient norm per
     epoch, on a log scale."""

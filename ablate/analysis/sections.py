@@ -18,7 +18,7 @@ from ablate import timing
 from ablate.analysis import figures, plots, protocol, stats, strata as strata_
 from ablate.analysis.context import Context
 from ablate.analysis.document import ci, fmt, upper, where
-from ablate.nets.activations import ACTIVATIONS
+from ablate.nets.activations import spec_of
 from ablate.nets.families import having
 from ablate.study.metrics import METRICS, label
 from ablate.study.schema import ARMS
@@ -360,7 +360,7 @@ def inits(ctx: Context) -> pd.DataFrame:
     def resolved(act: str, init: str) -> str:
         if init != "auto":
             return init
-        schemes = [ACTIVATIONS.get(a).init if a in ACTIVATIONS else "the plugin's own"
+        schemes = [spec.init if (spec := spec_of(a)) else "the plugin's own"
                    for a in act.split("→")]  # an encoder→decoder pair: each side its own
         return f"auto ({' → '.join(schemes)})"
 
@@ -396,14 +396,72 @@ def results(ctx: Context) -> None:
     doc.heading("Results")
     doc.para("Each activation's metric averaged over the cells of its stratum, then mean and 95% "
              "Student-t interval over seeds (n seeds); rank and avg_rank are the tests' ranking, "
-             "the average rank within matched blocks (1 = best).")
+             "the average rank within matched blocks (1 = best). Beside the score, what it cost: "
+             "params, each member's trainable values (its activation's own included), and "
+             "FLOPs/example, its forward pass over one example — encoding an image and decoding a "
+             "code, two FLOPs per multiply-add of its layers; a range where its cells differ.")
     for s in each_stratum(ctx):
         if s.ranking is None:
             continue
         view = s.ranking.assign(**{metric: s.ranking.apply(ci, axis=1),
                                    "avg_rank": s.ranking["avg_rank"].map(lambda v: fmt(v, 2))})
-        doc.table(view[["rank", "activation", metric, "n", "avg_rank", "failed"]].rename(columns={"n": "seeds"}))
+        cap = capacity(s.runs)
+        view = view.merge(cap, on="activation", how="left") if not cap.empty else view
+        doc.table(view[["rank", "activation", metric, "n", "avg_rank", "failed",
+                        *cap.columns[1:3]]].rename(columns={"n": "seeds"}))
+        if sentence := capacity_sentence(cap, ctx.baseline):
+            doc.para(sentence)
         _stratum_figures(ctx, s)
+
+
+CAPACITY_RATIO = 1.1
+"""An activation with this many times the baseline's parameters or FLOPs gets a capacity caution."""
+
+
+def capacity(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per activation: its members' parameter count and forward FLOPs per example as the table
+    shows them (a range over its cells where they differ), and the medians `params_n`,
+    `flops_n`. Empty when the runs predate the FLOPs column."""
+    if runs.empty or "flops" not in runs or runs["flops"].isna().all():
+        return pd.DataFrame()
+
+    def shown(v: pd.Series, number) -> str:
+        low, high = number(v.min()), number(v.max())
+        return low if low == high else f"{low}–{high}"
+
+    g = runs.groupby("activation", sort=False)
+    return pd.DataFrame({"activation": list(g.groups),
+                         "params": [shown(v, lambda x: f"{int(x):,}") for _, v in g["params"]],
+                         "FLOPs/example": [shown(v, _si) for _, v in g["flops"]],
+                         "params_n": g["params"].median().to_numpy(),
+                         "flops_n": g["flops"].median().to_numpy()})
+
+
+def _si(x: float) -> str:
+    """A count in three significant digits with its SI prefix: 67 200 → '67.2 k'."""
+    for scale, prefix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if x >= scale:
+            return f"{x / scale:.3g}{prefix}"
+    return f"{x:.3g}"
+
+
+def capacity_sentence(cap: pd.DataFrame, baseline: str | None) -> str:
+    """Names the activations with CAPACITY_RATIO × the baseline's (else the smallest)
+    median parameters or FLOPs: a win of theirs may be capacity, not the nonlinearity."""
+    if cap.empty:
+        return ""
+    by = cap.set_index("activation")
+    ref = baseline if baseline in by.index else by["params_n"].idxmin()
+    bigger = [f"{a} ({r['params_n'] / by.at[ref, 'params_n']:.2g}× the parameters, "
+              f"{r['flops_n'] / by.at[ref, 'flops_n']:.2g}× the FLOPs)"
+              for a, r in by.iterrows() if a != ref and
+              max(r["params_n"] / by.at[ref, "params_n"], r["flops_n"] / by.at[ref, "flops_n"]) >= CAPACITY_RATIO]
+    if not bigger:
+        return ""
+    return (f"Not a comparison at equal capacity: against {ref}, {'; '.join(bigger)}. A larger "
+            "model can win by its size rather than its nonlinearity (as \"KAN or MLP: a fairer "
+            "comparison\" found); to credit the activation, compare at equal parameters — "
+            "narrower hidden layers for it, e.g. space.hidden.")
 
 
 def _stratum_figures(ctx: Context, s) -> None:

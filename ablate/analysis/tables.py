@@ -23,7 +23,7 @@ from ablate.study.schema import RunConfig, Study
 CONFIG_COLUMNS = list(RunConfig.__dataclass_fields__)
 RUN_COLUMNS = ["trial", *CONFIG_COLUMNS, "seed", "status",
                *(m for m in FINAL if METRICS[m].split != "none"),
-               "epochs_run", "params", "train_seconds", "fail_epoch", "reason"]
+               "epochs_run", "params", "flops", "train_seconds", "fail_epoch", "reason"]
 
 
 def _finished(store: optuna.Study):

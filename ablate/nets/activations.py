@@ -10,7 +10,7 @@ Does not own: the functions themselves, plugins, or weight init (nonlinear.py).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ablate.errors import UserError
 from ablate.registry import Registry, import_object
@@ -36,6 +36,21 @@ class ActivationSpec:
     unit_params: dict[str, float | tuple[float, ...]] = field(default_factory=dict)
     """Learnable parameters, one copy per hidden unit (a channel in a conv layer) and member."""
     description: str = ""
+    pieces: int = 1
+    """Linear pieces per unit: the layer before gives each of its units `pieces` values, the
+    activation keeps one (maxout: their max). 1 for an elementwise activation."""
+    switch: str = ""
+    """`module:attr` of `g(x, params)`, the switch it turns (ACON's β, broadcast like x), which
+    training records epoch by epoch; "" when it has none."""
+    mixture: str = ""
+    """`module:attr` of `g(params)`, the weights of the bases it mixes ({base: (G,)}), which
+    training records epoch by epoch; "" when it mixes none."""
+
+    def learnable_count(self, units: int) -> int:
+        """Learnable values of one layer of `units` units (a conv layer's units are channels)."""
+        size = lambda v: len(v) if isinstance(v, tuple) else 1  # noqa: E731
+        return (sum(size(v) for v in self.params.values())
+                + units * sum(size(v) for v in self.unit_params.values()))
 
     @property
     def learnable(self) -> bool:
@@ -51,9 +66,9 @@ _F, _OWN = "torch.nn.functional", "ablate.nets.nonlinear"
 
 
 def _add(name: str, function: str, init: str, gain: float = 1.0, params=None, description: str = "",
-         unit_params=None):
+         unit_params=None, pieces: int = 1, switch: str = "", mixture: str = ""):
     ACTIVATIONS.register(name, ActivationSpec(name, function, init, gain, params or {},
-                                              unit_params or {}, description))
+                                              unit_params or {}, description, pieces, switch, mixture))
 
 
 _add("identity", f"{_OWN}:identity", "xavier", 1.0, description="no nonlinearity (a linear VAE)")
@@ -90,7 +105,7 @@ _add("snake", f"{_OWN}:snake", "kaiming", kaiming_gain(), unit_params={"alpha": 
 _add("sine", f"{_OWN}:sine", "siren", description="sin(30x) with the SIREN init (Sitzmann et al. 2020)")
 _add("acon", f"{_OWN}:acon", "kaiming", kaiming_gain(), unit_params={"p1": 1.0, "p2": 0.0, "beta": 1.0},
      description="ACON-C (p1−p2)·x·σ(β(p1−p2)x)+p2·x, p1, p2, β learnable per unit, init as SiLU "
-                 "(Ma et al. 2021)")
+                 "(Ma et al. 2021)", switch=f"{_OWN}:acon_switch")
 META_ACON_W1, META_ACON_W2 = (0.1, -0.1, 0.05, -0.05), (0.1, 0.1, -0.1, -0.1)
 """Initial W₁ and W₂ of meta_acon's switch network, one value per hidden unit (R = 4), the same
 for every unit of a layer: Σ_r W₁W₂ = 0, so β starts at σ(0) = ½ for every input, and both
@@ -98,14 +113,47 @@ layers learn from the first step (with W₂ = 0, W₁ would get no gradient unti
 _add("meta_acon", f"{_OWN}:meta_acon", "kaiming", kaiming_gain(),
      unit_params={"p1": 1.0, "p2": 0.0, "w1": META_ACON_W1, "w2": META_ACON_W2},
      description="ACON-C whose switch β is computed from the layer's input by a per-member network "
-                 "of 4 hidden units: each example its own form (Ma et al. 2021)")
+                 "of 4 hidden units: each example its own form (Ma et al. 2021)",
+     switch=f"{_OWN}:meta_beta_of")
+MAXOUT_PIECES = (2, 8)
+"""The pieces `maxout:K` may have: K from 2 (plain `maxout`) to 8."""
+_add("maxout", f"{_OWN}:maxout", "lecun", 1.0,
+     description="max over K linear pieces per unit (Goodfellow et al. 2013): the layer before "
+                 "has K times the units; `maxout` is K = 2, `maxout:K` any K up to 8",
+     pieces=MAXOUT_PIECES[0])
 _add("blend", f"{_OWN}:blend", "kaiming", kaiming_gain(), {"logits": (0.0,) * 5},
      description="softmax-weighted mix of identity, relu, tanh, elu and silu, the weights learnable "
-                 "per layer (adaptive blending units, Sütfeld et al. 2020)")
+                 "per layer (adaptive blending units, Sütfeld et al. 2020)",
+     mixture=f"{_OWN}:blend_weights")
 
+
+DECODER_LAYERS = ("dec", "proj", "deconv")
+"""Layer-name prefixes of the decoder (models.py names its layers so): their activation is the
+member's decoder_activation."""
 
 SHAPE_GRID = tuple(round(-3.0 + 0.1 * i, 1) for i in range(61))
 """Where a learnable activation's learned shape is drawn (training evaluates it; the report plots it)."""
+
+
+def spec_of(name: str) -> ActivationSpec | None:
+    """The catalogue's entry for `name` (`maxout:K` is maxout with K pieces); None for a user's
+    `package.module:Factory`. An unknown name or a K out of range is a UserError."""
+    base, colon, pieces = name.partition(":")
+    if base == "maxout" and colon:
+        low, high = MAXOUT_PIECES
+        if not (pieces.isdigit() and low <= int(pieces) <= high):
+            raise UserError(f"activation '{name}': maxout takes a whole number of pieces from "
+                            f"{low} to {high}, as in 'maxout:3'.")
+        return replace(ACTIVATIONS.get("maxout"), name=name, pieces=int(pieces))
+    if name not in ACTIVATIONS and colon:
+        return None
+    return ACTIVATIONS.get(name)  # an unknown name: "did you mean" and the known ones
+
+
+def pieces_of(name: str) -> int:
+    """Linear pieces per unit of activation `name` (1 unless it is maxout)."""
+    spec = spec_of(name)
+    return 1 if spec is None else spec.pieces
 
 
 def plugin_factory(path: str):
@@ -120,8 +168,6 @@ def plugin_factory(path: str):
 def check_activation(name: str) -> str:
     """A name a study may use: a registered activation, or a user's `package.module:Factory`
     that imports (its module is imported; the factory is called only to train)."""
-    if name not in ACTIVATIONS and ":" in name:
+    if spec_of(name) is None:
         plugin_factory(name)
-    else:
-        ACTIVATIONS.get(name)  # an unknown name: "did you mean" and the known ones
     return name

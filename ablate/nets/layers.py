@@ -246,7 +246,8 @@ class Nonlinear(Stacked):
     members (a decoder's activation may come in several runs), with its learnable parameters
     one copy per member — one slot per activation and parameter, holding the rows of all its
     runs; the outputs of padded units (a member narrower than the layer: `real` widths) are
-    masked to zero."""
+    masked to zero. Before a maxout the layer's values come K per unit (unit u's pieces at
+    K·u … K·u + K − 1), so a narrower member's real values still lead the row."""
 
     def __init__(self, groups: Groups, width: int, real: list[int] | None = None):
         values: dict[str, list[Tensor]] = {}
@@ -255,8 +256,16 @@ class Nonlinear(Stacked):
                 values.setdefault(f"{act.name}.{pname}", []).append(value)
         super().__init__({k: torch.cat(v) if len(v) > 1 else v[0] for k, v in values.items()})
         self.groups, self.width = groups, width
+        self.pieces = groups[0][0].pieces
+        """Values per unit coming in (maxout's K), the same for the whole cohort."""
+        if any(act.pieces != self.pieces for act, _, _ in groups):
+            raise ValueError("activations with different pieces per unit cannot share a layer")
         self.real = None if real is None else torch.tensor(real)
         self.mask: Tensor | None = None
+        self.mask_in: Tensor | None = None
+        self.after = ""
+        """The layer it follows (`enc.0`): how records and the report name it."""
+        self._switch: dict[int, tuple[Tensor, int]] = {}
 
     def place(self, device: torch.device) -> None:
         """Slots of learnable parameters are owned by their activation's members only."""
@@ -301,27 +310,54 @@ class Nonlinear(Stacked):
         """Member i's activation of its own values (B, …), with its row of any parameters."""
         act = next(a for a, s, e in self.groups if s <= i < e)
         if self.mask is not None:
-            pre = pre * self.mask[i]
-        h = act.apply(pre.unsqueeze(0), self.params(act, i, i + 1))[0]
+            pre = pre * self.mask_in[i]
+        params = self.params(act, i, i + 1)
+        if act.switch is not None and torch.is_grad_enabled():
+            self._note_switch(act, i, i + 1, pre.unsqueeze(0), params)
+        h = act.apply(pre.unsqueeze(0), params)[0]
         return h if self.mask is None else h * self.mask[i]
+
+    def _note_switch(self, act: Activation, start: int, end: int, x: Tensor, params: dict[str, Tensor]) -> None:
+        """Adds members start … end − 1's mean switch (ACON's β) over one pass's examples and
+        their real units; a pass with gradients on (training) counts, an evaluation does not."""
+        with torch.no_grad():
+            beta = act.switch(x, params).flatten(2)  # (G, B or 1, units)
+            if self.mask is None:
+                mean = beta.mean((1, 2))
+            else:
+                m = self.mask[start:end]
+                mean = (beta * m).sum((1, 2)) / (m.sum((1, 2)) * beta.shape[1])
+        for i, v in zip(range(start, end), mean):
+            total, calls = self._switch.get(i, (0, 0))
+            self._switch[i] = (total + v, calls + 1)
+
+    def take_switches(self) -> dict[int, float]:
+        """Each member's mean switch over the training passes since the last take."""
+        out = {i: float(total) / calls for i, (total, calls) in self._switch.items()}
+        self._switch = {}
+        return out
 
     def _derive_mask(self) -> None:
         full = bool((self.real == self.width).all())
         cols = torch.arange(self.width, device=self.real.device)
         self.mask = None if full else (cols < self.real[:, None]).float().unsqueeze(1)  # (N, 1, W)
+        self.mask_in = None if full else self.mask.repeat_interleave(self.pieces, -1)  # (N, 1, K·W)
 
     def __call__(self, pre: Maps) -> Maps:
         if isinstance(pre, list):  # members' feature maps apart: each member's own activation
             return [self._member(i, h) for i, h in enumerate(pre)]
         if self.mask is not None:  # padded units are zero going in too: an activation that reads
-            pre = pre * self.mask  # its whole layer (meta_acon) must not send them a gradient
+            pre = pre * self.mask_in  # its whole layer (meta_acon) must not send them a gradient
         if len(self.groups) == 1:
             pieces = [pre]
         else:  # one split (its backward is one cat), not slices (each backward a full zeros+add)
             pieces = torch.split(pre, [e - s for _, s, e in self.groups], 0)
-        parts = []
+        parts, noting = [], torch.is_grad_enabled()
         for (act, s, e), piece in zip(self.groups, pieces):
-            parts.append(act.apply(piece, self.params(act, s, e)))
+            params = self.params(act, s, e)
+            if act.switch is not None and noting:
+                self._note_switch(act, s, e, piece, params)
+            parts.append(act.apply(piece, params))
         if len(parts) == 1:
             h = parts[0]
         elif pre.dim() > 3 and pre.transpose(0, 1).is_contiguous():

@@ -25,14 +25,12 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ablate.nets.activations import DECODER_LAYERS, pieces_of, spec_of
 from ablate.nets.families import FAMILY
-from ablate.nets.layers import Conv, Groups, Linear, Maps, Nonlinear, Slot, Stacked, stacked
+from ablate.nets.layers import KERNEL, Conv, Groups, Linear, Maps, Nonlinear, Slot, Stacked, stacked
 from ablate.nets.nonlinear import get_activation
 from ablate.study.schema import RunConfig
 from ablate.training.estimators import LOG_2PI
-
-DECODER_LAYERS = ("dec", "proj", "deconv")
-"""Layer-name prefixes of the decoder: their activation is the member's decoder_activation."""
 
 
 def conv_sizes(shape: Sequence[int], channels: Sequence[int]) -> list[tuple[int, int]]:
@@ -54,35 +52,90 @@ def flat_shape(shape: Sequence[int] | int) -> tuple[int, ...]:
     return (shape,) if isinstance(shape, int) else tuple(shape)
 
 
+def layer_sizes(config: RunConfig, shape: Sequence[int] | int) -> list[tuple[int, int, int, str | None]]:
+    """One built-in member's layers in forward order, encoder then decoder: (inputs summed per
+    output value, output values per position, positions, the activation that follows or None).
+    A convolution's output value sums c_in·k² inputs (a transposed one's, in the sense of
+    FLOPs, is c_in·k² per input position: its positions are its input's). Before a maxout
+    the outputs are its pieces."""
+    shape = flat_shape(shape)
+    enc, dec, k2 = config.activation, config.decoder, KERNEL * KERNEL
+    ke, kd = pieces_of(enc), pieces_of(dec)
+    h, latent = list(config.hidden), config.latent_dim
+    out: list[tuple[int, int, int, str | None]] = []
+    if config.arch == "conv":
+        sizes, ch = conv_sizes(shape, config.channels), [shape[0], *config.channels]
+        out += [(ch[i] * k2, ke * ch[i + 1], math.prod(sizes[i + 1]), enc) for i in range(len(ch) - 1)]
+        flat = ch[-1] * math.prod(sizes[-1])
+    else:
+        flat = math.prod(shape)
+    widths = [flat, *h]
+    out += [(a, ke * b, 1, enc) for a, b in zip(widths[:-1], widths[1:])]
+    out.append((widths[-1], FAMILY[config.family].head_width(latent), 1, None))
+    back = [latent, *reversed(h)]
+    out += [(a, kd * b, 1, dec) for a, b in zip(back[:-1], back[1:])]
+    if config.arch == "conv":
+        out.append((back[-1], kd * flat, 1, dec))  # proj, then the transposed convolutions
+        for i in range(len(ch) - 2, -1, -1):
+            last = i == 0
+            out.append((ch[i + 1] * k2, ch[i] * (1 if last else kd), math.prod(sizes[i + 1]),
+                        None if last else dec))
+    else:
+        out.append((back[-1], flat, 1, None))
+    return out
+
+
+def _activation_sizes(name: str, outputs: int) -> tuple[int, int]:
+    """(learnable values, FLOPs per example) of an activation after a layer of `outputs`
+    values per position: its units are outputs / pieces (channels of a conv layer). Only
+    meta_acon's switch network has matmuls (2·R·units multiply-adds, once per example);
+    elementwise work is not counted."""
+    spec = spec_of(name)
+    if spec is None:  # a plugin: its parameters, one copy per layer
+        from ablate.nets.nonlinear import get_activation
+        return sum(v.numel() for v in get_activation(name).params.values()), 0
+    units = outputs // spec.pieces
+    return spec.learnable_count(units), 2 * 2 * len(spec.unit_params.get("w1", ())) * units
+
+
 def param_count(config: RunConfig, shape: Sequence[int] | int) -> int:
-    """Trainable weights of one member (memory estimates and cost shares)."""
+    """Trainable values of one member: its layers' weights and biases, its activations' own
+    parameters, a Gaussian decoder's log σ (the cost comparison, memory estimates)."""
     shape = flat_shape(shape)
     if config.module:  # a user's module: counted on one built copy
         from ablate.nets.plugin import sizes
         return sizes(config, shape)[0]
-    heads = FAMILY[config.family].head_width(config.latent_dim)
-    h, latent, k2 = list(config.hidden), config.latent_dim, 16
-    if config.arch == "conv":
-        sizes, ch = conv_sizes(shape, config.channels), [shape[0], *config.channels]
-        convs = sum((a * k2 + 1) * b + (b * k2 + 1) * a for a, b in zip(ch[:-1], ch[1:]))
-        flat = ch[-1] * sizes[-1][0] * sizes[-1][1]
-    else:
-        convs, flat = 0, math.prod(shape)
-    widths = [flat, *h]
-    fc = sum((a + 1) * b + (b + 1) * a for a, b in zip(widths[:-1], widths[1:]))
-    return convs + fc + (widths[-1] + 1) * heads + (latent + 1) * widths[-1]
+    total = int(config.likelihood == "gaussian")
+    for fan_in, outputs, positions, act in layer_sizes(config, shape):
+        total += (fan_in + 1) * outputs + (_activation_sizes(act, outputs)[0] if act else 0)
+    return total
+
+
+def flops(config: RunConfig, shape: Sequence[int] | int) -> int:
+    """Forward FLOPs of one member per example — encoding an image and decoding a code, two
+    per multiply-add of its layers (and of meta_acon's switch network), as
+    torch.utils.flop_counter counts them; elementwise work (activations, biases) not counted."""
+    shape = flat_shape(shape)
+    if config.module:
+        from ablate.nets.plugin import sizes
+        return sizes(config, shape)[2]
+    total = 0
+    for fan_in, outputs, positions, act in layer_sizes(config, shape):
+        total += 2 * fan_in * outputs * positions + (_activation_sizes(act, outputs)[1] if act else 0)
+    return total
 
 
 def activation_floats(config: RunConfig, shape: Sequence[int] | int) -> int:
-    """Hidden values of one member for one example, encoder and decoder together."""
+    """Hidden values of one member for one example, encoder and decoder together (before a
+    maxout its pieces too)."""
     if config.module:
         from ablate.nets.plugin import sizes
         return sizes(config, flat_shape(shape))[1]
+    side = sum(config.hidden)
     if config.arch == "conv":
         sizes = conv_sizes(flat_shape(shape), config.channels)
-        maps = sum(c * h * w for c, (h, w) in zip(config.channels, sizes[1:]))
-        return 2 * (maps + sum(config.hidden))
-    return 2 * sum(config.hidden)
+        side += sum(c * h * w for c, (h, w) in zip(config.channels, sizes[1:]))
+    return sum(side * (k + 1 if k > 1 else 1) for k in map(pieces_of, (config.activation, config.decoder)))
 
 
 class _BernoulliNLL(torch.autograd.Function):
@@ -149,8 +202,14 @@ class Autoencoder:
             return int(int(slot.split(".")[1]) >= len(self.acts) // 2)
         return int(layer in (*DECODER_LAYERS, "out", "log_sigma"))
 
+    def pieces(self, decoder: bool) -> int:
+        """Values per unit the layers before one side's activations give (maxout's K; 1 for
+        every other activation): a cohort's members share it (RunConfig.cohort_key)."""
+        return self._groups[decoder][0][0].pieces
+
     def _nonlinear(self, width: int, real: list[int] | None = None, decoder: bool = False) -> None:
         act = Nonlinear(self._groups[decoder], width, real)
+        act.after = list(self.layers)[-1]
         self.layers[f"act.{len(self.acts)}"] = act
         self.acts.append(act)
 
@@ -159,7 +218,7 @@ class Autoencoder:
         order = range(self.depth - 1, -1, -1) if reverse else range(self.depth)
         for i, k in enumerate(order):
             width = max(c.hidden[k] for c in configs)
-            self.layers[f"{prefix}.{i}"] = Linear(len(configs), fan_in, width)
+            self.layers[f"{prefix}.{i}"] = Linear(len(configs), fan_in, self.pieces(reverse) * width)
             self._nonlinear(width, [c.hidden[k] for c in configs], decoder=reverse)
             fan_in = width
 
@@ -183,8 +242,9 @@ class Autoencoder:
                 layer, first = self.layers[name], name in self.first_layers
                 if isinstance(layer, Conv):
                     layer.init_member(i, gen, s, gain, first)
-                else:
-                    layer.init_member(i, gen, s, gain, fan_in(config), fan_out(config), first)
+                else:  # before a maxout, each unit's pieces side by side
+                    out = fan_out(config) * (act.pieces if hidden else 1)
+                    layer.init_member(i, gen, s, gain, fan_in(config), out, first)
 
     def place(self, device: torch.device) -> None:
         for layer in self.layers.values():
@@ -328,19 +388,21 @@ class ConvNet(Autoencoder):
                                  for j in range(len(channels))})
         """Each convolution's input (C, H, W): what `tune` times it on."""
         flat = math.prod(self.maps)
+        enc, dec = self.pieces(False), self.pieces(True)
         for i in range(self.n_conv):
-            self.layers[f"conv.{i}"] = Conv(n, chans[i], chans[i + 1])
+            self.layers[f"conv.{i}"] = Conv(n, chans[i], enc * chans[i + 1])
             self._nonlinear(chans[i + 1])
         self._fc_stack(configs, "enc", flat, reverse=False)
         last = self.acts[-1].width if self.depth else flat
         self.layers["head"] = self._head(n, last)
         self._fc_stack(configs, "dec", self.latent, reverse=True)
-        self.layers["proj"] = Linear(n, self.acts[-1].width if self.depth else self.latent, flat)
+        self.layers["proj"] = Linear(n, self.acts[-1].width if self.depth else self.latent, dec * flat)
         self._nonlinear(channels[-1], decoder=True)
         for j in range(self.n_conv):  # back through the channels, to the image's
             i = self.n_conv - 1 - j
             (h, w), (h2, w2) = sizes[i], sizes[i + 1]
-            self.layers[f"deconv.{j}"] = Conv(n, chans[i + 1], chans[i], True, (h - 2 * h2, w - 2 * w2))
+            out = chans[i] * (dec if i > 0 else 1)
+            self.layers[f"deconv.{j}"] = Conv(n, chans[i + 1], out, True, (h - 2 * h2, w - 2 * w2))
             if i > 0:
                 self._nonlinear(chans[i], decoder=True)
         draws = [(f"conv.{i}", None, None, True) for i in range(self.n_conv)]
@@ -366,7 +428,8 @@ class ConvNet(Autoencoder):
         """z (N, B, L) → decoder output (N, B, D): Bernoulli logits or Gaussian means."""
         k = self.n_conv + self.depth
         h = self._fc("dec", k, z, hidden)
-        h = self._act(k + self.depth, self.layers["proj"](h).unflatten(-1, self.maps), hidden)
+        maps = (self.pieces(True) * self.maps[0], *self.maps[1:])
+        h = self._act(k + self.depth, self.layers["proj"](h).unflatten(-1, maps), hidden)
         for j in range(self.n_conv):
             h = self.layers[f"deconv.{j}"](h)
             if j < self.n_conv - 1:

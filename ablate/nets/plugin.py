@@ -29,6 +29,7 @@ from typing import Iterator
 
 import torch
 from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from ablate.errors import UserError
 from ablate.nets.families import FAMILY, Family
@@ -450,17 +451,20 @@ def _trace(config: RunConfig, module: nn.Module, shape: tuple[int, ...]) -> tupl
 
 
 @lru_cache(maxsize=None)
-def sizes(config: RunConfig, shape: tuple[int, ...]) -> tuple[int, int]:
-    """(trainable weights, hidden values per example) of one member: memory estimates."""
+def sizes(config: RunConfig, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(trainable weights, hidden values per example, forward FLOPs per example — its
+    matmuls and convolutions, as torch.utils.flop_counter counts them) of one member."""
     module = build_member(config, shape, FIXED_SEED)
     _, widths = _trace(config, module, shape)
     rec: list[Tensor] = []
-    with torch.no_grad(), _recording(rec):
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), _recording(rec), counter:
         x = torch.zeros(1, *shape)
         first, second = FAMILY[config.family].methods
         getattr(module, first)(x)
         getattr(module, second)(torch.zeros(1, config.latent_dim))
-    return sum(p.numel() for p in module.parameters()), sum(h.numel() for h in rec)
+    return (sum(p.numel() for p in module.parameters()), sum(h.numel() for h in rec),
+            counter.get_total_flops())
 
 
 def check(configs: list[RunConfig], shape: tuple[int, ...]) -> None:

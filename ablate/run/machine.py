@@ -164,14 +164,17 @@ def activation_cost(names: list[str], device: torch.device, elements: int = COST
 
 def _cost_step(name: str, device: torch.device, elements: int):
     """One forward + backward of activation `name` on a stacked layer (G=4, B=1, H) of
-    `elements` values, gradients taken for the input and the learnable parameters."""
+    `elements` values (maxout:K's K pieces per unit among them), gradients taken for the input
+    and the learnable parameters."""
     from ablate.nets.nonlinear import get_activation
 
     act = get_activation(name)
     gen = torch.Generator(device=device).manual_seed(FIXED_SEED)
     x = torch.randn(4, 1, elements // 4, device=device, generator=gen).requires_grad_(True)
     params = {k: v.to(device).requires_grad_(True) for k, v in act.initial(4, x.shape[-1]).items()}
-    inputs, grad = [x, *params.values()], torch.ones_like(x)
+    inputs = [x, *params.values()]
+    with torch.no_grad():
+        grad = torch.ones_like(act.apply(x, params))  # maxout's is its units', not its inputs'
 
     def step() -> None:
         torch.autograd.grad(act.apply(x, params), inputs, grad, allow_unused=True)

@@ -31,7 +31,7 @@ from ablate.data.datasets import Dataset, load_dataset
 from ablate.errors import UserError
 from ablate.files import atomic_open
 from ablate.nets import plugin
-from ablate.nets.activations import ACTIVATIONS
+from ablate.nets.activations import spec_of
 from ablate.nets.families import FAMILY
 from ablate.nets.models import conv_sizes
 from ablate.nets.nonlinear import probe
@@ -56,7 +56,7 @@ from ablate.training.splits import DeviceData
 def plugins(study: Study) -> set[str]:
     """The users' `package.module:Factory` activations a study names (encoder or decoder)."""
     configs = {study.config(p) for p in study.points()}
-    return {n for c in configs for n in (c.activation, c.decoder) if ":" in n and n not in ACTIVATIONS}
+    return {n for c in configs for n in (c.activation, c.decoder) if spec_of(n) is None}
 
 
 def _samples(study: Study, label: str) -> bool:
@@ -126,7 +126,7 @@ def _tell(store: optuna.Study, study: Study, trial: optuna.Trial,
     members, epochs = [], {}
     for seed, o in outcomes:
         members.append({"seed": seed, "status": o.status, "reason": o.reason,
-                        "fail_epoch": o.fail_epoch, "epochs_run": o.epochs_run, "params": o.params,
+                        "fail_epoch": o.fail_epoch, "epochs_run": o.epochs_run, "params": o.params, "flops": o.flops,
                         "train_seconds": o.train_seconds, "cohort": o.cohort,
                         "cohort_members": o.cohort_members, "cohort_seconds": o.cohort_seconds,
                         **o.metrics})

@@ -14,6 +14,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ablate.data.datasets import COMMON_OPTIONS, DATASET_OPTIONS, DATASETS, VAL_FRACTION
+from ablate.nets.activations import pieces_of
 from ablate.nets.families import owners
 from ablate.registry import suggest
 from ablate.streams import TUNING_SEED
@@ -237,6 +238,13 @@ def own_model(ld: Loader, base: dict, space: dict, ranges: dict) -> None:
                 where = f"space.{key}" if key in space or key in ranges else f"{AXES[key].metadata['section']}.{key}"
                 raise ld.fail(where, "shapes the built-in model, which model.module replaces; pass "
                                      "what your factory needs through model.options (its keyword arguments).")
+        for key in ("activation", "decoder_activation"):
+            for name in space.get(key, (base.get(key),)):
+                if name and pieces_of(name) > 1:
+                    where = f"space.{key}" if key in space else f"{AXES[key].metadata['section']}.{key}"
+                    raise ld.fail(where, f"is {name}, which widens the layer before it to "
+                                         f"{pieces_of(name)} pieces per unit; model.module's layers "
+                                         "are its own, so give it an elementwise activation.")
     elif "options" in base or "options" in space:
         raise ld.fail("space.options" if "options" in space else "model.options",
                       "holds keyword arguments for model.module's factory, and the study names no "

@@ -17,7 +17,7 @@ from dataclasses import Field, asdict, dataclass, field, fields, replace
 from typing import Any, Callable
 
 from ablate.data.datasets import VAL_FRACTION
-from ablate.nets.activations import INIT_SCHEMES
+from ablate.nets.activations import INIT_SCHEMES, pieces_of
 from ablate.nets.families import FAMILIES, FAMILY
 from ablate.study import checks
 from ablate.study.metrics import FINAL
@@ -127,13 +127,14 @@ class RunConfig:
     def cohort_key(self) -> tuple:
         """Members with equal keys can share a fleet (same dataset, family, likelihood,
         architecture — for conv the same channels, for a user's module the same module —,
-        depth, schedule, dtype)."""
+        depth, schedule, dtype, and maxout's pieces on each side: they set the widths of the
+        layers before its activations)."""
         if self.module:
             return (self.dataset, self.family, self.likelihood, self.module, self.batch_size, self.epochs,
                     self.dtype)
         channels = self.channels if self.arch == "conv" else ()
         return (self.dataset, self.family, self.likelihood, self.arch, channels, len(self.hidden),
-                self.batch_size, self.epochs, self.dtype)
+                self.batch_size, self.epochs, self.dtype, pieces_of(self.activation), pieces_of(self.decoder))
 
 
 @dataclass(frozen=True)

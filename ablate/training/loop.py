@@ -19,12 +19,12 @@ import torch
 
 from ablate.nets.families import Family
 from ablate import timing
-from ablate.nets.models import param_count
+from ablate.nets.models import flops, param_count
 from ablate.training.checkpoints import CohortCheckpoint
 from ablate.training.evaluation import evaluate_elbo, evaluate_final
 from ablate.training.fleet import Fleet, Member
 from ablate.training.kept import member_weights
-from ablate.training.samples import learned_shapes, sample_images, sample_quality
+from ablate.training.samples import activation_state, learned_shapes, sample_images, sample_quality
 from ablate.training.splits import DeviceData
 
 
@@ -38,10 +38,11 @@ class Outcome:
     fail_epoch: int | None = None
     reason: str = ""
     params: int = 0
-    """The member's own trainable weights (unpadded; a user's module's, counted on one copy)."""
+    """The member's own trainable values (unpadded; a user's module's, counted on one copy)."""
+    flops: int = 0
+    """Its forward FLOPs per example (models.flops): with params, what a fair comparison weighs."""
     train_seconds: float = 0.0
-    """The member's share of its cohort's time by parameter count (the same for every
-    activation: a configuration's cost, not an activation's)."""
+    """The member's share of its cohort's time, by parameter count."""
     cohort: str = ""
     """The cohort the member trained in (`cohort_id`): shared by the members trained together."""
     cohort_members: int = 0
@@ -108,8 +109,8 @@ def _train(members: list[Member], data: DeviceData, iwae_samples: int,
     n, bs = len(data.x_train), cfg.batch_size
     steps = math.ceil(n / bs)
     cost = {m.key: param_count(m.config, fleet.shape) for m in members}
-    for key, o in outcomes.items():
-        o.params = cost[key]
+    for m in members:
+        outcomes[m.key].params, outcomes[m.key].flops = cost[m.key], flops(m.config, fleet.shape)
     if fleet.model.strategies():
         with timing.phase("training"), timing.phase("training/choosing conv strategies"):
             fleet.model.tune(bs)
@@ -140,13 +141,14 @@ def _train(members: list[Member], data: DeviceData, iwae_samples: int,
             first_bad, bad_nan = first_bad.cpu(), bad_nan.cpu()
         elapsed = time.perf_counter() - t0
         flows = fleet.flow.take()  # each member's gradient norms of this epoch, per layer
+        learned = activation_state(fleet)  # and what its learnable activations hold
         total_cost = sum(cost[k] for k in fleet.keys)
         keep, records = set(), {}
         for i, key in enumerate(fleet.keys):
             o = outcomes[key]
             o.epochs_run = epoch
             o.train_seconds += elapsed * cost[key] / total_cost
-            record = {**_record(epoch, rows[i].tolist(), fleet.family), **flows[i]}
+            record = {**_record(epoch, rows[i].tolist(), fleet.family), **flows[i], **learned[i]}
             o.history.append(record)
             if first_bad[i] >= 0 or not math.isfinite(record["train_loss"]):
                 kind = "NaN" if bad_nan[i] else "inf"

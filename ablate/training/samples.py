@@ -4,7 +4,8 @@ activations learned.
 Owns: reconstructions of fixed test images, prior samples, the latent manifold and latent
 traversals (uint8), the
 sample-quality pass (FID, KID, precision, recall, class coverage against the real images, from
-each member's SAMPLES stream), and learned activation shapes and values. Does not own: the
+each member's SAMPLES stream), learned activation shapes and values, and what the learnable
+activations hold epoch by epoch (`activation_state`). Does not own: the
 feature-space math (quality.py) or the classifier (classifier.py).
 """
 
@@ -50,6 +51,24 @@ def learned_shapes(fleet: Fleet) -> dict[str, dict[str, np.ndarray]]:
                     curves[f"act{index}_{k}"] = [v[0]]
     return {key: {k: (torch.stack(v) if k.endswith(("shape", "shape0")) else v[0]).float().cpu().numpy()
                   for k, v in c.items()} for key, c in out.items()}
+
+
+@torch.no_grad()
+def activation_state(fleet: Fleet) -> list[dict[str, float]]:
+    """Per member, at the end of an epoch: the switch of its ACON activations as `beta_<layer>`
+    (acon's β, meta_acon's computed β: the mean over the epoch's training passes, examples and
+    real units) and the mixture weights of a blend as `mix_<base>_<layer>`, where <layer> is the
+    layer the activation follows (`enc.0`). Takes the switches, so each epoch counts its own."""
+    out: list[dict[str, float]] = [{} for _ in fleet.members]
+    for layer in getattr(fleet.model, "acts", []):
+        for i, beta in layer.take_switches().items():
+            out[i][f"beta_{layer.after}"] = beta
+        for act, s, e in layer.groups:
+            if act.mixture is not None:
+                for base, w in act.mixture(layer.params(act, s, e)).items():
+                    for i, v in zip(range(s, e), w.tolist()):
+                        out[i][f"mix_{base}_{layer.after}"] = v
+    return out
 
 
 @torch.no_grad()

@@ -109,6 +109,10 @@ def broken_module(tmp_path, monkeypatch):
     ({"options": {"width": 8}}, {}, "model.options: holds keyword arguments for model.module's factory"),
     ({"module": "examples/resnet_vae.py"}, {}, "model.module: must be an import path package.module:factory"),
     ({"module": "tests.own_models:mlp_vae", "options": {"width": [1, None]}}, {}, "model.options: width: must be"),
+    ({"module": "tests.own_models:mlp_vae"}, {"activation": ["relu", "maxout:3"]},
+     "space.activation: is maxout:3, which widens the layer before it to 3 pieces per unit"),
+    ({"module": "tests.own_models:mlp_vae"}, {"activation": ["maxout:12"]},
+     "maxout takes a whole number of pieces from 2 to 8"),
 ])
 def test_a_bad_module_or_setting_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys, broken_module,
                                                                        model, space, pattern):

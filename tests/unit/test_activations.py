@@ -14,7 +14,14 @@ from ablate.nets.layers import init_weight
 from ablate.nets.nonlinear import get_activation
 
 
-@pytest.mark.parametrize("name", ACTIVATIONS.names())
+ELEMENTWISE = [n for n in ACTIVATIONS.names() if ACTIVATIONS.get(n).pieces == 1]
+
+
+def test_every_activation_but_maxout_is_elementwise():
+    assert set(ACTIVATIONS.names()) - set(ELEMENTWISE) == {"maxout"}
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
 def test_activation_is_elementwise_finite_and_differentiable(name):
     act = get_activation(name)
     assert act.init in INIT_SCHEMES
@@ -215,3 +222,71 @@ def test_blend_is_a_convex_mix_of_its_bases():
     relu_only = torch.full((1, len(BLEND_BASES)), -30.0)
     relu_only[0, [n for n, _ in BLEND_BASES].index("relu")] = 30.0
     torch.testing.assert_close(act.apply(x, {"logits": relu_only}), torch.relu(x))
+
+
+def test_maxout_keeps_the_max_of_each_units_consecutive_pieces():
+    for name, k in (("maxout", 2), ("maxout:3", 3), ("maxout:8", 8)):
+        act = get_activation(name)
+        assert act.pieces == k and not act.learnable
+        x = torch.randn(2, 5, 4 * k)
+        torch.testing.assert_close(act.apply(x, {}), x.view(2, 5, 4, k).max(-1).values)
+        maps = torch.randn(2, 3, 4 * k, 6, 5)  # channels: unit c's pieces are channels c·k … c·k + k − 1
+        torch.testing.assert_close(act.apply(maps, {}), maps.view(2, 3, 4, k, 6, 5).max(3).values)
+
+
+@pytest.mark.parametrize("name,pattern", [("maxout:1", "from 2 to 8"), ("maxout:9", "from 2 to 8"),
+                                          ("maxout:x", "whole number"), ("maxout:", "whole number")])
+def test_maxout_pieces_out_of_range_are_refused(name, pattern):
+    with pytest.raises(UserError, match=pattern):
+        get_activation(name)
+
+
+def test_a_layer_records_each_members_acon_switch_over_training_passes_only():
+    """acon's β (per unit) and meta_acon's (per example, from its own network) are averaged over
+    a member's real units and examples and over the passes with gradients on (training)."""
+    from ablate.nets.layers import Nonlinear
+    from ablate.nets.nonlinear import meta_beta
+
+    acon, meta = get_activation("acon"), get_activation("meta_acon")
+    layer = Nonlinear([(acon, 0, 2), (meta, 2, 3)], 6, real=[4, 6, 5])
+    layer.place(torch.device("cpu"))
+    with torch.no_grad():
+        for slot in layer.slots.values():
+            slot.tensor.normal_(generator=torch.Generator().manual_seed(1))
+    xs = [torch.randn(3, 7, 6, generator=torch.Generator().manual_seed(s)) for s in (2, 3)]
+    expected = {0: [], 1: [], 2: []}
+    for x in xs:
+        beta = layer.slots["acon.beta"].tensor.detach()
+        expected[0].append(beta[0, :4].mean())
+        expected[1].append(beta[1, :6].mean())
+        w1, w2 = layer.slots["meta_acon.w1"].tensor.detach(), layer.slots["meta_acon.w2"].tensor.detach()
+        real = x[2:3, :, :5]  # its padded unit is zero going in, and not averaged
+        expected[2].append(meta_beta(torch.cat([real, torch.zeros(1, 7, 1)], -1), w1, w2)[0, :, :5].mean())
+        layer(x)
+    with torch.no_grad():
+        layer(xs[0] * 10)  # an evaluation pass: not counted
+    got = layer.take_switches()
+    for i in range(3):
+        assert got[i] == pytest.approx(float(torch.stack(expected[i]).mean()), rel=1e-5), i
+    assert layer.take_switches() == {}, "taking starts a new epoch"
+
+
+def test_a_members_recorded_switches_and_mixture_do_not_depend_on_its_cohort(tiny_data):
+    from ablate.study.schema import RunConfig
+    from ablate.training.fleet import Member
+    from ablate.training.loop import train_cohort
+
+    def member(key, seed, activation, hidden, decoder=None):
+        return Member(key, RunConfig(hidden=hidden, epochs=2, batch_size=64, activation=activation,
+                                     decoder_activation=decoder), seed)
+
+    target = member("t", 1, "meta_acon", (24,), "blend")
+    others = [member("a", 0, "acon", (40,), "blend"), member("b", 2, "relu", (32,), "meta_acon")]
+    alone = train_cohort([target], tiny_data, iwae_samples=5)["t"].history
+    crowd = train_cohort(others + [target], tiny_data, iwae_samples=5)["t"].history
+    for ra, rc in zip(alone, crowd):
+        traced = {k for k in ra if k.startswith(("beta_", "mix_"))}
+        assert traced == {"beta_enc.0", *(f"mix_{b}_dec.0" for b in ("identity", "relu", "tanh", "elu", "silu"))}
+        for k in traced:
+            assert rc[k] == pytest.approx(ra[k], rel=1e-4), k
+    assert sum(alone[-1][f"mix_{b}_dec.0"] for b in ("identity", "relu", "tanh", "elu", "silu")) == pytest.approx(1.0)

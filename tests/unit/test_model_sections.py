@@ -78,3 +78,55 @@ def test_gradient_flow_names_the_layers_whose_gradients_vanished_or_exploded_and
     assert said.startswith("Weak from the first epoch") and "relu — enc.0 (0.0067×)" in said, said
     diverged = pd.DataFrame(rows).assign(**{"grad_enc.0": np.nan, "grad_out": np.nan})
     assert gradient_flow_data(diverged).empty, "no finite gradient: nothing to draw, no error"
+
+
+def test_the_why_table_puts_gradient_verdicts_beside_collapse_in_ranking_order():
+    from ablate.analysis.model_sections import gradient_flow_data, gradient_verdicts, why_table
+
+    rows = [{"activation": act, "seed": s, "epoch": e, "grad_enc.0": g, "zero_grad_enc.0": z, "grad_out": 1.0,
+             "zero_grad_out": 0.0}
+            for act, gs, z in (("sigmoid", [0.01, 0.0005], 0.0), ("relu", [1.0, 0.9], 0.3)) for s in (0, 1)
+            for e, g in enumerate(gs, 1)]
+    runs = pd.DataFrame([{"activation": "relu", "active_units": 4.0, "mutual_info": 2.5},
+                         {"activation": "sigmoid", "active_units": 0.0, "mutual_info": 0.0}])
+    table = why_table(gradient_verdicts(gradient_flow_data(pd.DataFrame(rows))), runs, ["relu", "sigmoid"])
+    assert table["activation"].tolist() == ["relu", "sigmoid"] and table["rank"].tolist() == [1, 2]
+    sig = table.set_index("activation").loc["sigmoid"]
+    assert sig["vanished"] == "enc.0 (epoch 2)" and sig["weakest at epoch 1"] == "enc.0 0.02×"
+    assert sig["active units"] == "0.00" and sig["most zero-gradient units"] == "–"
+    assert table.set_index("activation").loc["relu", "most zero-gradient units"] == "enc.0 30%"
+
+
+def test_learning_data_follows_each_layers_own_activation_and_says_where_it_ended():
+    from ablate.analysis.model_sections import learning_data, learning_sentences
+
+    rows = []
+    for seed in (0, 1):
+        for epoch in (1, 2):
+            rows.append({"activation": "blend", "decoder_activation": "acon", "seed": seed, "epoch": epoch,
+                         "mix_relu_enc.0": 0.5 + 0.1 * (epoch - 1) + 0.1 * seed,
+                         "mix_tanh_enc.0": 0.5 - 0.1 * (epoch - 1) - 0.1 * seed,
+                         "beta_dec.0": 1.0 + epoch * (seed + 1)})
+    trace = learning_data(pd.DataFrame(rows))
+    assert set(trace["activation"]) == {"blend", "acon"}, "a decoder layer's activation is the decoder's"
+    beta = trace[trace["quantity"] == "β"].set_index("epoch")
+    assert beta.loc[2, "mean"] == pytest.approx(4.0) and (beta.loc[2, "low"], beta.loc[2, "high"]) == (3.0, 5.0)
+    said = learning_sentences(trace)
+    assert "blend: the largest weight at epoch 2 — enc.0 relu 0.65 (from 0.55); uniform is 0.50." in said
+    assert "acon: β from epoch 1 to 2 — dec.0 2.50 → 4.00." in said
+    assert learning_data(pd.DataFrame(rows).drop(columns=["mix_relu_enc.0", "mix_tanh_enc.0", "beta_dec.0"])).empty
+
+
+def test_capacity_shows_each_activations_cost_and_names_the_bigger_ones():
+    from ablate.analysis.sections import capacity, capacity_sentence
+
+    runs = pd.DataFrame([{"activation": a, "params": p, "flops": f} for a, p, f in (
+        ("relu", 1000, 2e6), ("relu", 1200, 2.4e6), ("maxout", 1900, 3.9e6), ("maxout", 1900, 3.9e6),
+        ("acon", 1030, 2.06e6), ("acon", 1030, 2.06e6))])
+    cap = capacity(runs).set_index("activation")
+    assert cap.loc["relu", "params"] == "1,000–1,200" and cap.loc["relu", "FLOPs/example"] == "2 M–2.4 M"
+    assert cap.loc["maxout", "params"] == "1,900" and cap.loc["maxout", "FLOPs/example"] == "3.9 M"
+    said = capacity_sentence(cap.reset_index(), "relu")
+    assert "maxout (1.7× the parameters, 1.8× the FLOPs)" in said and "acon" not in said
+    assert capacity_sentence(cap.reset_index().query("activation != 'maxout'"), "relu") == ""
+    assert capacity(runs.drop(columns="flops")).empty, "runs from before FLOPs were kept: no column"

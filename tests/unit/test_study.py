@@ -79,6 +79,8 @@ BAD = [
     (GOOD.replace("train: {epochs: 2}", "train: {epochs: two}"), r"s\.yaml:4: train\.epochs: must be a whole number, got 'two'"),
     (GOOD.replace("kl_weight: [1.0]", "kl_weight: []"), r"s\.yaml:9: space\.kl_weight: is an empty list"),
     (GOOD.replace("[relu, tanh]", "[relu, tanhh]"), r"s\.yaml:7: space\.activation: unknown activation 'tanhh'\. Did you mean 'tanh'\? Known: .*relu"),
+    (GOOD.replace("[relu, tanh]", "[relu, maxout:9]"), r"s\.yaml:7: space\.activation: activation 'maxout:9': maxout takes a whole number of pieces from 2 to 8"),
+    (GOOD.replace("[relu, tanh]", "[relu, maxout:two]"), r"s\.yaml:7: space\.activation: .*whole number of pieces"),
     (GOOD.replace("name: digits", "name: digitz"), r"s\.yaml:2: dataset\.name: unknown dataset 'digitz'\. Did you mean 'digits'\? Known: .*digits, .*mnist"),
     (GOOD.replace("train_size: 100", "root: /x"), r"dataset\.root: unknown key 'root'"),
     (GOOD.replace("latent_dim: [2, 4]", "latent_dim: 4"), r"space\.latent_dim: must be a list"),

@@ -11,12 +11,14 @@ from ablate.training.fleet import Fleet, Member
 from ablate.training.kept import Standalone, _alone, member_weights
 
 
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
-def test_member_weights_reproduce_the_member_inside_its_padded_cohort(tiny_data, likelihood):
+@pytest.mark.parametrize("likelihood,acts,pieces", [("bernoulli", ("relu", "snake", "rational"), 1),
+                                                    ("gaussian", ("relu", "snake", "rational"), 1),
+                                                    ("bernoulli", ("maxout:3",) * 3, 3)])
+def test_member_weights_reproduce_the_member_inside_its_padded_cohort(tiny_data, likelihood, acts, pieces):
     base = {"epochs": 1, "batch_size": 64, "likelihood": likelihood}
-    members = [Member("wide", RunConfig(hidden=(48, 24), latent_dim=6, activation="relu", **base), 0),
-               Member("narrow", RunConfig(hidden=(16, 8), latent_dim=2, activation="snake", **base), 1),
-               Member("mid", RunConfig(hidden=(32, 8), latent_dim=3, activation="rational", **base), 2)]
+    members = [Member("wide", RunConfig(hidden=(48, 24), latent_dim=6, activation=acts[0], **base), 0),
+               Member("narrow", RunConfig(hidden=(16, 8), latent_dim=2, activation=acts[1], **base), 1),
+               Member("mid", RunConfig(hidden=(32, 8), latent_dim=3, activation=acts[2], **base), 2)]
     fleet = Fleet(members, 64)
     x = tiny_data.x_train[:64]
     for _ in range(3):  # move every weight off its init, padding stays zero
@@ -34,7 +36,7 @@ def test_member_weights_reproduce_the_member_inside_its_padded_cohort(tiny_data,
             torch.testing.assert_close(mu1[0], mu[i, :, :L], rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(logvar1[0], logvar[i, :, :L], rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(alone.decode(mu1)[0], out[i], rtol=1e-5, atol=1e-5)
-            assert own["enc.0.w"].shape == (64, m.config.hidden[0])
+            assert own["enc.0.w"].shape == (64, pieces * m.config.hidden[0])
             assert own["head.w"].shape == (m.config.hidden[1], 2 * L)
 
 
