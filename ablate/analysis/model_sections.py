@@ -207,8 +207,9 @@ def learned_shapes(ctx) -> None:
         ctx.figure(plots.learned_shapes(data, ctx.fig_dir / f"learned_shapes{ctx.tag}.png"),
                    "Each learnable activation's shape after training, per hidden layer (mean over "
                    "its members, band: their range), beside its initial shape (dashed); a per-unit "
-                   "activation is averaged over its units, and meta_acon is drawn with every unit "
-                   "of a layer at the same x (its β then comes from that made-up input).")
+                   "activation is averaged over its units; meta_acon, whose β each example sets, "
+                   "is drawn with each unit's β at its mean over the last epoch's training "
+                   "examples (the shape at a typical β, not the mean of the shapes).")
         ctx.doc.para("Largest change from init: the largest distance, over the layers and x in "
                      "[−3, 3], between the mean learned shape and the initial one.")
         ctx.doc.table(pd.DataFrame([{"activation": a, "side": side, "members": d["members"],
@@ -253,30 +254,42 @@ def _learning(ctx, trace: pd.DataFrame) -> None:
     ctx.doc.bullets(learning_sentences(trace))
     ctx.figure(plots.learning(trace, ctx.fig_dir / f"learned_over_training{ctx.tag}.png"),
                "Learnable activations over training: one panel per activation and layer, the mean "
-               "over its members (band: their range) — β for acon and meta_acon, each base's "
-               "weight for blend.")
+               "over its members (band: their range; dotted: the first epoch's value) — β for acon "
+               "and meta_acon, each base's weight for blend; each panel has its own scale.")
+
+
+STILL = 0.1
+"""A switch or weight that moved less than this over training kept the form it started with."""
 
 
 def learning_sentences(trace: pd.DataFrame) -> list[str]:
-    """Per activation: where its switch or mixture started and ended, layer by layer."""
+    """Per activation: where its switch or mixture started and ended, layer by layer, and
+    whether it moved at all."""
     out = []
     for act, part in trace.groupby("activation", sort=False):
         first, last = part["epoch"].min(), part["epoch"].max()
         ends = part[part["epoch"].isin([first, last])].pivot_table(
             index=["layer", "quantity"], columns="epoch", values="mean", sort=False)
+        moved = (ends[last] - ends[first]).abs()
         layers = list(dict.fromkeys(part["layer"]))
-        if (part["quantity"] == "β").all():
+        switch = (part["quantity"] == "β").all()
+        still = ("" if moved.max() >= STILL else
+                 f"; no β moved by {STILL:g} or more: it switches as it started (its p₁, p₂ may "
+                 "have moved: the learned shapes show it)" if switch else
+                 f"; no weight moved by {STILL:g} or more: it kept the mix it started with")
+        if switch:
             moves = ", ".join(f"{layer} {ends.at[(layer, 'β'), first]:.2f} → {ends.at[(layer, 'β'), last]:.2f}"
                               for layer in layers)
-            out.append(f"{act}: β from epoch {first} to {last} — {moves}.")
-        else:
-            tops = []
-            for layer in layers:
-                weights = ends.loc[layer][last]
-                top = weights.idxmax()
-                tops.append(f"{layer} {top} {weights[top]:.2f} (from {ends.loc[layer][first][top]:.2f})")
-            out.append(f"{act}: the largest weight at epoch {last} — " + ", ".join(tops)
-                       + f"; uniform is {1 / part['quantity'].nunique():.2f}.")
+            out.append(f"{act}: β from epoch {first} to {last} — {moves}{still}.")
+            continue
+        said = []
+        for layer in layers:
+            weights, change = ends.loc[layer], moved.loc[layer]
+            top, mover = weights[last].idxmax(), change.idxmax()
+            said.append(f"{layer} {top} {weights.at[top, last]:.2f} largest, {mover} moved most "
+                        f"({weights.at[mover, first]:.2f} → {weights.at[mover, last]:.2f})")
+        out.append(f"{act} at epoch {last}: " + "; ".join(said)
+                   + f" (uniform: {1 / part['quantity'].nunique():.2f}){still}.")
     return out
 
 
@@ -372,8 +385,10 @@ def gradient_flow(ctx) -> None:
                  f"*exploded* when it rose above {EXPLODED:g}× (or stopped being finite); a unit's "
                  f"gradient counts as zero below {ZERO_GRAD:g}× the root mean square of its "
                  f"layer's units (gradient_flow{ctx.tag}.csv has every layer's numbers).")
+    cause = _cause_sentence(verdicts, collapse_epochs(ctx.epochs))
     ctx.doc.bullets([_weak_start_sentence(verdicts),
                      _gradient_sentence(verdicts, "vanished", "vanished_at"),
+                     *([cause] if cause else []),
                      _gradient_sentence(verdicts, "exploded", "exploded_at"),
                      _zero_sentence(verdicts)])
     ctx.doc.para("How to read it: Adam scales each parameter's step by its own gradient's "
@@ -384,9 +399,11 @@ def gradient_flow(ctx) -> None:
                  "the code carries nothing, the encoder's only gradient is the KL term's.")
     ctx.doc.para("Beside the outcome, per activation in ranking order: its weakest layer at the "
                  "first epoch (norm against the median activation's), the layers whose gradients "
-                 "vanished or exploded, its layer with most zero-gradient units at the end, and "
+                 "vanished or exploded, its layer with most zero-gradient units at the end (zero "
+                 "relative to the layer's own units, so a uniformly weak layer, as sigmoid's, "
+                 "shows none: its norm says it; before a maxout the units are its pieces), and "
                  "— the symptom a vanished gradient may cause or follow — its active latent "
-                 "units and I(x; z) (mean over members).")
+                 "units and I(x; z) (mean over members, per latent size where it varies).")
     ctx.doc.table(why_table(verdicts, ctx.ok, ctx.order))
     for family, part in flow.groupby("family", sort=False):
         tag = ctx.tag + (f"_{family}" if flow["family"].nunique() > 1 else "")
@@ -400,6 +417,17 @@ def why_table(verdicts: pd.DataFrame, runs: pd.DataFrame, order: list[str]) -> p
     mean active units and mutual information."""
     rows = []
     ranked = {a: i for i, a in enumerate(order)}
+    latents = sorted(runs["latent_dim"].dropna().unique()) if "latent_dim" in runs else []
+    per_latent = len(latents) > 1  # a collapse at one latent size hides in the mean over both
+    suffix = f" (latent_dim {' / '.join(f'{v:g}' for v in latents)})" if per_latent else ""
+
+    def mean_of(mine: pd.DataFrame, col: str) -> str:
+        if col not in mine or not len(mine):
+            return "–"
+        if not per_latent:
+            return fmt(float(mine[col].mean()), 2)
+        return " / ".join(fmt(float(mine.loc[mine["latent_dim"] == v, col].mean()), 2) for v in latents)
+
     for (family, act), v in sorted(verdicts.groupby(["family", "activation"], sort=False),
                                    key=lambda kv: (kv[0][0], ranked.get(kv[0][1], len(ranked)))):
         weak = v.loc[v["first_vs_median"].idxmin()]
@@ -418,9 +446,52 @@ def why_table(verdicts: pd.DataFrame, runs: pd.DataFrame, order: list[str]) -> p
                      "vanished": at("vanished_at"), "exploded": at("exploded_at"),
                      "most zero-gradient units": (f"{zero['layer']} {zero['zero_at_end']:.0%}"
                                                   if zero["zero_at_end"] >= 0.005 else "–"),
-                     **{name: fmt(float(mine[col].mean()), 2) if col in mine and len(mine) else "–"
+                     **{name + suffix: mean_of(mine, col)
                         for name, col in (("active units", "active_units"), ("I(x; z)", "mutual_info"))}})
     return pd.DataFrame(rows)
+
+
+COLLAPSED_KL = 0.01
+"""nats per latent dimension: a member whose training KL fell below this (times its latent size)
+has a code that carries almost nothing — collapsed (the active-unit threshold's scale)."""
+
+
+def collapse_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
+    """Per family and activation: how many members' training KL fell below COLLAPSED_KL per
+    latent dimension, and the median over them of the first epoch it did."""
+    if epochs.empty or "train_kl" not in epochs or "latent_dim" not in epochs:
+        return pd.DataFrame(columns=["family", "activation", "members", "collapsed", "collapsed_at"])
+    frame = epochs.assign(family=epochs["family"] if "family" in epochs else "vae")
+    frame = frame[frame["train_kl"].notna()]
+    low = frame[frame["train_kl"] < COLLAPSED_KL * frame["latent_dim"]]
+    member = ["family", "activation", "trial", "seed"]
+    first = low.groupby(member)["epoch"].min().reset_index()
+    counts = frame.drop_duplicates(member).groupby(["family", "activation"]).size().rename("members")
+    at = first.groupby(["family", "activation"])["epoch"].agg(["size", "median"])
+    out = counts.to_frame().join(at.rename(columns={"size": "collapsed", "median": "collapsed_at"}))
+    return out.fillna({"collapsed": 0}).reset_index()
+
+
+def _cause_sentence(verdicts: pd.DataFrame, collapsed: pd.DataFrame) -> str | None:
+    """For each activation whose gradients vanished: whether its code collapsed first."""
+    gone = verdicts[verdicts["vanished_at"].notna()]
+    if gone.empty or collapsed.empty:
+        return None
+    parts = []
+    for (family, act), rows in gone.groupby(["family", "activation"], sort=False):
+        c = collapsed[(collapsed["family"] == family) & (collapsed["activation"] == act)]
+        first = int(rows["vanished_at"].min())
+        if c.empty or not c["collapsed"].iloc[0]:
+            parts.append(f"{act}'s code did not collapse, so its vanishing gradients (from epoch "
+                         f"{first}) are not a collapse's symptom")
+            continue
+        n, of, at = int(c["collapsed"].iloc[0]), int(c["members"].iloc[0]), float(c["collapsed_at"].iloc[0])
+        order = (f"before its gradients vanished (epoch {first}): the vanishing follows the collapse"
+                 if at < first else f"in the epoch its gradients vanished ({first})" if at == first else
+                 f"after its gradients vanished (epoch {first}): the collapse may follow the vanishing")
+        parts.append(f"{act}'s training KL fell below {COLLAPSED_KL:g} nats per latent dimension in "
+                     f"{n} of {of} members, by epoch {at:g} (median), {order}")
+    return "Cause or symptom: " + "; ".join(parts) + "."
 
 
 def _zero_sentence(verdicts: pd.DataFrame) -> str:

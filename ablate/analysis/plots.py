@@ -239,26 +239,33 @@ def collapse(runs: pd.DataFrame, order: list[str], path: Path) -> Path:
     fig, axes = plt.subplots(2, len(latents), figsize=(4.4 * len(latents) + 1.5, 7.2), squeeze=False,
                              sharex=True)
     pal = _palette(order)
+    single = data["kl_weight"].nunique() <= 1  # one kl_weight: the activations side by side instead
     for col, latent in enumerate(latents):
         for row, measure in enumerate(("active_units", "mutual_info")):
             ax = axes[row][col]
             part = data[(data["latent_dim"] == latent) & (data["measure"] == measure)]
-            for act in order:
+            for i, act in enumerate(order):
                 line = part[part["activation"] == act]
                 if line.empty:
                     continue
                 err = np.vstack([line["mean"] - line["ci_low"], line["ci_high"] - line["mean"]])
                 err = np.where(np.isfinite(err), np.maximum(err, 0.0), 0.0)  # a clipped interval may sit on its mean
-                ax.errorbar(line["kl_weight"], line["mean"], yerr=err, color=pal[act], marker="o", ms=3.5,
+                x = np.full(len(line), i) if single else line["kl_weight"]
+                ax.errorbar(x, line["mean"], yerr=err, color=pal[act], marker="o", ms=3.5,
                             lw=1.1 if len(line) > 1 else 0, elinewidth=1.1, capsize=2, label=act)
-            _beta_axis(ax, sorted(part["kl_weight"].unique()))
+            if single:
+                ax.set_xticks(range(len(order)), order if row == 1 else [], rotation=45, ha="right")
+            else:
+                _beta_axis(ax, sorted(part["kl_weight"].unique()))
             if measure == "active_units":
                 ax.axhline(latent, color="0.7", ls=":", lw=1)
                 ax.set_title(f"latent_dim = {latent}")
             ax.set_ylabel(label(measure))
-            ax.set_xlabel("kl_weight" if row == 1 else "")
-    axes[0][-1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
-    fig.suptitle("Posterior collapse: active units (dotted: latent_dim) and I(x; z) vs kl_weight, "
+            ax.set_xlabel(("" if single else "kl_weight") if row == 1 else "")
+    if not single:
+        axes[0][-1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    against = "per activation" if single else "vs kl_weight"
+    fig.suptitle(f"Posterior collapse: active units (dotted: latent_dim) and I(x; z) {against}, "
                  "mean and 95% CI over seeds", y=1.01)
     return _save(fig, path)
 
@@ -381,7 +388,7 @@ def cost(cost: pd.DataFrame, order: list[str], path: Path) -> Path:
     ax.set_yticks(y, data["activation"])
     ax.invert_yaxis()
     ax.set_xlabel("activation forward + backward, ns per element: median, bar 25th–75th percentile")
-    ax.set_title("Cost of each activation itself (the matmuls cost the same for all)", fontsize=10)
+    ax.set_title("Cost of each activation itself, per element (the layers around it: params, FLOPs in Results)", fontsize=10)
     return _save(fig, path)
 
 
@@ -678,6 +685,9 @@ def learning(trace: pd.DataFrame, path: Path) -> Path:
                 ax.plot(line["epoch"], line["mean"], color=colors[q], label=q)
                 ax.fill_between(line["epoch"], line["low"], line["high"], color=colors[q], alpha=0.2)
             ax.set_title(f"{act}: {layer}", fontsize=10)
+            start = part[(part["layer"] == layer) & (part["epoch"] == part["epoch"].min())]["mean"]
+            for v in start:  # where each line began: a small axis makes a small move look large
+                ax.axhline(v, color="0.6", ls=":", lw=0.8, zorder=0)
         for ax in row[len(layers):]:
             ax.axis("off")
         row[0].set_ylabel("β" if quantities == ["β"] else "mixture weight")
@@ -692,9 +702,15 @@ def gradient_flow(flow: pd.DataFrame, order: list[str], path: Path) -> Path:
     """One panel per layer (in the order recorded): each activation's mean gradient norm per
     epoch, on a log scale."""
     layers = list(dict.fromkeys(flow["layer"]))
-    fig, axes = plt.subplots(1, len(layers), figsize=(3.6 * len(layers) + 1.5, 3.6), squeeze=False, sharex=True)
+    n = len(layers)  # rows of up to three: six layers side by side were too small to read
+    cols = n if n <= 3 else 2 if n == 4 else 3
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 1.5, 3.4 * rows), squeeze=False)
+    fig.subplots_adjust(hspace=0.4)  # a row's titles clear the tick labels above
     palette = _palette(order)
-    for ax, layer in zip(axes[0], layers):
+    for ax in axes.flat[len(layers):]:
+        ax.axis("off")
+    for ax, layer in zip(axes.flat, layers):
         part = flow[flow["layer"] == layer]
         for act in order:
             line = part[part["activation"] == act]
@@ -703,7 +719,10 @@ def gradient_flow(flow: pd.DataFrame, order: list[str], path: Path) -> Path:
         ax.set_yscale("log")
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decades only: no crowding
         ax.set_title(layer)
-        ax.set_xlabel("epoch")
-    axes[0][0].set_ylabel("gradient norm")
+    for i, ax in enumerate(axes.flat[:n]):
+        if i + cols >= n:  # no panel below it
+            ax.set_xlabel("epoch")
+    for row in axes:
+        row[0].set_ylabel("gradient norm")
     axes[0][-1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
     return _save(fig, path)

@@ -409,12 +409,12 @@ def results(ctx: Context) -> None:
         view = view.merge(cap, on="activation", how="left") if not cap.empty else view
         doc.table(view[["rank", "activation", metric, "n", "avg_rank", "failed",
                         *cap.columns[1:3]]].rename(columns={"n": "seeds"}))
-        if sentence := capacity_sentence(cap, ctx.baseline):
+        if sentence := capacity_sentence(cap, ctx.baseline, list(s.ranking["activation"])):
             doc.para(sentence)
         _stratum_figures(ctx, s)
 
 
-CAPACITY_RATIO = 1.1
+CAPACITY_RATIO = 1.02
 """An activation with this many times the baseline's parameters or FLOPs gets a capacity caution."""
 
 
@@ -445,23 +445,32 @@ def _si(x: float) -> str:
     return f"{x:.3g}"
 
 
-def capacity_sentence(cap: pd.DataFrame, baseline: str | None) -> str:
-    """Names the activations with CAPACITY_RATIO × the baseline's (else the smallest)
-    median parameters or FLOPs: a win of theirs may be capacity, not the nonlinearity."""
+def capacity_sentence(cap: pd.DataFrame, baseline: str | None, order: list[str] | None = None) -> str:
+    """Names the activations with CAPACITY_RATIO × the baseline's (else the smallest) median
+    parameters or FLOPs — a win of theirs may be capacity, not the nonlinearity — and, given
+    the ranking `order`, where they rank beside the best activation no bigger than the baseline."""
     if cap.empty:
         return ""
     by = cap.set_index("activation")
     ref = baseline if baseline in by.index else by["params_n"].idxmin()
-    bigger = [f"{a} ({r['params_n'] / by.at[ref, 'params_n']:.2g}× the parameters, "
-              f"{r['flops_n'] / by.at[ref, 'flops_n']:.2g}× the FLOPs)"
-              for a, r in by.iterrows() if a != ref and
-              max(r["params_n"] / by.at[ref, "params_n"], r["flops_n"] / by.at[ref, "flops_n"]) >= CAPACITY_RATIO]
-    if not bigger:
+    ratio = by[["params_n", "flops_n"]] / by.loc[ref, ["params_n", "flops_n"]]
+    big = [a for a in by.index if a != ref and ratio.loc[a].max() >= CAPACITY_RATIO]
+    if not big:
         return ""
-    return (f"Not a comparison at equal capacity: against {ref}, {'; '.join(bigger)}. A larger "
-            "model can win by its size rather than its nonlinearity (as \"KAN or MLP: a fairer "
-            "comparison\" found); to credit the activation, compare at equal parameters — "
-            "narrower hidden layers for it, e.g. space.hidden.")
+    named = "; ".join(f"{a} ({ratio.at[a, 'params_n']:.2f}× the parameters, {ratio.at[a, 'flops_n']:.2f}× "
+                      "the FLOPs)" for a in big)
+    text = f"Not a comparison at equal capacity: against {ref}, {named}."
+    ranked = [a for a in (order or []) if a in by.index]
+    small = [a for a in ranked if a not in big]
+    if ranked and small:
+        place = ", ".join(f"{a} {ranked.index(a) + 1}" for a in big if a in ranked)
+        text += (f" They rank {place} of {len(ranked)}; the best activation no bigger than {ref}, "
+                 f"{small[0]}, ranks {ranked.index(small[0]) + 1} (whether ranks differ at all: see "
+                 "Statistics).")
+    return (text + " A larger model can win by its size rather than its nonlinearity (as \"KAN or "
+            "MLP: a fairer comparison\" found); to credit the activation, compare at equal "
+            "parameters — narrower hidden layers for it, e.g. space.hidden. FLOPs count the layers' "
+            "multiply-adds; an activation's own elementwise work is in Cost.")
 
 
 def _stratum_figures(ctx: Context, s) -> None:
@@ -643,7 +652,8 @@ def _collapse(ctx: Context, s) -> None:
     if grid and vae and runs["active_units"].notna().any() and runs["mutual_info"].notna().any():
         ctx.figure(plots.collapse(runs, order, figs / f"collapse{tag}.png"),
                    f"Active units (Var_x E[z_d|x] ≥ 0.01) and mutual information I(x; z){_of(s)} "
-                   "against kl_weight; fewer active units and less information = collapse.")
+                   + ("against kl_weight" if runs["kl_weight"].nunique() > 1 else "per activation")
+                   + " and latent size; fewer active units and less information = collapse.")
     if vae and "kl_per_dim" in runs.columns:
         ctx.figure(plots.kl_per_dim(runs, ctx.metric, ctx.maximize, order, figs / f"kl_per_dim{tag}.png",
                                     by_latent=grid),

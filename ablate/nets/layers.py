@@ -266,6 +266,8 @@ class Nonlinear(Stacked):
         self.after = ""
         """The layer it follows (`enc.0`): how records and the report name it."""
         self._switch: dict[int, tuple[Tensor, int]] = {}
+        self.unit_switch: dict[int, Tensor] = {}
+        """Each member's switch per real unit, the mean over the last epoch's training passes."""
 
     def place(self, device: torch.device) -> None:
         """Slots of learnable parameters are owned by their activation's members only."""
@@ -318,22 +320,24 @@ class Nonlinear(Stacked):
         return h if self.mask is None else h * self.mask[i]
 
     def _note_switch(self, act: Activation, start: int, end: int, x: Tensor, params: dict[str, Tensor]) -> None:
-        """Adds members start … end − 1's mean switch (ACON's β) over one pass's examples and
-        their real units; a pass with gradients on (training) counts, an evaluation does not."""
+        """Adds members start … end − 1's switch (ACON's β) per unit, averaged over one pass's
+        examples; a pass with gradients on (training) counts, an evaluation does not."""
         with torch.no_grad():
-            beta = act.switch(x, params).flatten(2)  # (G, B or 1, units)
-            if self.mask is None:
-                mean = beta.mean((1, 2))
-            else:
-                m = self.mask[start:end]
-                mean = (beta * m).sum((1, 2)) / (m.sum((1, 2)) * beta.shape[1])
-        for i, v in zip(range(start, end), mean):
+            beta = act.switch(x, params).flatten(2).mean(1)  # (G, units)
+        for i, v in zip(range(start, end), beta):
             total, calls = self._switch.get(i, (0, 0))
             self._switch[i] = (total + v, calls + 1)
 
     def take_switches(self) -> dict[int, float]:
-        """Each member's mean switch over the training passes since the last take."""
-        out = {i: float(total) / calls for i, (total, calls) in self._switch.items()}
+        """Each member's mean switch over the training passes since the last take and its real
+        units; `unit_switch` keeps the per-unit means (a member's real units) until the next take."""
+        self.unit_switch = {}
+        out = {}
+        for i, (total, calls) in self._switch.items():
+            width = self.width if self.real is None else int(self.real[i])
+            unit = (total / calls)[:width]
+            self.unit_switch[i] = unit
+            out[i] = float(unit.mean())
         self._switch = {}
         return out
 

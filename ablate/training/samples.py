@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ablate.nets.activations import SHAPE_GRID
+from ablate.nets.nonlinear import Activation, acon
 from ablate.streams import Stream
 from ablate.training import quality
 from ablate.training.evaluation import ImageNoise, chunk, hidden_floats, member_noise, memory_budget
@@ -45,12 +46,21 @@ def learned_shapes(fleet: Fleet) -> dict[str, dict[str, np.ndarray]]:
                            for k, v in layer.params(act, i, i + 1).items()}
                 first = {k: v.to(fleet.device) for k, v in act.initial(1, width).items()}
                 curves = out.setdefault(fleet.members[i].key, {})
-                curves.setdefault(f"{side}shape", []).append(act.apply(x, trained)[0].mean(-1))
+                curves.setdefault(f"{side}shape", []).append(_shape(act, x, trained, layer.unit_switch.get(i)))
                 curves.setdefault(f"{side}shape0", []).append(act.apply(x, first)[0].mean(-1))
                 for k, v in trained.items():  # the learned values themselves, e.g. act0_alpha
                     curves[f"act{index}_{k}"] = [v[0]]
     return {key: {k: (torch.stack(v) if k.endswith(("shape", "shape0")) else v[0]).float().cpu().numpy()
                   for k, v in c.items()} for key, c in out.items()}
+
+
+def _shape(act: Activation, x: Tensor, params: dict[str, Tensor], switch: Tensor | None) -> Tensor:
+    """An activation's mean shape over its units on the grid x (1, points, units). One whose
+    switch comes from its input (meta_acon) is ACON-C with each unit's β as it was on the last
+    epoch's training examples (`switch`), not β of the grid fed to every unit at once."""
+    if act.switch is not None and "beta" not in params and switch is not None:
+        return acon(x, {**params, "beta": switch[None]})[0].mean(-1)
+    return act.apply(x, params)[0].mean(-1)
 
 
 @torch.no_grad()

@@ -254,20 +254,25 @@ def test_a_layer_records_each_members_acon_switch_over_training_passes_only():
         for slot in layer.slots.values():
             slot.tensor.normal_(generator=torch.Generator().manual_seed(1))
     xs = [torch.randn(3, 7, 6, generator=torch.Generator().manual_seed(s)) for s in (2, 3)]
-    expected = {0: [], 1: [], 2: []}
+    expected, per_unit = {0: [], 1: [], 2: []}, []
     for x in xs:
         beta = layer.slots["acon.beta"].tensor.detach()
         expected[0].append(beta[0, :4].mean())
         expected[1].append(beta[1, :6].mean())
         w1, w2 = layer.slots["meta_acon.w1"].tensor.detach(), layer.slots["meta_acon.w2"].tensor.detach()
         real = x[2:3, :, :5]  # its padded unit is zero going in, and not averaged
-        expected[2].append(meta_beta(torch.cat([real, torch.zeros(1, 7, 1)], -1), w1, w2)[0, :, :5].mean())
+        beta = meta_beta(torch.cat([real, torch.zeros(1, 7, 1)], -1), w1, w2)[0, :, :5]
+        expected[2].append(beta.mean())
+        per_unit.append(beta.mean(0))
         layer(x)
     with torch.no_grad():
         layer(xs[0] * 10)  # an evaluation pass: not counted
     got = layer.take_switches()
     for i in range(3):
         assert got[i] == pytest.approx(float(torch.stack(expected[i]).mean()), rel=1e-5), i
+    # each real unit's mean β (what meta_acon's learned shape is drawn with)
+    torch.testing.assert_close(layer.unit_switch[2], torch.stack(per_unit).mean(0))
+    assert layer.unit_switch[0].shape == (4,)
     assert layer.take_switches() == {}, "taking starts a new epoch"
 
 

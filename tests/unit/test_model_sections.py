@@ -104,16 +104,19 @@ def test_learning_data_follows_each_layers_own_activation_and_says_where_it_ende
     for seed in (0, 1):
         for epoch in (1, 2):
             rows.append({"activation": "blend", "decoder_activation": "acon", "seed": seed, "epoch": epoch,
-                         "mix_relu_enc.0": 0.5 + 0.1 * (epoch - 1) + 0.1 * seed,
-                         "mix_tanh_enc.0": 0.5 - 0.1 * (epoch - 1) - 0.1 * seed,
+                         "mix_relu_enc.0": 0.5 + 0.3 * (epoch - 1) + 0.1 * seed,
+                         "mix_tanh_enc.0": 0.5 - 0.05 * (epoch - 1) - 0.1 * seed,
                          "beta_dec.0": 1.0 + epoch * (seed + 1)})
     trace = learning_data(pd.DataFrame(rows))
     assert set(trace["activation"]) == {"blend", "acon"}, "a decoder layer's activation is the decoder's"
     beta = trace[trace["quantity"] == "β"].set_index("epoch")
     assert beta.loc[2, "mean"] == pytest.approx(4.0) and (beta.loc[2, "low"], beta.loc[2, "high"]) == (3.0, 5.0)
     said = learning_sentences(trace)
-    assert "blend: the largest weight at epoch 2 — enc.0 relu 0.65 (from 0.55); uniform is 0.50." in said
+    assert "blend at epoch 2: enc.0 relu 0.85 largest, relu moved most (0.55 → 0.85) (uniform: 0.50)." in said
     assert "acon: β from epoch 1 to 2 — dec.0 2.50 → 4.00." in said
+    still = trace.assign(mean=np.where(trace["quantity"] == "β", 1.0, trace["mean"]))
+    assert learning_sentences(still)[1].endswith("no β moved by 0.1 or more: it switches as it started (its "
+                                                 "p₁, p₂ may have moved: the learned shapes show it).")
     assert learning_data(pd.DataFrame(rows).drop(columns=["mix_relu_enc.0", "mix_tanh_enc.0", "beta_dec.0"])).empty
 
 
@@ -126,7 +129,8 @@ def test_capacity_shows_each_activations_cost_and_names_the_bigger_ones():
     cap = capacity(runs).set_index("activation")
     assert cap.loc["relu", "params"] == "1,000–1,200" and cap.loc["relu", "FLOPs/example"] == "2 M–2.4 M"
     assert cap.loc["maxout", "params"] == "1,900" and cap.loc["maxout", "FLOPs/example"] == "3.9 M"
-    said = capacity_sentence(cap.reset_index(), "relu")
-    assert "maxout (1.7× the parameters, 1.8× the FLOPs)" in said and "acon" not in said
+    said = capacity_sentence(cap.reset_index(), "relu", ["maxout", "relu", "acon"])
+    assert "maxout (1.73× the parameters, 1.77× the FLOPs)" in said and "acon (" not in said  # 1.0× relu
+    assert "They rank maxout 1 of 3; the best activation no bigger than relu, relu, ranks 2" in said
     assert capacity_sentence(cap.reset_index().query("activation != 'maxout'"), "relu") == ""
     assert capacity(runs.drop(columns="flops")).empty, "runs from before FLOPs were kept: no column"

@@ -136,9 +136,11 @@ def test_a_lone_kl_weight_is_drawn_as_points_not_lines_and_inside_the_axes(tmp_p
         for coll in ax.collections:
             for x, y in coll.get_offsets():
                 assert x0 < x < x1 and y0 < y < y1
-    for ax in col.axes:
+    for ax in col.axes:  # the activations side by side, each inside the axes
         lo, hi = ax.get_xlim()
-        assert lo < 2.0 / 1.5 and hi > 2.0 * 1.5  # the lone value sits inside, not on the edge
+        assert lo < 0 and hi > len(SHIFT) - 1 and len(ax.get_xticks()) == len(SHIFT)
+    assert [t.get_text() for t in col.axes[-1].get_xticklabels()] == list(SHIFT)
+    assert "I(x; z) per activation" in col._suptitle.get_text()
 
 
 def test_boxes_have_panels_only_for_an_axis_that_varies(tmp_path, monkeypatch):
