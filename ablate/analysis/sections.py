@@ -18,7 +18,7 @@ from ablate import timing
 from ablate.analysis import figures, plots, protocol, stats, strata as strata_
 from ablate.analysis.context import Context
 from ablate.analysis.document import ci, fmt, upper, where
-from ablate.nets.activations import spec_of
+from ablate.nets.activations import pieces_of, spec_of
 from ablate.nets.families import having
 from ablate.study.metrics import METRICS, label
 from ablate.study.schema import ARMS
@@ -317,8 +317,13 @@ def model_sentence(study) -> str:
                          f"{fc}, transposed convolutions back)")
         else:
             parts.append(f"mlp ({fc})")
+    pooled = sorted({a for key in ("activation", "decoder_activation") for a in values(key)
+                     if a and pieces_of(a) > 1})
+    named = ", ".join(f"{a} (K = {pieces_of(a)})" for a in pooled)
+    pooling = (f" With {named} the layer before each of its activations has K times the units or "
+               "channels listed (K linear pieces per unit, the max kept)." if pooled else "")
     return (f"Model: {families}, {' and '.join(parts)}, "
-            f"{'/'.join(values('likelihood'))} likelihood.")
+            f"{'/'.join(values('likelihood'))} likelihood.{pooling}")
 
 
 def weights_sentence(ctx: Context) -> str:

@@ -134,3 +134,42 @@ def test_capacity_shows_each_activations_cost_and_names_the_bigger_ones():
     assert "They rank maxout 1 of 3; the best activation no bigger than relu, relu, ranks 2" in said
     assert capacity_sentence(cap.reset_index().query("activation != 'maxout'"), "relu") == ""
     assert capacity(runs.drop(columns="flops")).empty, "runs from before FLOPs were kept: no column"
+
+
+def test_a_vanished_gradient_after_the_code_collapsed_is_called_its_symptom():
+    from ablate.analysis.model_sections import (_cause_sentence, collapse_epochs, gradient_flow_data,
+                                                gradient_verdicts, why_table)
+
+    rows = []
+    for act, kl, grad in (("sigmoid", [1.0, 0.05, 0.01, 0.01], [1.0, 0.5, 0.05, 0.01]),
+                          ("tanh", [3.0, 3.0, 3.0, 3.0], [1.0, 0.5, 0.05, 0.01]),
+                          ("relu", [3.0, 3.0, 3.0, 3.0], [1.0, 1.0, 1.0, 1.0])):
+        for trial, latent in ((0, 2), (1, 8)):
+            for epoch, (k, g) in enumerate(zip(kl, grad), 1):
+                rows.append({"activation": act, "trial": trial, "seed": 0, "latent_dim": latent, "epoch": epoch,
+                             "train_kl": k * latent / 2, "grad_enc.0": g})
+    epochs = pd.DataFrame(rows)
+    collapsed = collapse_epochs(epochs).set_index("activation")
+    # sigmoid's KL per latent dimension: 0.5, 0.025, 0.005 — below 0.01 from epoch 3, in both members
+    assert collapsed.loc["sigmoid", "collapsed"] == 2 and collapsed.loc["sigmoid", "collapsed_at"] == 3
+    assert collapsed.loc["relu", "collapsed"] == 0
+    verdicts = gradient_verdicts(gradient_flow_data(epochs))
+    said = _cause_sentence(verdicts, collapse_epochs(epochs))
+    assert ("sigmoid's training KL fell below 0.01 nats per latent dimension in 2 of 2 members, by epoch 3 "
+            "(median), in the epoch its gradients vanished (3)") in said
+    assert "tanh's code did not collapse, so its vanishing gradients (from epoch 3) are not a collapse's symptom" in said
+    runs = pd.DataFrame([{"activation": "tanh", "latent_dim": d, "active_units": u, "mutual_info": 1.0}
+                         for d, u in ((2, 2.0), (8, 4.0))])
+    table = why_table(verdicts, runs, ["relu", "tanh", "sigmoid"]).set_index("activation")
+    assert table.loc["tanh", "active units (latent_dim 2 / 8)"] == "2.00 / 4.00"
+
+
+def test_the_model_sentence_says_how_maxout_widens_its_layers():
+    from ablate.analysis.sections import model_sentence
+
+    text = ("name: m\ndataset: {name: digits}\nmodel: {hidden: [32]}\nspace:\n"
+            "  activation: [relu, maxout, 'maxout:3']\n")
+    said = model_sentence(parse_study(text, "m.yaml"))
+    assert said.endswith("With maxout (K = 2), maxout:3 (K = 3) the layer before each of its activations "
+                         "has K times the units or channels listed (K linear pieces per unit, the max kept).")
+    assert "maxout" not in model_sentence(parse_study(text.replace(", maxout, 'maxout:3'", ""), "m.yaml"))
