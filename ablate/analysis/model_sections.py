@@ -21,7 +21,7 @@ from ablate.analysis import figures, plots, sections, stats
 from ablate.analysis.document import ci, fmt
 from ablate.analysis.tables import write_csv
 from ablate.study.metrics import ZERO_GRAD
-from ablate.nets.activations import DECODER_LAYERS, SHAPE_GRID
+from ablate.nets.activations import DECODER_LAYERS, SHAPE_GRID, pieces_of
 from ablate.nets.families import FAMILY, having
 from ablate.study.metrics import METRICS, label
 
@@ -391,12 +391,16 @@ def gradient_flow(ctx) -> None:
                      *([cause] if cause else []),
                      _gradient_sentence(verdicts, "exploded", "exploded_at"),
                      _zero_sentence(verdicts)])
+    pooled = sorted(a for a in set(ctx.epochs["activation"]) if pieces_of(a) > 1)
     ctx.doc.para("How to read it: Adam scales each parameter's step by its own gradient's "
                  "running size, so a small gradient slows learning less than it would under "
                  "SGD — the norms say where the learning signal is weak, not how fast weights "
                  "move. And a vanished encoder gradient in a member whose posterior collapsed "
                  "(see Posterior collapse) may follow the collapse rather than cause it: once "
-                 "the code carries nothing, the encoder's only gradient is the KL term's.")
+                 "the code carries nothing, the encoder's only gradient is the KL term's."
+                 + (f" A norm sums over a layer's weights, and {', '.join(pooled)}'s layers before "
+                    "an activation hold K times the weights: at equal gradients per weight their "
+                    "norms are about √K larger." if pooled else ""))
     ctx.doc.para("Beside the outcome, per activation in ranking order: its weakest layer at the "
                  "first epoch (norm against the median activation's), the layers whose gradients "
                  "vanished or exploded, its layer with most zero-gradient units at the end (zero "
