@@ -231,9 +231,11 @@ def learning_data(epochs: pd.DataFrame) -> pd.DataFrame:
         if part.empty:
             continue
         quantity, _, layer = col.partition("_")[2].rpartition("_") if col.startswith("mix_") else ("β", "", col[5:])
-        own = part["activation"]
-        if layer.split(".")[0] in DECODER_LAYERS and "decoder_activation" in part:
-            own = part["decoder_activation"].fillna(part["activation"])
+        own = part["encoder"] if "encoder" in part else part["activation"]  # a pair's: its parts
+        if layer.split(".")[0] in DECODER_LAYERS:
+            own = (part["decoder"] if "decoder" in part else
+                   part["decoder_activation"].fillna(part["activation"]) if "decoder_activation" in part
+                   else own)
         g = part.assign(owner=own).groupby(["owner", "epoch"])[col]
         stats_ = g.agg(["mean", "min", "max", "size"]).reset_index()
         rows.append(stats_.rename(columns={"owner": "activation", "min": "low", "max": "high", "size": "members"})
@@ -391,7 +393,8 @@ def gradient_flow(ctx) -> None:
                      *([cause] if cause else []),
                      _gradient_sentence(verdicts, "exploded", "exploded_at"),
                      _zero_sentence(verdicts)])
-    pooled = sorted(a for a in set(ctx.epochs["activation"]) if pieces_of(a) > 1)
+    names = set(ctx.epochs["activation"].str.split("→").explode())  # a pair's two parts
+    pooled = sorted(a for a in names if pieces_of(a) > 1)
     ctx.doc.para("How to read it: Adam scales each parameter's step by its own gradient's "
                  "running size, so a small gradient slows learning less than it would under "
                  "SGD — the norms say where the learning signal is weak, not how fast weights "

@@ -118,6 +118,8 @@ def test_learning_data_follows_each_layers_own_activation_and_says_where_it_ende
     assert learning_sentences(still)[1].endswith("no β moved by 0.1 or more: it switches as it started (its "
                                                  "p₁, p₂ may have moved: the learned shapes show it).")
     assert learning_data(pd.DataFrame(rows).drop(columns=["mix_relu_enc.0", "mix_tanh_enc.0", "beta_dec.0"])).empty
+    pairs = pd.DataFrame(rows).assign(encoder="blend", decoder="acon", activation="blend→acon")  # pair_contenders
+    assert set(learning_data(pairs)["activation"]) == {"blend", "acon"}
 
 
 def test_capacity_shows_each_activations_cost_and_names_the_bigger_ones():
