@@ -448,7 +448,7 @@ def why_table(verdicts: pd.DataFrame, runs: pd.DataFrame, order: list[str]) -> p
             return ", ".join(f"{r.layer} (epoch {int(getattr(r, column))})" for r in hit.itertuples()) or "–"
 
         rows.append({**({"family": family} if verdicts["family"].nunique() > 1 else {}),
-                     "activation": act, "rank": ranked.get(act, -1) + 1 or "–",
+                     "activation": act, "rank": ranked[act] + 1 if act in ranked else "–",
                      "weakest at epoch 1": f"{weak['layer']} {weak['first_vs_median']:.2g}×",
                      "vanished": at("vanished_at"), "exploded": at("exploded_at"),
                      "most zero-gradient units": (f"{zero['layer']} {zero['zero_at_end']:.0%}"

@@ -265,7 +265,7 @@ class Nonlinear(Stacked):
         self.mask_in: Tensor | None = None
         self.after = ""
         """The layer it follows (`enc.0`): how records and the report name it."""
-        self._switch: dict[int, tuple[Tensor, int]] = {}
+        self._switch: tuple[Tensor, Tensor] | None = None
         self.unit_switch: dict[int, Tensor] = {}
         """Each member's switch per real unit, the mean over the last epoch's training passes."""
 
@@ -284,6 +284,7 @@ class Nonlinear(Stacked):
 
     def select(self, new_position: dict[int, int]) -> None:
         super().select(new_position)
+        self._switch = None  # rows of the old positions (an epoch's were taken before)
         self.groups = regroup(self.groups, new_position)
         self._index_rows()
         if self.real is not None:
@@ -324,22 +325,27 @@ class Nonlinear(Stacked):
         examples; a pass with gradients on (training) counts, an evaluation does not."""
         with torch.no_grad():
             beta = act.switch(x, params).flatten(2).mean(1)  # (G, units)
-        for i, v in zip(range(start, end), beta):
-            total, calls = self._switch.get(i, (0, 0))
-            self._switch[i] = (total + v, calls + 1)
+            if self._switch is None:  # (sum per member and unit, passes per member)
+                self._switch = (beta.new_zeros(len(self.row), beta.shape[1]), beta.new_zeros(len(self.row)))
+            total, passes = self._switch
+            total[start:end] += beta
+            passes[start:end] += 1
 
     def take_switches(self) -> dict[int, float]:
         """Each member's mean switch over the training passes since the last take and its real
         units; `unit_switch` keeps the per-unit means (a member's real units) until the next take."""
-        self.unit_switch = {}
-        out = {}
-        for i, (total, calls) in self._switch.items():
-            width = self.width if self.real is None else int(self.real[i])
-            unit = (total / calls)[:width]
-            self.unit_switch[i] = unit
-            out[i] = float(unit.mean())
-        self._switch = {}
-        return out
+        self.unit_switch, out = {}, {}
+        if self._switch is None:
+            return out
+        total, passes = self._switch
+        self._switch = None
+        noted = passes.nonzero().flatten().tolist()
+        means = total / passes.clamp(min=1)[:, None]
+        real = self.real.tolist() if self.real is not None else [means.shape[1]] * len(passes)
+        for i in noted:
+            self.unit_switch[i] = means[i, :real[i]]
+        values = torch.stack([self.unit_switch[i].mean() for i in noted]).tolist() if noted else []
+        return dict(zip(noted, values))
 
     def _derive_mask(self) -> None:
         full = bool((self.real == self.width).all())

@@ -92,7 +92,6 @@ def _activation_sizes(name: str, outputs: int) -> tuple[int, int]:
     elementwise work is not counted."""
     spec = spec_of(name)
     if spec is None:  # a plugin: its parameters, one copy per layer
-        from ablate.nets.nonlinear import get_activation
         return sum(v.numel() for v in get_activation(name).params.values()), 0
     units = outputs // spec.pieces
     return spec.learnable_count(units), 2 * 2 * len(spec.unit_params.get("w1", ())) * units
